@@ -1,0 +1,100 @@
+"""What the engine needs from a model: a per-request cursor that speaks text.
+
+The generator and the mentor may use different tokenizers, so everything they share is text. A backend
+renders the conversation with its own chat template once (``open``), and from then on every operation is
+asked "at" a response text: the cursor brings its model to ``prompt + response_text`` (reusing whatever
+it already computed) and then proposes, generates or scores from there. Because the state a cursor
+reaches depends only on that text, a run rebuilt from a checkpoint continues exactly as it would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypedDict, runtime_checkable
+
+PromptStyle = Literal["chat", "raw"]
+
+
+class ChatMessage(TypedDict):
+    """A message as backends see it: a role (system, user, assistant, tool) and plain text."""
+
+    role: str
+    content: str
+
+
+Prompt = str | Sequence[ChatMessage]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Text one model produced: a word, a lookahead segment, or a generated answer.
+
+    ``tokens`` counts the model's own tokens (for accounting and budgets); ``eos`` says the model
+    ended the text with its end-of-sequence token, which is never part of ``text``.
+    """
+
+    text: str
+    tokens: int
+    eos: bool = False
+
+
+@runtime_checkable
+class Cursor(Protocol):
+    """One request's view of one model, positioned by the response text it is asked at."""
+
+    def next_word(self, text: str, max_tokens: int) -> Piece:
+        """The model's next word after ``text``: greedy tokens until the next one starts with whitespace."""
+        ...
+
+    def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
+        """Up to ``max_tokens`` greedy tokens after ``text``, cut before the first stop string."""
+        ...
+
+    def label_logprobs(self, text: str, labels: Sequence[str]) -> list[float]:
+        """Log-probability of each label's first token as the very next token after ``text``."""
+        ...
+
+    def hidden_state(self, text: str) -> list[float]:
+        """The last layer's hidden state at the final position of ``text``."""
+        ...
+
+    def close(self) -> None:
+        """Free what the cursor holds (its KV cache); the cursor is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model that can open cursors. Heavy resources (weights) are shared by all its cursors."""
+
+    @property
+    def model_name(self) -> str:
+        """A name that identifies the model in records and traces."""
+        ...
+
+    def open(self, prompt: Prompt, style: PromptStyle = "chat") -> Cursor:
+        """Render ``prompt`` (messages with the chat template, or raw text) and start a cursor there."""
+        ...
+
+
+def render_plain(prompt: Prompt, style: PromptStyle) -> str:
+    """The prompt as plain text, for raw completion prompts and for base models without a chat template.
+
+    ``raw`` passes a ready completion prompt through untouched (the paper's setting). ``chat`` on a model
+    without a template labels each turn and leaves the assistant's turn open.
+    """
+    if isinstance(prompt, str):
+        messages: Sequence[ChatMessage] = [{"role": "user", "content": prompt}]
+    else:
+        messages = prompt
+    if style == "raw":
+        return "\n\n".join(message["content"] for message in messages)
+    turns = [f"{message['role'].capitalize()}: {message['content']}" for message in messages]
+    return "\n\n".join(turns) + "\n\nAssistant:"
+
+
+def as_messages(prompt: Prompt) -> list[ChatMessage]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return list(prompt)

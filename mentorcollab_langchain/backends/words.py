@@ -1,0 +1,53 @@
+"""Where words begin, for both tokenizer families.
+
+The method's unit is a word: a token plus the tokens that follow it until the next token starts with
+whitespace. Whether a token starts with whitespace is read from its vocabulary string, whose spelling
+depends on the tokenizer family:
+
+- byte-level BPE (GPT-2, SmolLM, Qwen) maps each byte to a printable character: a space is ``Ġ``,
+  a newline ``Ċ``, a tab ``ĉ``;
+- SentencePiece-style vocabularies (Llama, Gemma) mark a leading space with ``▁`` and may keep other
+  whitespace literally or as byte tokens such as ``<0x0A>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _byte_level_whitespace() -> frozenset[str]:
+    """The printable stand-ins that byte-level BPE uses for whitespace bytes.
+
+    Byte-level BPE keeps printable bytes as themselves and shifts the others (space and control
+    characters among them) to code points from 256 upward, in byte order.
+    """
+    printable = set(range(ord("!"), ord("~") + 1)) | set(range(ord("¡"), ord("¬") + 1)) | set(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    shifted, stand_in = {}, 256
+    for byte in range(256):
+        if byte not in printable:
+            shifted[byte] = chr(stand_in)
+            stand_in += 1
+    return frozenset(shifted[byte] for byte in b" \t\n\r\x0b\x0c")
+
+
+_BYTE_LEVEL_WHITESPACE = _byte_level_whitespace()
+_SENTENCEPIECE_WHITESPACE_BYTES = frozenset({"<0x20>", "<0x09>", "<0x0A>", "<0x0D>", "<0x0B>", "<0x0C>"})
+
+
+def whitespace_start_table(vocabulary: Sequence[str | None]) -> list[bool]:
+    """For each token id, whether its text starts with whitespace."""
+    # Either family may hold a stray token of the other's spelling, so the majority decides.
+    byte_level_marks = sum(1 for piece in vocabulary if piece and piece.startswith("Ġ"))
+    sentencepiece_marks = sum(1 for piece in vocabulary if piece and piece.startswith("▁"))
+    byte_level = byte_level_marks > sentencepiece_marks
+
+    def starts_with_whitespace(piece: str | None) -> bool:
+        if not piece:
+            return False
+        if byte_level:
+            return piece[0] in _BYTE_LEVEL_WHITESPACE
+        return piece[0] == "▁" or piece[0].isspace() or piece in _SENTENCEPIECE_WHITESPACE_BYTES
+
+    return [starts_with_whitespace(piece) for piece in vocabulary]

@@ -1,0 +1,71 @@
+"""The knobs of the method, validated once, so a bad value fails before any model loads."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mentorcollab_langchain.errors import ConfigError
+
+
+class CollabConfig(BaseModel):
+    """Settings of one collaboration run (see DESIGN.md, "The method, exactly").
+
+    Attributes:
+        probe_rate: probability that a word step is probed by the mentor.
+        segment_tokens: length of each model's lookahead segment at a divergence.
+        max_word_tokens: the most tokens one word step may take.
+        max_new_tokens: the most tokens committed to the answer (both sources together).
+        seed: seeds the probe positions; the same seed gives the same probes and text.
+        match: how the two proposed words are compared: ``exact``, or ``normalized`` (whitespace
+            collapsed and stripped).
+        stop: strings that end the answer; the answer is cut before the first one.
+        repetition_guard: stop when the same step is committed three times in a row.
+        prompt_style: ``chat`` renders messages with each model's chat template; ``raw`` passes a ready
+            completion prompt through (the paper's setting).
+        on_mentor_error: ``fallback`` records a failed mentor call and goes on with the generator alone;
+            ``raise`` stops the run with the error.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    probe_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    segment_tokens: int = Field(default=16, ge=1)
+    max_word_tokens: int = Field(default=12, ge=1)
+    max_new_tokens: int = Field(default=512, ge=1)
+    seed: int = 0
+    match: Literal["exact", "normalized"] = "exact"
+    stop: tuple[str, ...] = ()
+    repetition_guard: bool = True
+    prompt_style: Literal["chat", "raw"] = "chat"
+    on_mentor_error: Literal["fallback", "raise"] = "fallback"
+
+    def __init__(self, **fields: Any) -> None:
+        """Validate ``fields``, raising ``ConfigError`` that names each bad field and its value."""
+        try:
+            super().__init__(**fields)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']} (got {item.get('input')!r})"
+                for item in error.errors()
+            )
+            raise ConfigError(f"invalid collaboration config: {problems}") from None
+
+    @classmethod
+    def faithful(cls, **overrides: Any) -> CollabConfig:
+        """The paper's official settings: probe rate 0.04 per word, 16-token segments, raw completion
+        prompts, exact match, no repetition guard (self-consultation is the default verifier)."""
+        settings: dict[str, Any] = {
+            "probe_rate": 0.04,
+            "segment_tokens": 16,
+            "match": "exact",
+            "prompt_style": "raw",
+            "repetition_guard": False,
+        }
+        return cls(**(settings | overrides))
+
+    def words_match(self, generator_word: str, mentor_word: str) -> bool:
+        if self.match == "exact":
+            return generator_word == mentor_word
+        return " ".join(generator_word.split()) == " ".join(mentor_word.split())

@@ -1,0 +1,56 @@
+"""Run one request end to end: open a cursor on each model, run the steps, close the cursors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mentorcollab_langchain.backends.base import Backend, Prompt
+from mentorcollab_langchain.engine.config import CollabConfig
+from mentorcollab_langchain.engine.events import Event
+from mentorcollab_langchain.engine.state import CollabState
+from mentorcollab_langchain.engine.steps import Team, run_steps
+from mentorcollab_langchain.verifiers import Verifier, get_verifier
+
+
+def collaborate(
+    prompt: Prompt,
+    generator: Backend,
+    mentor: Backend,
+    *,
+    verifier: str | Verifier | None = None,
+    config: CollabConfig | None = None,
+    state: CollabState | None = None,
+) -> Iterator[Event]:
+    """Yield the events of one collaboration as they happen.
+
+    Pass your own ``state`` to read the record afterwards, or a checkpointed one to resume it: the
+    cursors rebuild their caches from its text.
+    """
+    config = config or CollabConfig()
+    state = state if state is not None else CollabState()
+    team = Team(
+        generator=generator.open(prompt, config.prompt_style),
+        mentor=mentor.open(prompt, config.prompt_style),
+        verifier=get_verifier(verifier),
+        config=config,
+    )
+    try:
+        yield from run_steps(state, team)
+    finally:
+        team.generator.close()
+        team.mentor.close()
+
+
+def run_collaboration(
+    prompt: Prompt,
+    generator: Backend,
+    mentor: Backend,
+    *,
+    verifier: str | Verifier | None = None,
+    config: CollabConfig | None = None,
+) -> CollabState:
+    """Run one collaboration to the end and return its state (text, spans, decisions, stats)."""
+    state = CollabState()
+    for _ in collaborate(prompt, generator, mentor, verifier=verifier, config=config, state=state):
+        pass
+    return state

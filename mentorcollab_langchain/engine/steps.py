@@ -1,0 +1,337 @@
+"""The method's steps, the only implementation of MentorCollab in this package.
+
+Each step takes the request's ``CollabState`` (plain data, changed in place) and the ``Team`` (the two
+cursors, the verifier and the config), and yields events as it goes. ``next_step`` reads the state and
+names the step to run next, so the run loop below, the LangGraph graph and anyone stepping by hand all
+follow the same route:
+
+    prepare -> continue -> probe -+-> (words agree) ----------------------------> continue ...
+                                  +-> (diverge) -> lookahead -> verify -> commit -> continue ...
+    any step that ends the answer -> finish
+
+``continue`` runs the generator alone for the whole gap to the next probe (drawn once, from the seed),
+so a graph built on these steps takes one superstep per probe, never one per word.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from mentorcollab_langchain.backends.base import Cursor, Piece
+from mentorcollab_langchain.engine.config import CollabConfig
+from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
+from mentorcollab_langchain.engine.state import Candidate, CollabState, Decision, Divergence, Span
+from mentorcollab_langchain.verifiers.base import Source, Verdict, Verifier, VerifyRequest
+
+StepName = Literal["prepare", "continue", "probe", "lookahead", "verify", "finish"]
+
+# The gap used once the mentor is out of the run (probe rate 0, or it failed): never probe again.
+NO_MORE_PROBES = sys.maxsize
+
+
+@dataclass
+class Team:
+    """The heavy, per-request parts of a run: never stored in the state, rebuilt after a resume."""
+
+    generator: Cursor
+    mentor: Cursor
+    verifier: Verifier
+    config: CollabConfig
+
+
+def next_step(state: CollabState) -> StepName:
+    if state.finished:
+        return "finish"
+    if not state.prepared:
+        return "prepare"
+    if state.divergence is not None:
+        return "verify" if state.divergence.mentor_segment is not None else "lookahead"
+    return "probe" if state.words_until_probe == 0 else "continue"
+
+
+# -- the steps ---------------------------------------------------------------------------------
+
+
+def prepare(state: CollabState, team: Team) -> Iterator[Event]:
+    """Draw the first probe gap."""
+    _draw_gap(state, team.config)
+    state.prepared = True
+    yield from ()
+
+
+def continue_words(state: CollabState, team: Team) -> Iterator[Event]:
+    """The generator writes alone, word by word, until the next probe position or the end."""
+    while not state.finished and state.words_until_probe > 0:
+        word = _generator_word(state, team, phase="continue")
+        state.words_until_probe -= 1
+        yield from _commit(state, team.config, word, "generator")
+
+
+def probe(state: CollabState, team: Team) -> Iterator[Event]:
+    """Both models propose their next word; agreement commits it, divergence opens a lookahead."""
+    generator_word = _generator_word(state, team, phase="probe")
+    state.stats.probes += 1
+    try:
+        with _timed(state, "probe"):
+            mentor_word = _candidate(team.mentor.next_word(state.text, _word_budget(state, team.config)))
+    except Exception as error:  # noqa: BLE001 - any backend failure is the mentor failing
+        yield from _mentor_failed(state, team.config, error)
+        yield from _commit(state, team.config, generator_word, "generator")
+        _draw_gap(state, team.config)
+        return
+    state.stats.mentor_calls += 1
+    state.stats.mentor_tokens_generated += mentor_word.tokens
+    diverged = not team.config.words_match(generator_word.text, mentor_word.text)
+    yield Probed(state.stats.words - 1, len(state.text), generator_word.text, mentor_word.text, diverged)
+    if not diverged:
+        yield from _commit(state, team.config, generator_word, "generator")
+        _draw_gap(state, team.config)
+        return
+    state.stats.divergences += 1
+    state.divergence = Divergence(
+        position=len(state.text),
+        word_index=state.stats.words - 1,
+        generator_word=generator_word,
+        mentor_word=mentor_word,
+    )
+
+
+def lookahead(state: CollabState, team: Team) -> Iterator[Event]:
+    """Each model extends its own first word (reused, not recomputed) to a segment of ``segment_tokens``."""
+    divergence = _pending(state)
+    length = min(team.config.segment_tokens, _remaining_tokens(state, team.config))
+    with _timed(state, "lookahead"):
+        divergence.generator_segment = _extend(team.generator, state.text, divergence.generator_word, length)
+    state.stats.generator_tokens_generated += divergence.generator_segment.tokens - divergence.generator_word.tokens
+    state.stats.generator_calls += 1
+    try:
+        with _timed(state, "lookahead"):
+            divergence.mentor_segment = _extend(team.mentor, state.text, divergence.mentor_word, length)
+    except Exception as error:  # noqa: BLE001 - any backend failure is the mentor failing
+        yield from _mentor_failed(state, team.config, error)
+        yield from commit_verdict(state, team, Verdict("generator"), verifier="mentor-failed")
+        return
+    state.stats.mentor_calls += 1
+    state.stats.mentor_tokens_generated += divergence.mentor_segment.tokens - divergence.mentor_word.tokens
+
+
+def score_divergence(state: CollabState, team: Team) -> Verdict:
+    """Ask the verifier about the pending divergence, without committing anything."""
+    divergence = _pending(state)
+    assert divergence.generator_segment is not None and divergence.mentor_segment is not None
+    request = VerifyRequest(
+        text=state.text,
+        generator_segment=divergence.generator_segment.text,
+        mentor_segment=divergence.mentor_segment.text,
+        generator=team.generator,
+    )
+    with _timed(state, "verify"):
+        verdict = team.verifier.decide(request)
+    state.stats.verifier_calls += 1
+    return verdict
+
+
+def commit_verdict(state: CollabState, team: Team, verdict: Verdict, verifier: str) -> Iterator[Event]:
+    """Record the decision, commit the chosen segment and draw the gap to the next probe."""
+    divergence = _pending(state)
+    generator_segment = divergence.generator_segment or divergence.generator_word
+    mentor_segment = divergence.mentor_segment or divergence.mentor_word
+    decision = Decision(
+        position=divergence.position,
+        word_index=divergence.word_index,
+        generator_word=divergence.generator_word.text,
+        mentor_word=divergence.mentor_word.text,
+        generator_segment=generator_segment.text,
+        mentor_segment=mentor_segment.text,
+        score=verdict.score,
+        choice=verdict.choice,
+        verifier=verifier,
+    )
+    state.decisions.append(decision)
+    state.divergence = None
+    if verdict.choice == "mentor":
+        state.stats.adoptions += 1
+    yield Decided(decision)
+    yield from _commit(state, team.config, mentor_segment if verdict.choice == "mentor" else generator_segment, verdict.choice)
+    _draw_gap(state, team.config)
+
+
+def verify(state: CollabState, team: Team) -> Iterator[Event]:
+    """The verifier decides and its choice is committed."""
+    yield from commit_verdict(state, team, score_divergence(state, team), team.verifier.name)
+
+
+def finish(state: CollabState, team: Team) -> Iterator[Event]:
+    """Release the text held back for stop strings and report the end."""
+    yield from _release(state, team.config)
+    yield Finished(state.finish_reason or "eos")
+
+
+STEPS: dict[StepName, Callable[[CollabState, Team], Iterator[Event]]] = {
+    "prepare": prepare,
+    "continue": continue_words,
+    "probe": probe,
+    "lookahead": lookahead,
+    "verify": verify,
+    "finish": finish,
+}
+
+
+def run_steps(state: CollabState, team: Team) -> Iterator[Event]:
+    """The whole method: run steps in the order ``next_step`` gives until the answer is finished."""
+    while True:
+        step = next_step(state)
+        yield from STEPS[step](state, team)
+        if step == "finish":
+            return
+
+
+# -- committing text ---------------------------------------------------------------------------
+
+
+def _commit(state: CollabState, config: CollabConfig, piece: Candidate, source: Source) -> Iterator[Event]:
+    """Append a piece to the answer, account for it, apply the stop rules, stream what is safe."""
+    start = len(state.text)
+    state.text += piece.text
+    if piece.text:
+        last = state.spans[-1] if state.spans else None
+        if last is not None and last.source == source and last.end == start:
+            last.end = len(state.text)
+        else:
+            state.spans.append(Span(start=start, end=len(state.text), source=source))
+    if source == "mentor":
+        state.stats.mentor_tokens_committed += piece.tokens
+    else:
+        state.stats.generator_tokens_committed += piece.tokens
+    state.recent_steps = [*state.recent_steps, piece.text][-3:]
+
+    stop_at = _first_stop(state.text, config.stop, search_from=state.emitted)
+    if stop_at is not None:
+        _cut(state, stop_at)
+        state.finish_reason = "stop"
+    elif piece.eos:
+        state.finish_reason = "eos"
+    elif state.stats.tokens_committed >= config.max_new_tokens:
+        state.finish_reason = "length"
+    elif config.repetition_guard and _repeats(state.recent_steps):
+        state.finish_reason = "repetition"
+    yield from _release(state, config)
+
+
+def _release(state: CollabState, config: CollabConfig) -> Iterator[TextCommitted]:
+    """Stream committed text, holding back a tail that could still grow into a stop string."""
+    safe = len(state.text) if state.finished else len(state.text) - _stop_prefix_length(state.text, config.stop)
+    for span in state.spans:
+        start, end = max(span.start, state.emitted), min(span.end, safe)
+        if start < end:
+            yield TextCommitted(state.text[start:end], span.source, start, end)
+            state.emitted = end
+
+
+def _first_stop(text: str, stops: tuple[str, ...], search_from: int) -> int | None:
+    found = [index for stop in stops if stop and (index := text.find(stop, search_from)) >= 0]
+    return min(found) if found else None
+
+
+def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that is the beginning of some stop string."""
+    longest = 0
+    for stop in stops:
+        for length in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:length]):
+                longest = length
+                break
+    return longest
+
+
+def _cut(state: CollabState, at: int) -> None:
+    state.text = state.text[:at]
+    state.spans = [span for span in state.spans if span.start < at]
+    if state.spans:
+        state.spans[-1].end = min(state.spans[-1].end, at)
+
+
+def _repeats(recent_steps: list[str]) -> bool:
+    return len(recent_steps) == 3 and bool(recent_steps[0].strip()) and len(set(recent_steps)) == 1
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _draw_gap(state: CollabState, config: CollabConfig) -> None:
+    """Draw how many words the generator writes before the next probe.
+
+    The k-th gap comes from its own generator seeded by ``(seed, k)``: deterministic, independent of
+    threads and other requests, and nothing but the counter ``gaps_drawn`` needs to be checkpointed.
+    Probing each word with probability ``p`` means a geometric number of unprobed words in between.
+    """
+    rate = config.probe_rate
+    if rate <= 0.0 or not state.mentor_available:
+        state.words_until_probe = NO_MORE_PROBES
+    elif rate >= 1.0:
+        state.words_until_probe = 0
+    else:
+        rng = np.random.default_rng([config.seed, state.gaps_drawn])
+        state.words_until_probe = int(rng.geometric(rate)) - 1
+    state.gaps_drawn += 1
+
+
+def _remaining_tokens(state: CollabState, config: CollabConfig) -> int:
+    return max(config.max_new_tokens - state.stats.tokens_committed, 0)
+
+
+def _word_budget(state: CollabState, config: CollabConfig) -> int:
+    return min(config.max_word_tokens, _remaining_tokens(state, config))
+
+
+def _candidate(piece: Piece) -> Candidate:
+    return Candidate(text=piece.text, tokens=piece.tokens, eos=piece.eos)
+
+
+def _generator_word(state: CollabState, team: Team, phase: str) -> Candidate:
+    with _timed(state, phase):
+        word = _candidate(team.generator.next_word(state.text, _word_budget(state, team.config)))
+    state.stats.words += 1
+    state.stats.generator_calls += 1
+    state.stats.generator_tokens_generated += word.tokens
+    return word
+
+
+def _extend(cursor: Cursor, text: str, word: Candidate, length: int) -> Candidate:
+    """Continue a model's own first word to ``length`` tokens (the word itself is not recomputed)."""
+    if word.eos or word.tokens >= length:
+        return word
+    more = cursor.generate(text + word.text, length - word.tokens)
+    return Candidate(text=word.text + more.text, tokens=word.tokens + more.tokens, eos=more.eos)
+
+
+def _pending(state: CollabState) -> Divergence:
+    if state.divergence is None:
+        raise RuntimeError("no divergence is pending: lookahead and verify follow a diverging probe")
+    return state.divergence
+
+
+def _mentor_failed(state: CollabState, config: CollabConfig, error: Exception) -> Iterator[Event]:
+    message = f"{type(error).__name__}: {error}"
+    state.stats.mentor_errors += 1
+    state.errors.append(message)
+    yield MentorFailed(message)
+    if config.on_mentor_error == "raise":
+        raise error
+    state.mentor_available = False
+
+
+@contextmanager
+def _timed(state: CollabState, phase: str) -> Iterator[None]:
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        state.stats.seconds[phase] = state.stats.seconds.get(phase, 0.0) + time.perf_counter() - began

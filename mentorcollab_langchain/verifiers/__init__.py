@@ -1,0 +1,46 @@
+"""Who decides at a divergence: self-consultation (default), the baselines, or a user's function."""
+
+from __future__ import annotations
+
+from mentorcollab_langchain.errors import ConfigError
+from mentorcollab_langchain.verifiers.base import (
+    AlwaysMentor,
+    CallableVerifier,
+    NeverMentor,
+    Verdict,
+    Verifier,
+    VerifyRequest,
+)
+from mentorcollab_langchain.verifiers.self_consult import SelfConsultVerifier
+
+NAMED_VERIFIERS = {
+    SelfConsultVerifier.name: SelfConsultVerifier,
+    AlwaysMentor.name: AlwaysMentor,
+    NeverMentor.name: NeverMentor,
+}
+
+
+def get_verifier(verifier: str | Verifier | None = None) -> Verifier:
+    """A verifier from its name (``self-consult``, ``always-mentor``, ``never-mentor``) or as given."""
+    if verifier is None:
+        return SelfConsultVerifier()
+    if isinstance(verifier, str):
+        if verifier not in NAMED_VERIFIERS:
+            raise ConfigError(f"unknown verifier {verifier!r}; choose one of {', '.join(NAMED_VERIFIERS)}")
+        return NAMED_VERIFIERS[verifier]()
+    if not isinstance(verifier, Verifier):
+        raise ConfigError(f"a verifier needs a name and a decide(request) method, got {type(verifier).__name__}")
+    return verifier
+
+
+__all__ = [
+    "AlwaysMentor",
+    "CallableVerifier",
+    "NAMED_VERIFIERS",
+    "NeverMentor",
+    "SelfConsultVerifier",
+    "Verdict",
+    "Verifier",
+    "VerifyRequest",
+    "get_verifier",
+]
