@@ -1,0 +1,84 @@
+"""A scripted model for unit tests that must force an exact situation (a divergence, a failure).
+
+It "writes" a fixed answer, one whitespace-led word per token. Asked at a text that is not a prefix of
+its answer (after it adopted the other model's words, say), it goes on from the same word count, so
+its behaviour stays predictable. Never the only proof that a feature works: real backends are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
+from mentorcollab_langchain.errors import BackendError
+
+_WORD = re.compile(r"\s*\S+|\s+$")
+
+
+class ScriptedBackend:
+    def __init__(
+        self,
+        answer: str,
+        *,
+        name: str = "scripted",
+        label_logprobs: Sequence[float] = (-0.5, -1.0),
+        fail_from_call: int | None = None,
+    ) -> None:
+        self.words = _WORD.findall(answer)
+        self.name = name
+        self.labels = list(label_logprobs)
+        self.fail_from_call = fail_from_call
+        self.calls = 0
+        self.prompts: list[Prompt] = []
+
+    @property
+    def model_name(self) -> str:
+        return self.name
+
+    def open(self, prompt: Prompt, style: PromptStyle = "chat") -> ScriptedCursor:
+        self.prompts.append(prompt)
+        return ScriptedCursor(self)
+
+
+class ScriptedCursor:
+    def __init__(self, backend: ScriptedBackend) -> None:
+        self.backend = backend
+
+    def _call(self) -> None:
+        self.backend.calls += 1
+        if self.backend.fail_from_call is not None and self.backend.calls >= self.backend.fail_from_call:
+            raise BackendError(f"{self.backend.name}: scripted failure on call {self.backend.calls}")
+
+    def _position(self, text: str) -> int:
+        """Index of the next word to write after ``text``."""
+        joined = ""
+        for index, word in enumerate(self.backend.words):
+            if joined == text:
+                return index
+            joined += word
+        return len(self.backend.words) if joined == text else len(_WORD.findall(text))
+
+    def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
+        self._call()
+        start = self._position(text)
+        words = self.backend.words[start : start + max_tokens]
+        written = "".join(words)
+        cut = min((written.index(marker) for marker in stop if marker in written), default=None)
+        if cut is not None:
+            return Piece(written[:cut], len(words))
+        return Piece(written, len(words), eos=start + len(words) >= len(self.backend.words) and len(words) < max_tokens)
+
+    def next_word(self, text: str, max_tokens: int) -> Piece:
+        return self.generate(text, min(max_tokens, 1))
+
+    def label_logprobs(self, text: str, labels: Sequence[str]) -> list[float]:
+        self._call()
+        return self.backend.labels[: len(labels)]
+
+    def hidden_state(self, text: str) -> list[float]:
+        self._call()
+        return [float(len(text)), float(len(self.backend.words))]
+
+    def close(self) -> None:
+        pass
