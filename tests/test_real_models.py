@@ -1,0 +1,83 @@
+"""End to end on the real packaged models (slow: minutes on a 2-core CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mentorcollab_langchain.backends import TransformersBackend
+from mentorcollab_langchain.engine import CollabConfig, CollabState, TextCommitted, collaborate, run_collaboration
+from tests.conftest import GSM8K_NATALIA
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_generator_with_real_mentor_end_to_end() -> None:
+    generator = TransformersBackend("smollm2-135m-instruct")
+    mentor = TransformersBackend("qwen2.5-coder-1.5b-instruct")
+    state = CollabState()
+    events = list(
+        collaborate(GSM8K_NATALIA, generator, mentor, config=CollabConfig(probe_rate=0.5, max_new_tokens=40, seed=0), state=state)
+    )
+    stats = state.stats
+    assert state.text.strip()
+    assert stats.probes >= 1 and stats.mentor_tokens_generated >= stats.probes
+    assert stats.tokens_committed <= 40
+    assert "".join(e.text for e in events if isinstance(e, TextCommitted)) == state.text
+    # A word step is never probed twice, and every divergence was decided by the generator's self-consultation.
+    assert stats.divergences == len(state.decisions)
+    assert all(d.verifier == "self-consult" and 0.0 <= d.score <= 1.0 for d in state.decisions)
+    for decision in state.decisions:
+        chosen = decision.mentor_segment if decision.choice == "mentor" else decision.generator_segment
+        assert state.text[decision.position :].startswith(chosen[: len(state.text) - decision.position])
+    mentor_text = "".join(state.text[s.start : s.end] for s in state.mentor_spans())
+    adopted = "".join(d.mentor_segment for d in state.decisions if d.choice == "mentor")
+    assert mentor_text == adopted[: len(mentor_text)] and (stats.adoptions == 0) == (mentor_text == "")
+    json.dumps(state.record())
+
+
+def test_same_seed_same_text_on_real_models() -> None:
+    generator = TransformersBackend("smollm2-135m-instruct")
+    mentor = TransformersBackend("gemma3-270m")
+    config = CollabConfig(probe_rate=0.4, segment_tokens=6, max_new_tokens=30, seed=11)
+    first = run_collaboration(GSM8K_NATALIA, generator, mentor, config=config)
+    second = run_collaboration(GSM8K_NATALIA, generator, mentor, config=config)
+    assert first.text == second.text and first.decisions == second.decisions
+    assert first.stats.probes >= 1
+
+
+def test_gemma_base_model_as_generator_with_raw_prompt() -> None:
+    generator = TransformersBackend("gemma3-270m")
+    mentor = TransformersBackend("smollm2-135m-instruct")
+    config = CollabConfig(probe_rate=0.3, max_new_tokens=24, prompt_style="raw", stop=("\n\n",))
+    state = run_collaboration("Question: What is 3 + 4?\nAnswer:", generator, mentor, config=config)
+    assert state.text.strip() and "\n\n" not in state.text
+    assert state.finish_reason in {"stop", "length", "eos", "repetition"}
+
+
+def test_cli_json_record_on_the_default_pair() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "mentorcollab_langchain.cli", "run", "--json", "--max-new-tokens", "48",
+         "--probe-rate", "0.3", GSM8K_NATALIA],
+        capture_output=True, text=True, timeout=600, check=True,
+    )
+    record = json.loads(completed.stdout)
+    assert record["generator"] == "smollm2-135m-instruct" and record["mentor"] == "qwen2.5-coder-1.5b-instruct"
+    assert record["stats"]["probes"] >= 1
+    assert record["text"] and record["stats"]["tokens_committed"] <= 48
+    assert "loading qwen2.5-coder-1.5b-instruct" in completed.stderr  # the progress indicator spoke
+
+
+def test_cli_streams_with_mentor_brackets_and_summary() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "mentorcollab_langchain.cli", "run", "--mentor", "gemma3-270m", "--verifier",
+         "always-mentor", "--probe-rate", "1.0", "--segment-tokens", "3", "--max-new-tokens", "20", "Say hello."],
+        capture_output=True, text=True, timeout=600, check=True,
+    )
+    *answer, summary = completed.stdout.rstrip("\n").splitlines()
+    assert summary.startswith("-- probes ") and "mentor share" in summary and "tokens/s" in summary
+    adoptions = int(summary.split("adoptions ")[1].split()[0])
+    assert ("[[" in "\n".join(answer)) == (adoptions > 0)

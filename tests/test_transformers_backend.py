@@ -1,0 +1,130 @@
+"""The local backend's KV-cache cursor against a full recompute, on tiny real transformers models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mentorcollab_langchain.backends import TransformersBackend
+from mentorcollab_langchain.errors import ConfigError, ContextTooLongError
+
+PROMPT = [{"role": "user", "content": "Count the apples: two red, three green."}]
+
+
+@pytest.fixture(params=["tiny_byte_level_model", "tiny_sentencepiece_model"])
+def backend(request: pytest.FixtureRequest) -> TransformersBackend:
+    return TransformersBackend(request.getfixturevalue(request.param), device="cpu", dtype="float32")
+
+
+def full_forward(backend: TransformersBackend, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and last hidden state at the final position, computed from scratch without a cache."""
+    with torch.inference_mode():
+        output = backend.loaded.network(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    return output.logits[0, -1].float(), output.hidden_states[-1][0, -1].float()
+
+
+def greedy_from_scratch(backend: TransformersBackend, ids: list[int], count: int) -> list[int]:
+    ids = list(ids)
+    for _ in range(count):
+        ids.append(int(full_forward(backend, ids)[0].argmax()))
+    return ids
+
+
+def test_cached_decoding_matches_full_recompute(backend: TransformersBackend) -> None:
+    cursor = backend.open(PROMPT)
+    piece = cursor.generate("", 24)
+    expected = greedy_from_scratch(backend, cursor.prompt_ids, piece.tokens + 1)
+    assert cursor.cached_ids == expected[:-1], "incremental greedy decoding chose other tokens than a recompute"
+    assert (expected[-1] in backend.loaded.eos_ids) == piece.eos
+    logits = cursor.next_token_logits(piece.text)
+    torch.testing.assert_close(logits, full_forward(backend, cursor.token_ids(piece.text))[0], atol=1e-4, rtol=1e-4)
+
+
+def test_rollback_after_rejected_lookahead_restores_exact_state(backend: TransformersBackend) -> None:
+    cursor = backend.open(PROMPT)
+    committed = " Five apples in all."
+    before = cursor.next_token_logits(committed).clone()
+    ids_before = list(cursor.cached_ids)
+
+    lookahead = cursor.generate(committed, 12)  # the rejected lookahead grows the cache ...
+    assert len(cursor.cached_ids) > len(ids_before)
+    after = cursor.next_token_logits(committed)  # ... and moving back to the committed text crops it
+
+    assert cursor.cached_ids == ids_before
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    assert lookahead.text  # the lookahead really wrote something before it was rolled back
+
+
+def test_prefix_reuse_after_adoption_and_verifier_suffix(backend: TransformersBackend) -> None:
+    cursor = backend.open(PROMPT)
+    cursor.generate(" There are", 6)
+    for text in [" There are five", " There are five\nNow I will choose. Option (", " There are five apples"]:
+        calls = cursor.forward_calls
+        logits = cursor.next_token_logits(text)
+        target = cursor.token_ids(text)
+        assert cursor.cached_ids == target
+        assert cursor.forward_calls == calls + 1, "one forward pass over the changed tail, not a re-encode"
+        torch.testing.assert_close(logits, full_forward(backend, target)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_label_logprobs_and_hidden_state_match_full_recompute(backend: TransformersBackend) -> None:
+    cursor = backend.open(PROMPT)
+    text = " My choice: Option ("
+    logprobs = cursor.label_logprobs(text, ["A", "B"])
+    hidden = cursor.hidden_state(text)
+    logits, expected_hidden = full_forward(backend, cursor.token_ids(text))
+    expected = torch.log_softmax(logits, dim=-1)
+    tokenizer = backend.loaded.tokenizer
+    for label, value in zip(["A", "B"], logprobs, strict=True):
+        assert value == pytest.approx(float(expected[tokenizer.encode(label, add_special_tokens=False)[0]]), abs=1e-4)
+    torch.testing.assert_close(torch.tensor(hidden), expected_hidden, atol=1e-4, rtol=1e-4)
+
+
+def test_next_word_stops_before_a_whitespace_token(backend: TransformersBackend) -> None:
+    cursor = backend.open(PROMPT)
+    text = ""
+    for _ in range(8):
+        word = cursor.next_word(text, 12)
+        if word.eos:
+            break
+        assert 1 <= word.tokens <= 12
+        # The token the model wanted next, right after the word's own tokens, must open a new word.
+        following = int(full_forward(backend, cursor.cached_ids)[0].argmax())
+        if word.tokens < 12 and following not in backend.loaded.eos_ids:
+            assert backend.loaded.whitespace_start[following], "a word ended before a token without whitespace"
+        produced = cursor.cached_ids[len(cursor.cached_ids) - word.tokens + 1 :]
+        assert not any(backend.loaded.whitespace_start[token] for token in produced), "whitespace inside a word"
+        text += word.text
+
+
+def test_max_word_tokens_caps_a_word(backend: TransformersBackend) -> None:
+    word = backend.open(PROMPT).next_word("", 2)
+    assert word.tokens <= 2
+
+
+def test_prompt_longer_than_context_is_refused(tiny_byte_level_model: str) -> None:
+    backend = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
+    with pytest.raises(ContextTooLongError, match="holds 256"):
+        backend.open("apples " * 400)
+
+
+def test_generation_past_context_is_refused(tiny_byte_level_model: str) -> None:
+    backend = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
+    cursor = backend.open("apples")
+    with pytest.raises(ContextTooLongError):
+        cursor.generate(" pears" * 300, 4)
+
+
+def test_bad_device_and_dtype_fail_at_construction() -> None:
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        TransformersBackend("smollm2-135m-instruct", device="tpu")
+    with pytest.raises(ConfigError, match="unknown dtype 'int8'"):
+        TransformersBackend("smollm2-135m-instruct", dtype="int8")
+
+
+def test_raw_prompt_style_skips_the_chat_template(tiny_byte_level_model: str) -> None:
+    backend = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
+    raw = backend.loaded.tokenizer.decode(backend.prompt_ids("Question: 2+2?\nAnswer:", "raw"))
+    chat = backend.loaded.tokenizer.decode(backend.prompt_ids("Question: 2+2?\nAnswer:", "chat"))
+    assert raw == "Question: 2+2?\nAnswer:"
+    assert "<|im_start|>assistant" in chat
