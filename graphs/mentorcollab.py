@@ -1,0 +1,441 @@
+"""MentorCollab as a LangGraph graph: the method's steps as explicit nodes.
+
+``build_mentorcollab_graph`` returns a compiled graph whose nodes are named after the engine's steps
+(``prepare``, ``continue``, ``probe``, ``lookahead``, ``verify``, ``finish``) and joined by conditional
+edges that follow ``engine.next_step``. Each node calls the engine's step function for its name: the
+graph adds checkpointing, interrupts, streaming and tracing around the one implementation of the
+method, it never re-implements a step. ``continue`` runs the generator for the whole gap to the next
+probe, so a run takes one superstep per probe, never one per word or token.
+
+The graph state is plain data (the engine's ``CollabState`` plus the request and the answer message);
+the models and their KV caches live outside it, in a per-graph cache of cursors keyed by thread, and
+are rebuilt from the state's text after a resume.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, BaseMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages, push_message
+from langgraph.types import interrupt
+from typing_extensions import NotRequired
+
+from mentorcollab_langchain.backends.base import Backend, ChatMessage
+from mentorcollab_langchain.engine.config import CollabConfig
+from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
+from mentorcollab_langchain.engine.state import CollabState
+from mentorcollab_langchain.engine.steps import STEPS, StepName, Team, commit_verdict, next_step, score_divergence
+from mentorcollab_langchain.errors import MentorCollabError
+from mentorcollab_langchain.verifiers import Verdict, Verifier, get_verifier
+
+from graphs.tracing import annotate_node_span
+
+NODES: tuple[StepName, ...] = ("prepare", "continue", "probe", "lookahead", "verify", "finish")
+HUMAN = "human"
+CHOICES = ("generator", "mentor")
+
+# Where each node may go next (what engine.next_step can answer after that step): the edges the graph
+# draws. ``finish`` always goes to END.
+_NEXT: dict[str, tuple[StepName, ...]] = {
+    "prepare": ("continue", "probe"),
+    "continue": ("probe", "finish"),
+    "probe": ("continue", "probe", "lookahead", "finish"),
+    "lookahead": ("verify", "continue", "probe", "finish"),  # a failed mentor commits the generator's segment
+    "verify": ("continue", "probe", "finish"),
+}
+
+
+class InvalidResumeError(MentorCollabError, ValueError):
+    """The value given to resume the human verifier's interrupt is not a choice."""
+
+
+class MentorCollabInput(TypedDict, total=False):
+    """What the graph takes: the conversation (``messages``) or a ready prompt (``prompt``)."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    prompt: str
+
+
+class MentorCollabOutput(TypedDict, total=False):
+    """What the graph returns: the conversation with the answer appended, and the answer itself."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    answer: AIMessage
+
+
+class MentorCollabState(TypedDict):
+    """The graph's whole state: plain, serializable data, never a model or a cache."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    prompt: NotRequired[str | None]
+    # The prompt the cursors open on, fixed at ``prepare`` so every later node (and a resume in another
+    # process) rebuilds the same cursors, whatever happens to ``messages`` meanwhile.
+    request: NotRequired[list[ChatMessage] | str]
+    collab: NotRequired[CollabState]
+    answer_id: NotRequired[str]
+    # The automatic verifier's verdict on the pending divergence, shown to the person (human verifier).
+    machine_verdict: NotRequired[dict[str, Any] | None]
+    # The decision attributes of the last node that ran (also set on its tracing span).
+    step: NotRequired[dict[str, Any]]
+    answer: NotRequired[AIMessage | None]
+
+
+# -- prompts and messages ----------------------------------------------------------------------
+
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool"}
+
+
+def to_chat_messages(messages: Sequence[BaseMessage]) -> list[ChatMessage]:
+    """LangChain messages as the role/content dicts backends render with their chat templates."""
+    converted: list[ChatMessage] = []
+    for message in messages:
+        role = _ROLES.get(message.type, message.type)
+        if message.type == "chat":
+            role = getattr(message, "role", "user")
+        converted.append({"role": role, "content": message.text if isinstance(message.text, str) else str(message.content)})
+    return converted
+
+
+def answer_message(state: CollabState, *, message_id: str | None = None, model_name: str | None = None) -> AIMessage:
+    """The answer as an ``AIMessage``: the text, the whole record, and usage counted in committed tokens."""
+    record = state.record()
+    response_metadata: dict[str, Any] = {"mentorcollab": record, "finish_reason": state.finish_reason}
+    if model_name:
+        response_metadata["model_name"] = model_name
+    output_tokens = state.stats.tokens_committed
+    return AIMessage(
+        content=state.text,
+        id=message_id,
+        response_metadata=response_metadata,
+        usage_metadata={"input_tokens": 0, "output_tokens": output_tokens, "total_tokens": output_tokens},
+    )
+
+
+# -- cursors, outside the state -----------------------------------------------------------------
+
+
+class _Teams:
+    """Open cursors per (thread, namespace, prompt), so a thread's cursors keep their KV caches between
+    nodes. Never part of the state: after a resume (or an eviction) the cursors are simply reopened and
+    rebuild their caches from the state's text on first use."""
+
+    def __init__(self, generator: Backend, mentor: Backend, verifier: Verifier, config: CollabConfig, size: int = 8):
+        self.generator, self.mentor, self.verifier, self.config = generator, mentor, verifier, config
+        self.size = size
+        self._teams: OrderedDict[tuple[str, ...], tuple[Team, threading.Lock]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(request: list[ChatMessage] | str, config: RunnableConfig) -> tuple[str, ...]:
+        configurable = config.get("configurable", {})
+        thread = str(configurable.get("thread_id", ""))
+        namespace = str(configurable.get("checkpoint_ns", ""))
+        return (thread, namespace, json.dumps(request, sort_keys=True))
+
+    @contextmanager
+    def use(self, request: list[ChatMessage] | str, config: RunnableConfig) -> Iterator[Team]:
+        key = self._key(request, config)
+        with self._lock:
+            if key in self._teams:
+                self._teams.move_to_end(key)
+                entry = self._teams[key]
+            else:
+                team = Team(
+                    generator=self.generator.open(request, self.config.prompt_style),
+                    mentor=self.mentor.open(request, self.config.prompt_style),
+                    verifier=self.verifier,
+                    config=self.config,
+                )
+                entry = self._teams[key] = (team, threading.Lock())
+                while len(self._teams) > self.size:
+                    _, (old, _lock) = self._teams.popitem(last=False)
+                    _close(old)
+        team, team_lock = entry
+        with team_lock:  # one node at a time per cursor pair (concurrent runs of the same prompt)
+            yield team
+
+    def release(self, request: list[ChatMessage] | str, config: RunnableConfig) -> None:
+        with self._lock:
+            entry = self._teams.pop(self._key(request, config), None)
+        if entry is not None:
+            _close(entry[0])
+
+
+def _close(team: Team) -> None:
+    team.generator.close()
+    team.mentor.close()
+
+
+# -- streaming and step attributes --------------------------------------------------------------
+
+
+def _custom_event(event: Event) -> dict[str, Any]:
+    """An engine event as the dict written to ``stream_mode="custom"``."""
+    if isinstance(event, TextCommitted):
+        return {"type": "text", "text": event.text, "source": event.source, "start": event.start, "end": event.end}
+    if isinstance(event, Probed):
+        return {
+            "type": "probe",
+            "position": event.position,
+            "word_index": event.word_index,
+            "generator_word": event.generator_word,
+            "mentor_word": event.mentor_word,
+            "diverged": event.diverged,
+        }
+    if isinstance(event, Decided):
+        return {"type": "decision", **event.decision.model_dump()}
+    if isinstance(event, MentorFailed):
+        return {"type": "mentor_failed", "error": event.error}
+    assert isinstance(event, Finished)
+    return {"type": "finished", "reason": event.reason}
+
+
+def _attributes(step: str, before: CollabState, after: CollabState, events: list[Event]) -> dict[str, Any]:
+    """The decision attributes of one node: for the ``updates`` stream and the node's tracing span."""
+    attributes: dict[str, Any] = {
+        "mentorcollab.step": step,
+        "mentorcollab.text_length": len(after.text),
+        "mentorcollab.committed_chars": sum(len(e.text) for e in events if isinstance(e, TextCommitted)),
+        "mentorcollab.words": after.stats.words - before.stats.words,
+    }
+    for event in events:
+        if isinstance(event, Probed):
+            attributes |= {
+                "mentorcollab.probe.position": event.position,
+                "mentorcollab.probe.word_index": event.word_index,
+                "mentorcollab.generator_word": event.generator_word,
+                "mentorcollab.mentor_word": event.mentor_word,
+                "mentorcollab.diverged": event.diverged,
+            }
+        elif isinstance(event, Decided):
+            decision = event.decision
+            attributes |= {
+                "mentorcollab.probe.position": decision.position,
+                "mentorcollab.probe.word_index": decision.word_index,
+                "mentorcollab.generator_word": decision.generator_word,
+                "mentorcollab.mentor_word": decision.mentor_word,
+                "mentorcollab.generator_segment": decision.generator_segment,
+                "mentorcollab.mentor_segment": decision.mentor_segment,
+                "mentorcollab.diverged": True,
+                "mentorcollab.verifier": decision.verifier,
+                "mentorcollab.choice": decision.choice,
+            }
+            if decision.score is not None:
+                attributes["mentorcollab.verifier_score"] = decision.score
+        elif isinstance(event, MentorFailed):
+            attributes["mentorcollab.mentor_error"] = event.error
+    divergence = after.divergence
+    if divergence is not None and divergence.mentor_segment is not None and step == "lookahead":
+        attributes |= {
+            "mentorcollab.probe.position": divergence.position,
+            "mentorcollab.generator_segment": divergence.generator_segment.text if divergence.generator_segment else "",
+            "mentorcollab.mentor_segment": divergence.mentor_segment.text,
+        }
+    if after.finished:
+        attributes["mentorcollab.finish_reason"] = after.finish_reason
+    if step == "finish":
+        attributes |= {
+            "mentorcollab.probes": after.stats.probes,
+            "mentorcollab.divergences": after.stats.divergences,
+            "mentorcollab.adoptions": after.stats.adoptions,
+            "mentorcollab.mentor_share": after.stats.mentor_share,
+        }
+    return attributes
+
+
+def parse_choice(value: Any) -> tuple[Literal["generator", "mentor"], float | None]:
+    """A person's answer to the verify interrupt: ``"generator"`` or ``"mentor"`` (or ``{"choice": ...}``
+    with an optional ``"score"``). Anything else is an ``InvalidResumeError`` that says what to send."""
+    score = None
+    choice = value
+    if isinstance(value, dict):
+        choice = value.get("choice")
+        score = value.get("score")
+        if score is not None and not isinstance(score, int | float):
+            raise InvalidResumeError(f"the score in a verify resume value must be a number, got {score!r}")
+    if not isinstance(choice, str) or choice.strip().lower() not in CHOICES:
+        raise InvalidResumeError(
+            "resume the human verifier with Command(resume='generator') to keep the generator's segment or "
+            f"Command(resume='mentor') to adopt the mentor's (or {{'choice': ...}}); got {value!r}"
+        )
+    return choice.strip().lower(), (None if score is None else float(score))  # type: ignore[return-value]
+
+
+# -- the graph -----------------------------------------------------------------------------------
+
+
+def build_mentorcollab_graph(
+    generator: Backend,
+    mentor: Backend,
+    verifier: str | Verifier | None = None,
+    config: CollabConfig | None = None,
+    checkpointer: Any = None,
+    human_verifier: bool = False,
+    *,
+    name: str = "mentorcollab",
+):
+    """The method as a compiled LangGraph graph.
+
+    Args:
+        generator, mentor: backends (``TransformersBackend``, remote or scripted) the graph opens
+            cursors on; their weights are shared, their per-request caches stay out of the state.
+        verifier: the automatic verifier (name or object); with ``human_verifier`` it still scores each
+            divergence, and the person sees that score.
+        config: the collaboration settings (the same ``CollabConfig`` the engine and chat model take).
+        checkpointer: any LangGraph checkpointer (in-memory, SQLite ...), or ``None`` to inherit the
+            parent graph's when used as a subgraph.
+        human_verifier: interrupt at ``verify`` with both candidate segments and the verifier's score;
+            resume with ``Command(resume="generator" | "mentor")``.
+
+    Input ``{"messages": [...]}`` or ``{"prompt": "..."}``; output ``{"messages": [..., AIMessage],
+    "answer": AIMessage}`` whose ``response_metadata["mentorcollab"]`` is the run's record.
+    """
+    settings = config or CollabConfig()
+    machine = get_verifier(verifier)
+    teams = _Teams(generator, mentor, machine, settings)
+    model_name = f"{generator.model_name}+{mentor.model_name}"
+
+    def run_step(step: StepName, state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
+        before = state["collab"]
+        collab = before.model_copy(deep=True)  # never mutate the value the channel (and checkpoint) holds
+        events: list[Event] = []
+        update: dict[str, Any] = {}
+        with teams.use(state["request"], config) as team:
+            if step == "verify" and human_verifier:
+                steps = _human_verify(collab, team, state)
+            else:
+                steps = STEPS[step](collab, team)
+            emit = _Emitter(state["answer_id"])
+            for event in steps:
+                events.append(event)
+                emit(event)
+            if step == "lookahead" and human_verifier and collab.divergence is not None:
+                # Score the divergence here, so the verify node only asks the person, and resuming
+                # after the interrupt recomputes nothing.
+                verdict = score_divergence(collab, team)
+                update["machine_verdict"] = {"choice": verdict.choice, "score": verdict.score, "verifier": machine.name}
+        attributes = _attributes(step, before, collab, events)
+        if step == "lookahead" and "machine_verdict" in update:
+            attributes["mentorcollab.verifier"] = machine.name
+            attributes["mentorcollab.verifier_choice"] = update["machine_verdict"]["choice"]
+            if update["machine_verdict"]["score"] is not None:
+                attributes["mentorcollab.verifier_score"] = update["machine_verdict"]["score"]
+        annotate_node_span(attributes)
+        return update | {"collab": collab, "step": attributes}
+
+    def _human_verify(collab: CollabState, team: Team, state: MentorCollabState) -> Iterator[Event]:
+        divergence = collab.divergence
+        assert divergence is not None and divergence.mentor_segment is not None
+        machine_verdict = state.get("machine_verdict") or {}
+        value = interrupt(
+            {
+                "type": "mentorcollab.verify",
+                "question": "Keep the generator's segment or adopt the mentor's?",
+                "text": collab.text,
+                "position": divergence.position,
+                "generator_word": divergence.generator_word.text,
+                "mentor_word": divergence.mentor_word.text,
+                "generator_segment": (divergence.generator_segment or divergence.generator_word).text,
+                "mentor_segment": divergence.mentor_segment.text,
+                "verifier": machine_verdict.get("verifier", machine.name),
+                "verifier_score": machine_verdict.get("score"),
+                "verifier_choice": machine_verdict.get("choice"),
+                "choices": list(CHOICES),
+            }
+        )
+        choice, score = parse_choice(value)
+        yield from commit_verdict(collab, team, Verdict(choice, machine_verdict.get("score") if score is None else score), verifier=HUMAN)
+
+    def prepare_node(state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
+        prompt = state.get("prompt")
+        request: list[ChatMessage] | str = prompt if prompt else to_chat_messages(state.get("messages", []))
+        if not request:
+            raise MentorCollabError("the graph needs a prompt: pass {'messages': [...]} or {'prompt': '...'}")
+        fresh = MentorCollabState(messages=[], request=request, collab=CollabState(), answer_id=f"mentorcollab-{uuid.uuid4()}")
+        update = run_step("prepare", {**state, **fresh}, config)  # type: ignore[typeddict-item]
+        return update | {"request": request, "answer_id": fresh["answer_id"], "machine_verdict": None, "answer": None}
+
+    def finish_node(state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
+        update = run_step("finish", state, config)
+        teams.release(state["request"], config)
+        message = answer_message(update["collab"], message_id=state["answer_id"], model_name=model_name)
+        return update | {"answer": message, "messages": [message], "machine_verdict": None}
+
+    def node(step: StepName):
+        def run(state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
+            return run_step(step, state, config)
+
+        run.__name__ = f"{step}_node"
+        return run
+
+    def route(state: MentorCollabState) -> str:
+        return next_step(state["collab"])
+
+    builder = StateGraph(MentorCollabState, input_schema=MentorCollabInput, output_schema=MentorCollabOutput)
+    builder.add_node("prepare", prepare_node)
+    for step in ("continue", "probe", "lookahead", "verify"):
+        builder.add_node(step, node(step))  # type: ignore[arg-type]
+    builder.add_node("finish", finish_node)
+    builder.add_edge(START, "prepare")
+    for source, targets in _NEXT.items():
+        builder.add_conditional_edges(source, route, list(targets))
+    builder.add_edge("finish", END)
+    return builder.compile(checkpointer=checkpointer, name=name)
+
+
+class _Emitter:
+    """Writes engine events to the custom stream, and committed text to the messages stream.
+
+    Only ``TextCommitted`` reaches ``stream_mode="messages"`` (as ``AIMessageChunk``s with the answer's
+    id), so a rejected lookahead never shows there: lookahead text is not committed text.
+    """
+
+    def __init__(self, answer_id: str) -> None:
+        self.answer_id = answer_id
+        self.write = get_stream_writer()
+
+    def __call__(self, event: Event) -> None:
+        self.write(_custom_event(event))
+        if isinstance(event, TextCommitted) and event.text:
+            push_message(AIMessageChunk(content=event.text, id=self.answer_id), state_key=None)
+
+
+# -- reading the history --------------------------------------------------------------------------
+
+
+def decision_log(graph: Any, config: RunnableConfig) -> list[dict[str, Any]]:
+    """Every decision of the thread's runs, from its checkpoint history (oldest first).
+
+    Each entry is the decision plus ``checkpoint_id`` of the first checkpoint that holds it, so a
+    caller can fork a run from just before any decision (time travel) with ``checkpoint_id``.
+    """
+    snapshots = list(graph.get_state_history(config))[::-1]
+    log: list[dict[str, Any]] = []
+    seen = 0
+    previous_answer = None
+    for snapshot in snapshots:
+        collab = snapshot.values.get("collab")
+        if collab is None:
+            continue
+        if snapshot.values.get("answer_id") != previous_answer:  # a new run on the same thread
+            previous_answer, seen = snapshot.values.get("answer_id"), 0
+        for decision in collab.decisions[seen:]:
+            log.append(
+                {
+                    **decision.model_dump(),
+                    "answer_id": previous_answer,
+                    "checkpoint_id": snapshot.config["configurable"]["checkpoint_id"],
+                }
+            )
+        seen = max(seen, len(collab.decisions))
+    return log
