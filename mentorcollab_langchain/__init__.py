@@ -66,3 +66,8 @@ __all__ = [
     "collaborate",
     "run_collaboration",
 ]
+
+# The LangChain face (issue 3): appended so edits to the lines above stay independent.
+from mentorcollab_langchain.chat_model import ChatMentorCollab, StructuredOutputError, UnsupportedContentError  # noqa: E402
+
+__all__ += ["ChatMentorCollab", "StructuredOutputError", "UnsupportedContentError"]

@@ -1,0 +1,216 @@
+"""Tool calls and structured output as text: how tools are shown to the models and read back.
+
+The engine speaks text, so tools travel as text too. The instruction below is the one Qwen2.5's chat
+template writes for ``tools=`` (word for word), put at the end of the system message; SmolLM2 and
+base models without a template read the same instruction. A model calls a tool by writing::
+
+    <tool_call>
+    {"name": "calculator", "arguments": {"expression": "2 + 3"}}
+    </tool_call>
+
+and ``parse_tool_calls`` reads that form, and bare JSON objects of the same shape (also inside a
+```json fence), back into LangChain tool calls. A tool call in the history (an ``AIMessage`` with
+``tool_calls``) is written in the same form, and a tool's result as a user turn in
+``<tool_response>`` tags, which is exactly how Qwen's template renders the ``tool`` role.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import InvalidToolCall, ToolCall
+from langchain_core.utils.json import parse_partial_json
+
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+
+TOOLS_INSTRUCTION = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>{tools}\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
+REQUIRED_INSTRUCTION = "You must call one of these functions now."
+NAMED_INSTRUCTION = "You must call the function {name} now."
+
+JSON_SCHEMA_INSTRUCTION = (
+    "Answer with one JSON object and nothing else. It must match this JSON schema:\n{schema}"
+)
+JSON_MODE_INSTRUCTION = "Answer with one JSON object and nothing else."
+
+
+def tool_name(tool: Mapping[str, Any]) -> str:
+    return str(tool["function"]["name"])
+
+
+def tools_instruction(tools: Sequence[Mapping[str, Any]], tool_choice: str | None) -> str:
+    """The system-message text that presents ``tools`` (OpenAI tool dicts) and the tool choice."""
+    listed = "".join("\n" + json.dumps(tool, ensure_ascii=False) for tool in tools)
+    text = TOOLS_INSTRUCTION.format(tools=listed)
+    if tool_choice == "required":
+        text += "\n\n" + REQUIRED_INSTRUCTION
+    elif tool_choice not in (None, "auto", "none"):
+        text += "\n\n" + NAMED_INSTRUCTION.format(name=tool_choice)
+    return text
+
+
+def forced_prefix(tool_choice: str | None) -> str:
+    """The start of the answer that makes a tool call certain (``required``) or names the tool.
+
+    The models continue from this text, so a forced tool call is a fact of the answer rather than a
+    request that a small model may ignore.
+    """
+    if tool_choice == "required":
+        return TOOL_CALL_OPEN + '\n{"name": "'
+    if tool_choice in (None, "auto", "none"):
+        return ""
+    return TOOL_CALL_OPEN + "\n" + json.dumps({"name": tool_choice})[:-1] + ', "arguments": '
+
+
+def normalize_tool_choice(tool_choice: Any, names: Sequence[str]) -> str | None:
+    """``auto``/``none``/``required``/a tool name, from the spellings LangChain users pass."""
+    if tool_choice is None or tool_choice is False:
+        return None
+    if tool_choice is True or tool_choice == "any":
+        return "required" if len(names) != 1 else names[0]
+    if isinstance(tool_choice, Mapping):
+        name = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
+        if not name:
+            raise ValueError(f"tool_choice {dict(tool_choice)!r} names no function")
+        tool_choice = name
+    if not isinstance(tool_choice, str):
+        raise ValueError(f"tool_choice must be a string, a bool or a dict, got {type(tool_choice).__name__}")
+    if tool_choice in ("auto", "none"):
+        return tool_choice
+    if tool_choice == "required":
+        return "required" if len(names) != 1 else names[0]
+    if tool_choice not in names:
+        raise ValueError(f"tool_choice {tool_choice!r} is not one of the bound tools: {', '.join(names) or 'none'}")
+    return tool_choice
+
+
+def render_tool_call(name: str, args: Mapping[str, Any]) -> str:
+    """A tool call from the history, written as the model itself would write it."""
+    return TOOL_CALL_OPEN + "\n" + json.dumps({"name": name, "arguments": dict(args)}, ensure_ascii=False) + "\n" + TOOL_CALL_CLOSE
+
+
+def render_tool_response(content: str) -> str:
+    return "<tool_response>\n" + content + "\n</tool_response>"
+
+
+def new_tool_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+_FENCE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL)
+
+
+def _as_call(data: Any) -> tuple[str, dict[str, Any]] | None:
+    """``(name, args)`` where ``data`` has the shape of a tool call, else ``None``."""
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    for key in ("arguments", "parameters", "args"):
+        if key in data:
+            args = data[key]
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except json.JSONDecodeError:
+                    return None
+            return (data["name"], args) if isinstance(args, dict) else None
+    return (data["name"], {}) if set(data) == {"name"} else None
+
+
+def _json_objects(text: str) -> list[tuple[int, int, Any]]:
+    """Every top-level JSON object in ``text`` as ``(start, end, value)``."""
+    decoder = json.JSONDecoder()
+    found, index = [], text.find("{")
+    while index >= 0:
+        try:
+            value, end = decoder.raw_decode(text, index)
+        except json.JSONDecodeError:
+            index = text.find("{", index + 1)
+            continue
+        found.append((index, end, value))
+        index = text.find("{", end)
+    return found
+
+
+def parse_tool_calls(
+    text: str, names: Sequence[str]
+) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
+    """Read tool calls out of a model's answer.
+
+    Returns the text that is left once the calls are taken out (stripped), the calls whose name is a
+    bound tool and whose arguments are a JSON object, and ``invalid_tool_calls`` for ``<tool_call>``
+    blocks that are not (bad JSON, unknown tool). A block cut off by the token limit is read as far
+    as it goes, closing its open brackets.
+    """
+    calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    cuts: list[tuple[int, int]] = []
+
+    for match in re.finditer(re.escape(TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CALL_CLOSE) + r"|\Z)", text, re.DOTALL):
+        body = match.group(1).strip()
+        cuts.append(match.span())
+        objects = _json_objects(body)
+        data: Any = objects[0][2] if objects else None
+        if data is None and body.startswith("{"):
+            try:
+                data = parse_partial_json(body)
+            except Exception:  # noqa: BLE001 - any failure leaves the call invalid
+                data = None
+        call = _as_call(data)
+        if call is None or call[0] not in names:
+            error = "not a JSON object with a name and arguments" if call is None else f"unknown tool {call[0]!r}"
+            invalid.append(
+                InvalidToolCall(
+                    type="invalid_tool_call",
+                    name=call[0] if call else None,
+                    args=body,
+                    id=new_tool_call_id(),
+                    error=error,
+                )
+            )
+            continue
+        calls.append(ToolCall(type="tool_call", name=call[0], args=call[1], id=new_tool_call_id()))
+
+    if not cuts:  # no tagged calls: look for bare JSON calls (also in ```json fences)
+        for start, end, value in _json_objects(text):
+            call = _as_call(value)
+            if call is not None and call[0] in names:
+                calls.append(ToolCall(type="tool_call", name=call[0], args=call[1], id=new_tool_call_id()))
+                cuts.append((start, end))
+
+    rest = text
+    for start, end in sorted(cuts, reverse=True):
+        rest = rest[:start] + rest[end:]
+    if cuts:
+        rest = _FENCE.sub(lambda match: match.group(0) if match.group(1).strip() else "", rest)
+    return rest.strip(), calls, invalid
+
+
+def might_hold_tool_call(text: str) -> bool:
+    """Whether ``text`` may be (the start of) a tool call, so a stream should hold it back."""
+    return any(marker in text for marker in ("<", "{", "`"))
+
+
+def first_json_object(text: str) -> Any:
+    """The first JSON object in ``text`` (a structured answer), closing brackets cut off at the end."""
+    objects = _json_objects(text)
+    if objects:
+        return objects[0][2]
+    start = text.find("{")
+    if start >= 0:
+        try:
+            value = parse_partial_json(text[start:])
+        except Exception:  # noqa: BLE001
+            value = None
+        if isinstance(value, dict):
+            return value
+    raise ValueError("the answer holds no JSON object")
