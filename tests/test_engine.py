@@ -148,7 +148,7 @@ def test_failed_mentor_falls_back_to_the_generator_and_is_recorded() -> None:
     events = list(collaborate("q", ScriptedBackend(GENERATOR_ANSWER), mentor, config=CollabConfig(probe_rate=1.0), state=state))
     assert state.text == GENERATOR_ANSWER and state.finish_reason == "eos"
     assert state.stats.mentor_errors == 1 and "scripted failure" in state.errors[0]
-    assert not state.mentor_available
+    assert state.probing_stopped.startswith("mentor failed: BackendError")
     assert [e for e in events if isinstance(e, MentorFailed)]
     assert mentor.calls == 3, "a failed mentor is not probed again in the same request"
 
@@ -161,6 +161,21 @@ def test_failed_mentor_raises_when_configured() -> None:
             ScriptedBackend(MENTOR_ANSWER, fail_from_call=1),
             config=CollabConfig(probe_rate=1.0, on_mentor_error="raise"),
         )
+
+
+@pytest.mark.parametrize(
+    ("budget", "spent"),
+    [({"max_mentor_calls": 4}, "mentor call budget spent (4 of max_mentor_calls=4)"), ({"max_mentor_tokens": 5}, "mentor token budget spent")],
+)
+def test_mentor_budget_stops_probing_and_is_recorded(budget: dict, spent: str) -> None:
+    answer = " ".join(f"w{i}" for i in range(200))
+    state, _ = run(CollabConfig(probe_rate=0.5, seed=2, **budget), generator=answer, mentor=answer)
+    assert state.probing_stopped.startswith(spent)
+    assert state.text == answer  # the generator finished the answer alone
+    assert state.stats.mentor_calls == state.stats.probes
+    assert state.stats.mentor_calls <= budget.get("max_mentor_calls", 10**6)
+    assert state.stats.mentor_tokens_generated <= budget.get("max_mentor_tokens", 10**6)
+    assert state.stats.probes < 0.5 * state.stats.words / 4, "probing went on after the budget was spent"
 
 
 def test_state_round_trips_through_json_and_resumes_identically() -> None:

@@ -30,13 +30,16 @@ Prompt = str | Sequence[ChatMessage]
 class Piece:
     """Text one model produced: a word, a lookahead segment, or a generated answer.
 
-    ``tokens`` counts the model's own tokens (for accounting and budgets); ``eos`` says the model
-    ended the text with its end-of-sequence token, which is never part of ``text``.
+    ``tokens`` counts the model's own tokens in ``text`` (for accounting and budgets); ``eos`` says
+    the model ended the text with its end-of-sequence token, which is never part of ``text``;
+    ``extra_tokens`` counts tokens the model generated past the piece and threw away (a remote model
+    asked for a few tokens at a time overshoots a word), so cost figures include them.
     """
 
     text: str
     tokens: int
     eos: bool = False
+    extra_tokens: int = 0
 
 
 @runtime_checkable

@@ -26,6 +26,8 @@ class CollabConfig(BaseModel):
             completion prompt through (the paper's setting).
         on_mentor_error: ``fallback`` records a failed mentor call and goes on with the generator alone;
             ``raise`` stops the run with the error.
+        max_mentor_calls: per-request budget of mentor calls; once spent, no more probes.
+        max_mentor_tokens: per-request budget of tokens the mentor generates; once spent, no more probes.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -40,6 +42,8 @@ class CollabConfig(BaseModel):
     repetition_guard: bool = True
     prompt_style: Literal["chat", "raw"] = "chat"
     on_mentor_error: Literal["fallback", "raise"] = "fallback"
+    max_mentor_calls: int | None = Field(default=None, ge=0)
+    max_mentor_tokens: int | None = Field(default=None, ge=0)
 
     def __init__(self, **fields: Any) -> None:
         """Validate ``fields``, raising ``ConfigError`` that names each bad field and its value."""

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from mentorcollab_langchain.backends.base import Piece
 from mentorcollab_langchain.verifiers.base import Source
 FinishReason = Literal["eos", "length", "stop", "repetition", "error"]
 
@@ -30,6 +31,10 @@ class Candidate(BaseModel):
     text: str
     tokens: int
     eos: bool = False
+
+    @classmethod
+    def of(cls, piece: Piece) -> Candidate:
+        return cls(text=piece.text, tokens=piece.tokens, eos=piece.eos)
 
 
 class Decision(BaseModel):
@@ -100,7 +105,7 @@ class CollabState(BaseModel):
     divergence: Divergence | None = None
     recent_steps: list[str] = Field(default_factory=list, description="the last committed steps, for the guard")
     emitted: int = Field(default=0, description="how many characters of text have been streamed")
-    mentor_available: bool = True
+    probing_stopped: str | None = Field(default=None, description="why the mentor is no longer probed, if it is not")
     errors: list[str] = Field(default_factory=list)
     prepared: bool = False
     finish_reason: FinishReason | None = None

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from mentorcollab_langchain.backends.base import Cursor, Piece
+from mentorcollab_langchain.backends.base import Cursor
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
 from mentorcollab_langchain.engine.state import Candidate, CollabState, Decision, Divergence, Span
@@ -80,14 +80,15 @@ def probe(state: CollabState, team: Team) -> Iterator[Event]:
     state.stats.probes += 1
     try:
         with _timed(state, "probe"):
-            mentor_word = _candidate(team.mentor.next_word(state.text, _word_budget(state, team.config)))
+            mentor_piece = team.mentor.next_word(state.text, _word_budget(state, team.config))
     except Exception as error:  # noqa: BLE001 - any backend failure is the mentor failing
         yield from _mentor_failed(state, team.config, error)
         yield from _commit(state, team.config, generator_word, "generator")
         _draw_gap(state, team.config)
         return
     state.stats.mentor_calls += 1
-    state.stats.mentor_tokens_generated += mentor_word.tokens
+    state.stats.mentor_tokens_generated += mentor_piece.tokens + mentor_piece.extra_tokens
+    mentor_word = Candidate.of(mentor_piece)
     diverged = not team.config.words_match(generator_word.text, mentor_word.text)
     yield Probed(state.stats.words - 1, len(state.text), generator_word.text, mentor_word.text, diverged)
     if not diverged:
@@ -108,18 +109,18 @@ def lookahead(state: CollabState, team: Team) -> Iterator[Event]:
     divergence = _pending(state)
     length = min(team.config.segment_tokens, _remaining_tokens(state, team.config))
     with _timed(state, "lookahead"):
-        divergence.generator_segment = _extend(team.generator, state.text, divergence.generator_word, length)
-    state.stats.generator_tokens_generated += divergence.generator_segment.tokens - divergence.generator_word.tokens
+        divergence.generator_segment, spent = _extend(team.generator, state.text, divergence.generator_word, length)
+    state.stats.generator_tokens_generated += spent
     state.stats.generator_calls += 1
     try:
         with _timed(state, "lookahead"):
-            divergence.mentor_segment = _extend(team.mentor, state.text, divergence.mentor_word, length)
+            divergence.mentor_segment, spent = _extend(team.mentor, state.text, divergence.mentor_word, length)
     except Exception as error:  # noqa: BLE001 - any backend failure is the mentor failing
         yield from _mentor_failed(state, team.config, error)
         yield from commit_verdict(state, team, Verdict("generator"), verifier="mentor-failed")
         return
     state.stats.mentor_calls += 1
-    state.stats.mentor_tokens_generated += divergence.mentor_segment.tokens - divergence.mentor_word.tokens
+    state.stats.mentor_tokens_generated += spent
 
 
 def score_divergence(state: CollabState, team: Team) -> Verdict:
@@ -273,7 +274,9 @@ def _draw_gap(state: CollabState, config: CollabConfig) -> None:
     Probing each word with probability ``p`` means a geometric number of unprobed words in between.
     """
     rate = config.probe_rate
-    if rate <= 0.0 or not state.mentor_available:
+    if state.probing_stopped is None:
+        state.probing_stopped = _spent_budget(state, config)
+    if rate <= 0.0 or state.probing_stopped is not None:
         state.words_until_probe = NO_MORE_PROBES
     elif rate >= 1.0:
         state.words_until_probe = 0
@@ -281,6 +284,18 @@ def _draw_gap(state: CollabState, config: CollabConfig) -> None:
         rng = np.random.default_rng([config.seed, state.gaps_drawn])
         state.words_until_probe = int(rng.geometric(rate)) - 1
     state.gaps_drawn += 1
+
+
+def _spent_budget(state: CollabState, config: CollabConfig) -> str | None:
+    """Why the mentor's per-request budget forbids another probe, or None while it allows one."""
+    if config.max_mentor_calls is not None and state.stats.mentor_calls >= config.max_mentor_calls:
+        return f"mentor call budget spent ({state.stats.mentor_calls} of max_mentor_calls={config.max_mentor_calls})"
+    if config.max_mentor_tokens is not None and state.stats.mentor_tokens_generated >= config.max_mentor_tokens:
+        return (
+            f"mentor token budget spent ({state.stats.mentor_tokens_generated} of "
+            f"max_mentor_tokens={config.max_mentor_tokens})"
+        )
+    return None
 
 
 def _remaining_tokens(state: CollabState, config: CollabConfig) -> int:
@@ -291,25 +306,25 @@ def _word_budget(state: CollabState, config: CollabConfig) -> int:
     return min(config.max_word_tokens, _remaining_tokens(state, config))
 
 
-def _candidate(piece: Piece) -> Candidate:
-    return Candidate(text=piece.text, tokens=piece.tokens, eos=piece.eos)
-
-
 def _generator_word(state: CollabState, team: Team, phase: str) -> Candidate:
     with _timed(state, phase):
-        word = _candidate(team.generator.next_word(state.text, _word_budget(state, team.config)))
+        piece = team.generator.next_word(state.text, _word_budget(state, team.config))
     state.stats.words += 1
     state.stats.generator_calls += 1
-    state.stats.generator_tokens_generated += word.tokens
-    return word
+    state.stats.generator_tokens_generated += piece.tokens + piece.extra_tokens
+    return Candidate.of(piece)
 
 
-def _extend(cursor: Cursor, text: str, word: Candidate, length: int) -> Candidate:
-    """Continue a model's own first word to ``length`` tokens (the word itself is not recomputed)."""
+def _extend(cursor: Cursor, text: str, word: Candidate, length: int) -> tuple[Candidate, int]:
+    """Continue a model's own first word to ``length`` tokens (the word itself is not recomputed).
+
+    Returns the segment and how many tokens the model generated for the continuation.
+    """
     if word.eos or word.tokens >= length:
-        return word
+        return word, 0
     more = cursor.generate(text + word.text, length - word.tokens)
-    return Candidate(text=word.text + more.text, tokens=word.tokens + more.tokens, eos=more.eos)
+    segment = Candidate(text=word.text + more.text, tokens=word.tokens + more.tokens, eos=more.eos)
+    return segment, more.tokens + more.extra_tokens
 
 
 def _pending(state: CollabState) -> Divergence:
@@ -325,7 +340,7 @@ def _mentor_failed(state: CollabState, config: CollabConfig, error: Exception) -
     yield MentorFailed(message)
     if config.on_mentor_error == "raise":
         raise error
-    state.mentor_available = False
+    state.probing_stopped = f"mentor failed: {message}"
 
 
 @contextmanager
