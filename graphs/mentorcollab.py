@@ -28,6 +28,7 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages, push_message
 from langgraph.types import interrupt
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from typing_extensions import NotRequired
 
 from mentorcollab_langchain.backends.base import Backend, ChatMessage
@@ -253,22 +254,40 @@ def _attributes(step: str, before: CollabState, after: CollabState, events: list
     return attributes
 
 
+_RESUME_HINT = (
+    "resume the human verifier with Command(resume='generator') to keep the generator's segment or "
+    "Command(resume='mentor') to adopt the mentor's (or {'choice': ..., 'score': optional number})"
+)
+
+
 def parse_choice(value: Any) -> tuple[Literal["generator", "mentor"], float | None]:
     """A person's answer to the verify interrupt: ``"generator"`` or ``"mentor"`` (or ``{"choice": ...}``
     with an optional ``"score"``). Anything else is an ``InvalidResumeError`` that says what to send."""
     score = None
     choice = value
+    if isinstance(value, HumanChoice):
+        return value.choice, value.score
     if isinstance(value, dict):
         choice = value.get("choice")
         score = value.get("score")
-        if score is not None and not isinstance(score, int | float):
-            raise InvalidResumeError(f"the score in a verify resume value must be a number, got {score!r}")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)):
+            raise InvalidResumeError(f"the score in a verify resume value must be a number, got {score!r}; {_RESUME_HINT}")
     if not isinstance(choice, str) or choice.strip().lower() not in CHOICES:
-        raise InvalidResumeError(
-            "resume the human verifier with Command(resume='generator') to keep the generator's segment or "
-            f"Command(resume='mentor') to adopt the mentor's (or {{'choice': ...}}); got {value!r}"
-        )
+        raise InvalidResumeError(f"{_RESUME_HINT}; got {value!r}")
     return choice.strip().lower(), (None if score is None else float(score))  # type: ignore[return-value]
+
+
+class HumanChoice(BaseModel):
+    """The answer the verify interrupt expects (its ``response_schema``): which segment to commit."""
+
+    choice: Literal["generator", "mentor"]
+    score: float | None = Field(default=None, description="the person's own probability of adopting the mentor")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_resume_value(cls, value: Any) -> Any:
+        choice, score = parse_choice(value)  # a ValueError here leaves the interrupt unanswered
+        return {"choice": choice, "score": score}
 
 
 # -- the graph -----------------------------------------------------------------------------------
@@ -337,23 +356,27 @@ def build_mentorcollab_graph(
         divergence = collab.divergence
         assert divergence is not None and divergence.mentor_segment is not None
         machine_verdict = state.get("machine_verdict") or {}
-        value = interrupt(
-            {
-                "type": "mentorcollab.verify",
-                "question": "Keep the generator's segment or adopt the mentor's?",
-                "text": collab.text,
-                "position": divergence.position,
-                "generator_word": divergence.generator_word.text,
-                "mentor_word": divergence.mentor_word.text,
-                "generator_segment": (divergence.generator_segment or divergence.generator_word).text,
-                "mentor_segment": divergence.mentor_segment.text,
-                "verifier": machine_verdict.get("verifier", machine.name),
-                "verifier_score": machine_verdict.get("score"),
-                "verifier_choice": machine_verdict.get("choice"),
-                "choices": list(CHOICES),
-            }
-        )
-        choice, score = parse_choice(value)
+        payload = {
+            "type": "mentorcollab.verify",
+            "question": "Keep the generator's segment or adopt the mentor's?",
+            "text": collab.text,
+            "position": divergence.position,
+            "generator_word": divergence.generator_word.text,
+            "mentor_word": divergence.mentor_word.text,
+            "generator_segment": (divergence.generator_segment or divergence.generator_word).text,
+            "mentor_segment": divergence.mentor_segment.text,
+            "verifier": machine_verdict.get("verifier", machine.name),
+            "verifier_score": machine_verdict.get("score"),
+            "verifier_choice": machine_verdict.get("choice"),
+            "choices": list(CHOICES),
+        }
+        try:
+            # Validated inside interrupt(): a bad value is not saved, so the person can answer again.
+            value = interrupt(payload, response_schema=HumanChoice)
+        except ValidationError as error:
+            problem = error.errors()[0].get("ctx", {}).get("error")
+            raise (problem if isinstance(problem, InvalidResumeError) else InvalidResumeError(str(error))) from None
+        choice, score = value.choice, value.score
         yield from commit_verdict(collab, team, Verdict(choice, machine_verdict.get("score") if score is None else score), verifier=HUMAN)
 
     def prepare_node(state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
