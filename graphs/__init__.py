@@ -10,7 +10,6 @@ from graphs.mentorcollab import (
     build_mentorcollab_graph,
     decision_log,
     parse_choice,
-    to_chat_messages,
 )
 from graphs.tracing import annotate_node_span, in_memory_tracing, node_spans
 
@@ -27,5 +26,4 @@ __all__ = [
     "in_memory_tracing",
     "node_spans",
     "parse_choice",
-    "to_chat_messages",
 ]

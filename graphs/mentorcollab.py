@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from typing_extensions import NotRequired
 
 from mentorcollab_langchain.backends.base import Backend, ChatMessage
+from mentorcollab_langchain.chat_model import _Assembler, _prompt_tokens, _Request, _Run, to_engine_messages
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
 from mentorcollab_langchain.engine.state import CollabState
@@ -91,35 +92,40 @@ class MentorCollabState(TypedDict):
     answer: NotRequired[AIMessage | None]
 
 
-# -- prompts and messages ----------------------------------------------------------------------
-
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool"}
+# -- the answer message ----------------------------------------------------------------------
 
 
-def to_chat_messages(messages: Sequence[BaseMessage]) -> list[ChatMessage]:
-    """LangChain messages as the role/content dicts backends render with their chat templates."""
-    converted: list[ChatMessage] = []
-    for message in messages:
-        role = _ROLES.get(message.type, message.type)
-        if message.type == "chat":
-            role = getattr(message, "role", "user")
-        converted.append({"role": role, "content": message.text if isinstance(message.text, str) else str(message.content)})
-    return converted
+def answer_message(
+    state: CollabState,
+    *,
+    request: list[ChatMessage] | str,
+    config: CollabConfig,
+    generator: Backend,
+    mentor: Backend,
+    verifier: Verifier,
+    verifier_name: str | None = None,
+    message_id: str | None = None,
+) -> AIMessage:
+    """The answer as the ``AIMessage`` that ``ChatMentorCollab`` gives for the same run: the same content,
+    ``response_metadata`` (the engine's record plus model names and per-model usage) and
+    ``usage_metadata``. Built by the chat model's own assembler, so the two never drift apart."""
+    prompt = request if isinstance(request, list) else [{"role": "user", "content": request}]
+    chat_request = _Request(prompt=prompt, config=config, generator=generator, mentor=mentor, verifier=verifier)
+    run = _Run(chat_request, state)
+    run.input_tokens = _prompt_tokens(generator, chat_request)
+    if state.stats.mentor_calls:
+        run.mentor_input_tokens = _prompt_tokens(mentor, chat_request)
+    names = (str(generator.model_name), str(mentor.model_name))
+    message = _Assembler(run, "+".join(names), *names, verifier_name or verifier.name).message()
+    message.id = message_id
+    return message
 
 
-def answer_message(state: CollabState, *, message_id: str | None = None, model_name: str | None = None) -> AIMessage:
-    """The answer as an ``AIMessage``: the text, the whole record, and usage counted in committed tokens."""
-    record = state.record()
-    response_metadata: dict[str, Any] = {"mentorcollab": record, "finish_reason": state.finish_reason}
-    if model_name:
-        response_metadata["model_name"] = model_name
-    output_tokens = state.stats.tokens_committed
-    return AIMessage(
-        content=state.text,
-        id=message_id,
-        response_metadata=response_metadata,
-        usage_metadata={"input_tokens": 0, "output_tokens": output_tokens, "total_tokens": output_tokens},
-    )
+def _chunk(event: TextCommitted, answer_id: str) -> AIMessageChunk:
+    """Committed text as the chunk ``ChatMentorCollab.stream`` gives (with its provenance entry)."""
+    chunk = _Assembler._chunk(event.text, event.source, event.start, event.end).message
+    chunk.id = answer_id
+    return chunk  # type: ignore[return-value]
 
 
 # -- cursors, outside the state -----------------------------------------------------------------
@@ -322,7 +328,6 @@ def build_mentorcollab_graph(
     settings = config or CollabConfig()
     machine = get_verifier(verifier)
     teams = _Teams(generator, mentor, machine, settings)
-    model_name = f"{generator.model_name}+{mentor.model_name}"
 
     def run_step(step: StepName, state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
         before = state["collab"]
@@ -381,7 +386,7 @@ def build_mentorcollab_graph(
 
     def prepare_node(state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
         prompt = state.get("prompt")
-        request: list[ChatMessage] | str = prompt if prompt else to_chat_messages(state.get("messages", []))
+        request: list[ChatMessage] | str = prompt if prompt else to_engine_messages(state.get("messages", []))
         if not request:
             raise MentorCollabError("the graph needs a prompt: pass {'messages': [...]} or {'prompt': '...'}")
         fresh = MentorCollabState(messages=[], request=request, collab=CollabState(), answer_id=f"mentorcollab-{uuid.uuid4()}")
@@ -391,7 +396,16 @@ def build_mentorcollab_graph(
     def finish_node(state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
         update = run_step("finish", state, config)
         teams.release(state["request"], config)
-        message = answer_message(update["collab"], message_id=state["answer_id"], model_name=model_name)
+        message = answer_message(
+            update["collab"],
+            request=state["request"],
+            config=settings,
+            generator=generator,
+            mentor=mentor,
+            verifier=machine,
+            verifier_name=HUMAN if human_verifier else machine.name,
+            message_id=state["answer_id"],
+        )
         return update | {"answer": message, "messages": [message], "machine_verdict": None}
 
     def node(step: StepName):
@@ -430,7 +444,7 @@ class _Emitter:
     def __call__(self, event: Event) -> None:
         self.write(_custom_event(event))
         if isinstance(event, TextCommitted) and event.text:
-            push_message(AIMessageChunk(content=event.text, id=self.answer_id), state_key=None)
+            push_message(_chunk(event, self.answer_id), state_key=None)
 
 
 # -- reading the history --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from graphs import (
     parse_choice,
 )
 from mentorcollab_langchain.backends import ScriptedBackend
+from mentorcollab_langchain.chat_model import ChatMentorCollab
 from mentorcollab_langchain.engine import CollabConfig, run_collaboration
 from mentorcollab_langchain.errors import BackendError
 
@@ -61,8 +62,30 @@ def comparable(record: dict) -> dict:
     return record | {"stats": stats}
 
 
+def chat_model(verifier: str = "always-mentor", config: CollabConfig = CONFIG) -> ChatMentorCollab:
+    generator, mentor = backends()
+    return ChatMentorCollab(
+        generator=generator,
+        mentor=mentor,
+        verifier=verifier,
+        probe_rate=config.probe_rate,
+        segment_tokens=config.segment_tokens,
+        max_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
+
+
+def same_message(graph_answer: AIMessage, chat_answer: AIMessage) -> None:
+    """The graph's answer is the chat model's: content, usage and metadata (wall times aside)."""
+    assert graph_answer.content == chat_answer.content
+    assert graph_answer.usage_metadata == chat_answer.usage_metadata
+    ours, theirs = dict(graph_answer.response_metadata), dict(chat_answer.response_metadata)
+    assert comparable(ours.pop("mentorcollab")) == comparable(theirs.pop("mentorcollab"))
+    assert ours == theirs
+
+
 @pytest.mark.parametrize("verifier", ["always-mentor", "never-mentor", "self-consult"])
-def test_graph_gives_the_engine_run_exactly(verifier: str) -> None:
+def test_graph_gives_the_engine_run_and_the_chat_model_message_exactly(verifier: str) -> None:
     expected = reference(verifier)
     generator, mentor = backends()
     graph = build_mentorcollab_graph(generator, mentor, verifier=verifier, config=CONFIG)
@@ -72,7 +95,7 @@ def test_graph_gives_the_engine_run_exactly(verifier: str) -> None:
     assert answer.content == expected.text
     assert result["messages"][-1] == answer
     assert isinstance(result["messages"][0], HumanMessage)
-    assert comparable(answer.response_metadata["mentorcollab"]) == comparable(expected.record())
+    same_message(answer, chat_model(verifier).invoke(PROMPT))
     assert answer.usage_metadata["output_tokens"] == expected.stats.tokens_committed
     assert expected.stats.divergences >= 2  # the scripted pair really diverges, so decisions were made
 
@@ -130,6 +153,9 @@ def test_streams_committed_text_with_sources_and_each_decision() -> None:
     rejected = [d["mentorcollab.mentor_segment"] for d in decisions]
     assert all(segment not in streamed for segment in rejected)
     assert len({message.id for message, _ in messages}) == 1
+    # Chunks carry the chat model's provenance entries, which add up to the answer.
+    provenance = [entry for message, _ in messages for entry in message.response_metadata["mentorcollab_stream"]]
+    assert "".join(answer[e["start"] : e["end"]] for e in provenance) == answer
 
 
 def test_mentor_segments_stream_as_mentor_text() -> None:
@@ -265,11 +291,9 @@ def test_works_as_a_subgraph_of_a_larger_application() -> None:
     app.add_edge("greet", "mentorcollab")
     app = app.compile(checkpointer=InMemorySaver())
     result = app.invoke({"messages": [HumanMessage("Tell me a story.")]}, thread("parent"))
-    generator, mentor = backends()
-    prompt = [{"role": "user", "content": "Tell me a story."}, {"role": "system", "content": "Be brief."}]
-    expected = run_collaboration(prompt, generator, mentor, verifier="always-mentor", config=CONFIG)
+    expected = chat_model().invoke(result["messages"][:2])
     assert [m.type for m in result["messages"]] == ["human", "system", "ai"]
-    assert result["messages"][-1].content == expected.text
+    same_message(result["messages"][-1], expected)
     subgraph_text = [
         chunk["text"]
         for namespace, chunk in app.stream(
@@ -277,7 +301,7 @@ def test_works_as_a_subgraph_of_a_larger_application() -> None:
         )
         if chunk["type"] == "text" and namespace
     ]
-    assert "".join(subgraph_text) == expected.text
+    assert "".join(subgraph_text) == expected.content
 
 
 def test_node_spans_carry_the_decision_attributes() -> None:
