@@ -571,8 +571,7 @@ class ChatMentorCollab(BaseChatModel):
                 raise ConfigError(
                     f"{role} must be a model name or a backend with open() and model_name, got {type(spec).__name__}"
                 )
-        if not isinstance(self.verifier, str):
-            get_verifier(self.verifier)
+        get_verifier(self.verifier)  # an unknown name or a non-verifier fails here
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -670,7 +669,7 @@ class ChatMentorCollab(BaseChatModel):
         tool_choice = tooling.normalize_tool_choice(kwargs.get("tool_choice"), names) if tools else None
         if tools and tool_choice != "none":
             extra.append(tooling.tools_instruction(tools, tool_choice))
-            prefix = tooling.forced_prefix(tool_choice)
+            prefix = tooling.forced_prefix(tool_choice, tools)
             if prefix:
                 stops.append(tooling.TOOL_CALL_CLOSE)
         response_format = kwargs.get("response_format")

@@ -59,17 +59,26 @@ def tools_instruction(tools: Sequence[Mapping[str, Any]], tool_choice: str | Non
     return text
 
 
-def forced_prefix(tool_choice: str | None) -> str:
-    """The start of the answer that makes a tool call certain (``required``) or names the tool.
+def forced_prefix(tool_choice: str | None, tools: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The start of the answer that makes a forced tool call certain.
 
-    The models continue from this text, so a forced tool call is a fact of the answer rather than a
-    request that a small model may ignore.
+    The models continue from this text, so a forced call is a fact of the answer rather than a request
+    that a small model may ignore. ``required`` opens the call and leaves the name to the model; a
+    named tool gets its name and the opening of its arguments object, down to the first required
+    parameter's key (``{"name": "f", "arguments": {"x": ``), and a tool without parameters gets the
+    whole call. The values are always the model's own.
     """
     if tool_choice == "required":
         return TOOL_CALL_OPEN + '\n{"name": "'
     if tool_choice in (None, "auto", "none"):
         return ""
-    return TOOL_CALL_OPEN + "\n" + json.dumps({"name": tool_choice})[:-1] + ', "arguments": '
+    start = TOOL_CALL_OPEN + "\n" + json.dumps({"name": tool_choice}, ensure_ascii=False)[:-1] + ', "arguments": {'
+    schema = next((tool["function"].get("parameters") or {} for tool in tools if tool_name(tool) == tool_choice), {})
+    properties = schema.get("properties") or {}
+    if not properties:
+        return start + "}}"
+    required = [name for name in schema.get("required") or [] if name in properties]
+    return start + (json.dumps(required[0], ensure_ascii=False) + ": " if required else "")
 
 
 def normalize_tool_choice(tool_choice: Any, names: Sequence[str]) -> str | None:
