@@ -1,0 +1,259 @@
+"""The LangGraph graph on real packaged models (slow: minutes on two CPU cores).
+
+SmolLM2-135M-Instruct writes and Gemma-3-270M (a base model, another tokenizer) mentors, with a high
+probe rate so that short answers still hold divergences and decisions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
+
+from graphs import InvalidResumeError, build_mentorcollab_graph, decision_log, in_memory_tracing, node_spans
+from mentorcollab_langchain.backends import TransformersBackend
+from mentorcollab_langchain.chat_model import ChatMentorCollab
+from mentorcollab_langchain.engine import CollabConfig, run_collaboration
+from mentorcollab_langchain.errors import BackendError
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+GENERATOR, MENTOR = "smollm2-135m-instruct", "gemma3-270m"
+QUESTION = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether?"
+)
+PROMPT = [{"role": "user", "content": QUESTION}]
+CONFIG = CollabConfig(probe_rate=0.4, segment_tokens=6, seed=7, max_new_tokens=32)
+
+
+def thread(name: str) -> dict:
+    return {"configurable": {"thread_id": name}}
+
+
+def comparable(record: dict) -> dict:
+    stats = {key: value for key, value in record["stats"].items() if key not in {"seconds", "wall_seconds"}}
+    return record | {"stats": stats}
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[TransformersBackend, TransformersBackend]:
+    return TransformersBackend(GENERATOR), TransformersBackend(MENTOR)
+
+
+@pytest.fixture(scope="module")
+def chat_answer(models):
+    generator, mentor = models
+    model = ChatMentorCollab(
+        generator=generator,
+        mentor=mentor,
+        probe_rate=CONFIG.probe_rate,
+        segment_tokens=CONFIG.segment_tokens,
+        max_tokens=CONFIG.max_new_tokens,
+        seed=CONFIG.seed,
+    )
+    answer = model.invoke(PROMPT)
+    assert answer.response_metadata["mentorcollab"]["decisions"], "the settings must give at least one decision"
+    return answer
+
+
+def test_same_answer_as_the_chat_model(models, chat_answer) -> None:
+    answer = build_mentorcollab_graph(*models, config=CONFIG).invoke({"messages": PROMPT})["answer"]
+    assert answer.content == chat_answer.content
+    assert answer.usage_metadata == chat_answer.usage_metadata
+    assert comparable(answer.response_metadata["mentorcollab"]) == comparable(chat_answer.response_metadata["mentorcollab"])
+    assert answer.response_metadata["model_name"] == chat_answer.response_metadata["model_name"]
+
+
+def test_streams_add_up_to_the_answer_and_spans_carry_the_decisions(models, chat_answer) -> None:
+    graph = build_mentorcollab_graph(*models, config=CONFIG)
+    custom, updates, messages = [], [], []
+    with in_memory_tracing() as exporter:
+        for mode, chunk in graph.stream({"messages": PROMPT}, stream_mode=["custom", "updates", "messages"]):
+            {"custom": custom, "updates": updates, "messages": messages}[mode].append(chunk)
+    answer = chat_answer.content
+    record = chat_answer.response_metadata["mentorcollab"]
+    texts = [event for event in custom if event["type"] == "text"]
+    assert "".join(event["text"] for event in texts) == answer
+    mentor_text = "".join(event["text"] for event in texts if event["source"] == "mentor")
+    assert mentor_text == "".join(answer[span["start"] : span["end"]] for span in record["spans"] if span["source"] == "mentor")
+    assert "".join(message.content for message, _ in messages) == answer
+    decided = [update["verify"]["step"] for update in updates if "verify" in update]
+    assert [(d["mentorcollab.choice"], d["mentorcollab.probe.position"]) for d in decided] == [
+        (d["choice"], d["position"]) for d in record["decisions"]
+    ]
+    # The messages stream is the answer exactly, and at each decision the answer goes on with the chosen
+    # segment: nothing of the rejected lookahead leaks.
+    for decision in record["decisions"]:
+        chosen = decision[f"{decision['choice']}_segment"]
+        assert answer[decision["position"] :].startswith(chosen)
+    spans = node_spans(exporter.get_finished_spans())
+    probes = [dict(span.attributes) for span in spans if span.name == "probe"]
+    assert len(probes) == record["stats"]["probes"]
+    assert all("mentorcollab.generator_word" in p and "mentorcollab.mentor_word" in p for p in probes)
+    assert sum(p["mentorcollab.diverged"] for p in probes) == record["stats"]["divergences"]
+    verifies = [dict(span.attributes) for span in spans if span.name == "verify"]
+    assert [
+        (v["mentorcollab.probe.position"], v["mentorcollab.choice"], v["mentorcollab.verifier_score"], v["mentorcollab.verifier"])
+        for v in verifies
+    ] == [(d["position"], d["choice"], d["score"], d["verifier"]) for d in record["decisions"]]
+
+
+class _FailingBackend:
+    """A real backend whose cursors fail from the n-th model call on (counted across its cursors)."""
+
+    def __init__(self, backend: TransformersBackend, fail_from_call: int) -> None:
+        self.backend, self.fail_from_call, self.calls = backend, fail_from_call, 0
+
+    @property
+    def model_name(self) -> str:
+        return self.backend.model_name
+
+    def open(self, prompt, style="chat"):
+        return _FailingCursor(self, self.backend.open(prompt, style))
+
+
+class _FailingCursor:
+    def __init__(self, owner: _FailingBackend, cursor) -> None:
+        self.owner, self.cursor = owner, cursor
+
+    def __getattr__(self, name: str):
+        method = getattr(self.cursor, name)
+        if name not in {"next_word", "generate", "label_logprobs", "hidden_state"}:
+            return method
+
+        def call(*args, **kwargs):
+            self.owner.calls += 1
+            if self.owner.calls >= self.owner.fail_from_call:
+                raise BackendError(f"generator died on call {self.owner.calls}")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_a_node_that_raises_resumes_to_the_same_text(models, chat_answer, tmp_path: Path) -> None:
+    generator, mentor = models
+    database = str(tmp_path / "raise.sqlite")
+    with SqliteSaver.from_conn_string(database) as saver:
+        failing = build_mentorcollab_graph(_FailingBackend(generator, 12), mentor, config=CONFIG, checkpointer=saver)
+        with pytest.raises(BackendError, match="died"):
+            failing.invoke({"messages": PROMPT}, thread("raise"))
+        assert failing.get_state(thread("raise")).values["collab"].text  # died midway
+    with SqliteSaver.from_conn_string(database) as saver:
+        graph = build_mentorcollab_graph(generator, mentor, config=CONFIG, checkpointer=saver)
+        result = graph.invoke(None, thread("raise"))
+        assert result["answer"].content == chat_answer.content
+        assert [d["position"] for d in decision_log(graph, thread("raise"))] == [
+            d["position"] for d in chat_answer.response_metadata["mentorcollab"]["decisions"]
+        ]
+
+
+WORKER = """
+import json, sys, time
+from langgraph.checkpoint.sqlite import SqliteSaver
+from graphs import build_mentorcollab_graph
+from mentorcollab_langchain.backends import TransformersBackend
+from mentorcollab_langchain.engine import CollabConfig
+
+database, mode = sys.argv[1], sys.argv[2]
+config = CollabConfig.model_validate_json(sys.argv[3])
+prompt = json.loads(sys.argv[4])
+
+
+class Slow:
+    # Sleeps before each generator call, to leave time to kill the process midway; the text is unchanged.
+    def __init__(self, backend):
+        self.backend = backend
+        self.model_name = backend.model_name
+
+    def open(self, prompt, style="chat"):
+        cursor = self.backend.open(prompt, style)
+        original = cursor.next_word
+
+        def next_word(*args, **kwargs):
+            time.sleep(0.15)
+            return original(*args, **kwargs)
+
+        cursor.next_word = next_word
+        return cursor
+
+
+generator = TransformersBackend(sys.argv[5])
+mentor = TransformersBackend(sys.argv[6])
+with SqliteSaver.from_conn_string(database) as saver:
+    graph = build_mentorcollab_graph(Slow(generator) if mode == "start" else generator, mentor, config=config, checkpointer=saver)
+    thread = {"configurable": {"thread_id": "killed"}}
+    result = graph.invoke({"messages": prompt} if mode == "start" else None, thread)
+    print(json.dumps({"text": result["answer"].content}))
+"""
+
+
+def _checkpoints(database: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute("select count(*) from checkpoints where thread_id = 'killed'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_killed_process_resumes_in_a_new_one_with_the_same_text(chat_answer, tmp_path: Path) -> None:
+    script, database = tmp_path / "worker.py", tmp_path / "killed.sqlite"
+    script.write_text(WORKER)
+    environment = os.environ | {"PYTHONPATH": str(REPO)}
+    arguments = [sys.executable, str(script), str(database)]
+    settings = [CONFIG.model_dump_json(), json.dumps(PROMPT), GENERATOR, MENTOR]
+    worker = subprocess.Popen([*arguments, "start", *settings], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while _checkpoints(database) < 6 and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.poll() is None, "the worker ended before it could be killed: " + worker.stderr.read().decode()[-2000:]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    with SqliteSaver.from_conn_string(str(database)) as saver:
+        # The graph object only reads the checkpoint here; the models are not loaded.
+        graph = build_mentorcollab_graph(TransformersBackend(GENERATOR), TransformersBackend(MENTOR), config=CONFIG, checkpointer=saver)
+        stopped = graph.get_state(thread("killed"))
+        assert stopped.next and stopped.values["collab"].finish_reason is None  # killed midway
+    resumed = subprocess.run(
+        [*arguments, "resume", *settings], env=environment, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["text"] == chat_answer.content
+
+
+@pytest.mark.parametrize("choice", ["generator", "mentor"])
+def test_human_verifier_decides_every_divergence(models, choice: str) -> None:
+    generator, mentor = models
+    graph = build_mentorcollab_graph(generator, mentor, config=CONFIG, checkpointer=InMemorySaver(), human_verifier=True)
+    result = graph.invoke({"messages": PROMPT}, thread(choice))
+    shown = result["__interrupt__"][0].value
+    assert shown["generator_segment"] and shown["mentor_segment"] and shown["generator_segment"] != shown["mentor_segment"]
+    assert shown["verifier"] == "self-consult" and 0.0 <= shown["verifier_score"] <= 1.0
+    with pytest.raises(InvalidResumeError, match="Command"):
+        graph.invoke(Command(resume="option B"), thread(choice))
+    asked = 1
+    while "__interrupt__" in (result := graph.invoke(Command(resume=choice), thread(choice))):
+        asked += 1
+    record = result["answer"].response_metadata["mentorcollab"]
+    assert len(record["decisions"]) == asked == record["stats"]["divergences"]
+    assert all(d["choice"] == choice and d["verifier"] == "human" for d in record["decisions"])
+    # Choosing one side at every divergence is what the matching baseline verifier does.
+    baseline = run_collaboration(
+        PROMPT, generator, mentor, verifier="always-mentor" if choice == "mentor" else "never-mentor", config=CONFIG
+    )
+    assert result["answer"].content == baseline.text
