@@ -74,7 +74,7 @@ IGNORED_STANDARD_PARAMS = frozenset({"api_key", "timeout", "max_retries", "base_
 PER_CALL_CONFIG = frozenset(
     {"max_tokens", "seed", "probe_rate", "segment_tokens", "max_word_tokens", "match", "repetition_guard", "on_mentor_error"}
 )
-PER_CALL_OTHER = frozenset({"temperature", "tools", "tool_choice", "response_format", "stream"})
+PER_CALL_OTHER = frozenset({"temperature", "tools", "tool_choice", "parallel_tool_calls", "response_format", "stream"})
 # Set by LangChain itself for tracing; not options of the model.
 TRACING_KEYWORDS = frozenset({"ls_structured_output_format", "structured_output_format"})
 
@@ -201,6 +201,7 @@ class _Request:
     prefix: str = ""
     tool_names: list[str] = field(default_factory=list)
     tool_choice: str | None = None
+    parallel_tool_calls: bool = True
 
 
 class _CancellableCursor:
@@ -339,6 +340,8 @@ class _Assembler:
             content, calls, invalid = tooling.parse_tool_calls(text, request.tool_names)
             if not calls and not invalid:
                 content = text
+            if not request.parallel_tool_calls:
+                calls = calls[:1]
         else:
             content = text
         record = run.state.record()
@@ -686,6 +689,7 @@ class ChatMentorCollab(BaseChatModel):
             prefix=prefix,
             tool_names=names,
             tool_choice=tool_choice,
+            parallel_tool_calls=kwargs.get("parallel_tool_calls") is not False,
         )
 
     def _start(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[_Run, _Assembler]:
@@ -769,6 +773,8 @@ class ChatMentorCollab(BaseChatModel):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
         tool_choice: dict[str, Any] | str | bool | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Offer ``tools`` to the models (see ``tools.py`` for how they are shown and read back).
@@ -776,7 +782,11 @@ class ChatMentorCollab(BaseChatModel):
         ``tool_choice``: ``None``/``"auto"`` lets the model decide, ``"none"`` hides the tools,
         ``"any"``/``"required"``/``True`` forces a call, a tool's name forces that tool. A forced call is
         started in the answer itself, so even a small generator completes a well-formed call.
+        ``parallel_tool_calls=False`` keeps only the first call; ``strict`` is accepted for
+        compatibility (arguments are parsed as JSON, and tools validate them when they run).
         """
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
         formatted = [convert_to_openai_tool(tool) for tool in tools]
         names = [tooling.tool_name(tool) for tool in formatted]
         if tool_choice is not None:
