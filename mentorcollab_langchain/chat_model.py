@@ -678,7 +678,8 @@ class ChatMentorCollab(BaseChatModel):
         response_format = kwargs.get("response_format")
         if response_format:
             extra.append(_format_instruction(response_format))
-            prefix = prefix or "{"
+            schema = (response_format.get("json_schema") or {}).get("schema")
+            prefix = prefix or tooling.json_prefix(schema)
         overrides["stop"] = tuple(dict.fromkeys(stops))
         return _Request(
             prompt=to_engine_messages(messages, extra),
@@ -805,7 +806,7 @@ class ChatMentorCollab(BaseChatModel):
         """A runnable that answers with an object of ``schema`` (pydantic class, TypedDict or JSON schema).
 
         ``json_schema`` (default) shows the schema in the system message and starts the answer with
-        ``{``; ``function_calling`` forces a call of a tool shaped like the schema; ``json_mode`` asks
+        ``{`` and the first required key (the model writes every value); ``function_calling`` forces a call of a tool shaped like the schema; ``json_mode`` asks
         for JSON without showing the schema. Every answer is validated (pydantic classes with pydantic,
         others for their required keys); an invalid one raises ``StructuredOutputError`` carrying the
         raw text, or with ``include_raw=True`` is returned as ``{"raw", "parsed": None, "parsing_error"}``.

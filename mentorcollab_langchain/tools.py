@@ -81,6 +81,13 @@ def forced_prefix(tool_choice: str | None, tools: Sequence[Mapping[str, Any]] = 
     return start + (json.dumps(required[0], ensure_ascii=False) + ": " if required else "")
 
 
+def json_prefix(schema: Mapping[str, Any] | None) -> str:
+    """The start of a structured answer: ``{`` and, where the schema requires keys, the first one."""
+    properties = (schema or {}).get("properties") or {}
+    required = [name for name in (schema or {}).get("required") or [] if name in properties]
+    return "{" + (json.dumps(required[0], ensure_ascii=False) + ": " if required else "")
+
+
 def normalize_tool_choice(tool_choice: Any, names: Sequence[str]) -> str | None:
     """``auto``/``none``/``required``/a tool name, from the spellings LangChain users pass."""
     if tool_choice is None or tool_choice is False:

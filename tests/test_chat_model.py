@@ -445,22 +445,6 @@ class Joke(BaseModel):
     punchline: str = Field(description="answer to resolve the joke")
 
 
-# The chat model starts a structured answer with "{" itself; the scripted answer begins with it too.
-JOKE_JSON = '{ "setup": "Why did the cat sit on the computer?", "punchline": "To keep an eye on the mouse."}'
-
-
-def test_structured_output_returns_a_validated_pydantic_object() -> None:
-    model = scripted_model(probe_rate=0.0, generator_answer=JOKE_JSON + " Enjoy!")
-    joke = model.with_structured_output(Joke).invoke("Tell me a joke about cats.")
-    assert joke == Joke(setup="Why did the cat sit on the computer?", punchline="To keep an eye on the mouse.")
-    prompt = model.generator.prompts[-1]
-    assert '"punchline"' in prompt[0]["content"] and "JSON" in prompt[0]["content"]
-    streamed = list(model.with_structured_output(Joke).stream("Tell me a joke about cats."))
-    assert streamed == [joke]
-    as_dict = model.with_structured_output(Joke.model_json_schema()).invoke("joke")
-    assert as_dict == joke.model_dump()
-
-
 class ContinuationBackend:
     """A generator that writes ``continuation`` word by word after whatever start it is given."""
 
@@ -468,9 +452,11 @@ class ContinuationBackend:
 
     def __init__(self, continuation: str) -> None:
         self.words = ScriptedBackend(continuation).words
+        self.prompts: list[Any] = []
 
     def open(self, prompt: Any, style: str = "chat") -> Any:
         words = self.words
+        self.prompts.append(prompt)
 
         class Cursor:
             written = 0
@@ -487,6 +473,27 @@ class ContinuationBackend:
         return Cursor()
 
 
+def continuation_model(continuation: str) -> tuple[ChatMentorCollab, ContinuationBackend]:
+    generator = ContinuationBackend(continuation)
+    return ChatMentorCollab(generator=generator, mentor=ScriptedBackend("unused"), probe_rate=0.0), generator
+
+
+# The chat model starts a structured answer with '{"setup": ' itself; the model writes the rest.
+JOKE_REST = ' "Why did the cat sit on the computer?", "punchline": "To keep an eye on the mouse."} Enjoy!'
+
+
+def test_structured_output_returns_a_validated_pydantic_object() -> None:
+    model, generator = continuation_model(JOKE_REST)
+    joke = model.with_structured_output(Joke).invoke("Tell me a joke about cats.")
+    assert joke == Joke(setup="Why did the cat sit on the computer?", punchline="To keep an eye on the mouse.")
+    system = generator.prompts[-1][0]
+    assert '"punchline"' in system["content"] and "JSON" in system["content"]
+    streamed = list(model.with_structured_output(Joke).stream("Tell me a joke about cats."))
+    assert streamed == [joke]
+    as_dict = model.with_structured_output(Joke.model_json_schema()).invoke("joke")
+    assert as_dict == joke.model_dump()
+
+
 def test_structured_output_by_function_calling() -> None:
     # The chat model starts the call itself, down to the first key; the model writes the values.
     model = ChatMentorCollab(generator=ContinuationBackend(' "A", "punchline": "B"}}\n</tool_call> more'),
@@ -498,10 +505,10 @@ def test_structured_output_by_function_calling() -> None:
 
 
 def test_invalid_structured_output_fails_with_the_raw_text() -> None:
-    model = scripted_model(probe_rate=0.0, generator_answer='{ "setup": "only a setup"}')
+    model, _ = continuation_model(' "only a setup"}')
     with pytest.raises(StructuredOutputError, match="punchline") as caught:
         model.with_structured_output(Joke).invoke("joke")
-    assert caught.value.llm_output == '{ "setup": "only a setup"}'
+    assert caught.value.llm_output == '{"setup":  "only a setup"}'
     result = model.with_structured_output(Joke, include_raw=True).invoke("joke")
     assert result["parsed"] is None and isinstance(result["parsing_error"], StructuredOutputError)
-    assert result["raw"].content == '{ "setup": "only a setup"}'
+    assert result["raw"].content == '{"setup":  "only a setup"}'
