@@ -35,7 +35,7 @@ from mentorcollab_langchain.backends.base import Backend, ChatMessage
 from mentorcollab_langchain.chat_model import _Assembler, _prompt_tokens, _Request, _Run, to_engine_messages
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
-from mentorcollab_langchain.engine.state import CollabState
+from mentorcollab_langchain.engine.state import Candidate, CollabState, Decision, Divergence, Span, Stats
 from mentorcollab_langchain.engine.steps import STEPS, StepName, Team, commit_verdict, next_step, score_divergence
 from mentorcollab_langchain.errors import MentorCollabError
 from mentorcollab_langchain.verifiers import Verdict, Verifier, get_verifier
@@ -92,6 +92,13 @@ class MentorCollabState(TypedDict):
     answer: NotRequired[AIMessage | None]
 
 
+# The types a checkpoint of this graph holds beyond LangChain's messages (LangGraph's strict msgpack
+# loading refuses any type not on its allowlist).
+STATE_TYPES: frozenset[tuple[str, str]] = frozenset(
+    (model.__module__, model.__name__) for model in (CollabState, Span, Candidate, Decision, Divergence, Stats)
+)
+
+
 # -- the answer message ----------------------------------------------------------------------
 
 
@@ -146,7 +153,9 @@ class _Teams:
     def _key(request: list[ChatMessage] | str, config: RunnableConfig) -> tuple[str, ...]:
         configurable = config.get("configurable", {})
         thread = str(configurable.get("thread_id", ""))
-        namespace = str(configurable.get("checkpoint_ns", ""))
+        # The task's namespace ends with its own "node:task-id" segment, new for every node: keep the
+        # graph's part (empty at the top, "parent-node:task-id" inside a parent application).
+        namespace = "|".join(str(configurable.get("checkpoint_ns", "")).split("|")[:-1])
         return (thread, namespace, json.dumps(request, sort_keys=True))
 
     @contextmanager
@@ -450,29 +459,44 @@ class _Emitter:
 # -- reading the history --------------------------------------------------------------------------
 
 
-def decision_log(graph: Any, config: RunnableConfig) -> list[dict[str, Any]]:
-    """Every decision of the thread's runs, from its checkpoint history (oldest first).
+def decision_log(source: Any, config: RunnableConfig) -> list[dict[str, Any]]:
+    """Every decision taken on a thread, read from its checkpoint history (oldest first).
 
-    Each entry is the decision plus ``checkpoint_id`` of the first checkpoint that holds it, so a
-    caller can fork a run from just before any decision (time travel) with ``checkpoint_id``.
+    ``source`` is the compiled graph, a larger application that uses it as a subgraph, or the
+    checkpointer itself; ``config`` names the thread. Checkpoints of every namespace are read, so the
+    decisions of a MentorCollab subgraph are listed too. Each entry is the decision plus the run it
+    belongs to (``answer_id``) and the first checkpoint that holds it (``checkpoint_ns``,
+    ``checkpoint_id``): fork a run from just before any decision by resuming from an earlier checkpoint.
     """
-    snapshots = list(graph.get_state_history(config))[::-1]
+    checkpointer = getattr(source, "checkpointer", source)
+    if checkpointer is None or not hasattr(checkpointer, "list"):
+        raise ValueError("decision_log needs a graph compiled with a checkpointer, or the checkpointer itself")
+    if hasattr(checkpointer, "with_allowlist"):
+        # A parent application's checkpointer allows its own state's types; under strict msgpack
+        # loading our state's types must be allowed as well to read a subgraph's checkpoints.
+        checkpointer = checkpointer.with_allowlist(STATE_TYPES)
+    thread_id = config.get("configurable", {}).get("thread_id")
+    if thread_id is None:
+        raise ValueError("decision_log needs config={'configurable': {'thread_id': ...}}")
+    checkpoints = sorted(
+        checkpointer.list({"configurable": {"thread_id": thread_id}}),
+        key=lambda saved: saved.config["configurable"]["checkpoint_id"],  # time-ordered ids
+    )
     log: list[dict[str, Any]] = []
-    seen = 0
-    previous_answer = None
-    for snapshot in snapshots:
-        collab = snapshot.values.get("collab")
-        if collab is None:
+    seen: dict[str, int] = {}
+    for saved in checkpoints:
+        values = saved.checkpoint.get("channel_values", {})
+        collab, answer_id = values.get("collab"), values.get("answer_id")
+        if not isinstance(collab, CollabState) or answer_id is None:
             continue
-        if snapshot.values.get("answer_id") != previous_answer:  # a new run on the same thread
-            previous_answer, seen = snapshot.values.get("answer_id"), 0
-        for decision in collab.decisions[seen:]:
+        for decision in collab.decisions[seen.get(answer_id, 0) :]:
             log.append(
                 {
                     **decision.model_dump(),
-                    "answer_id": previous_answer,
-                    "checkpoint_id": snapshot.config["configurable"]["checkpoint_id"],
+                    "answer_id": answer_id,
+                    "checkpoint_ns": saved.config["configurable"].get("checkpoint_ns", ""),
+                    "checkpoint_id": saved.config["configurable"]["checkpoint_id"],
                 }
             )
-        seen = max(seen, len(collab.decisions))
+        seen[answer_id] = max(seen.get(answer_id, 0), len(collab.decisions))
     return log

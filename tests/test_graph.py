@@ -100,6 +100,18 @@ def test_graph_gives_the_engine_run_and_the_chat_model_message_exactly(verifier:
     assert expected.stats.divergences >= 2  # the scripted pair really diverges, so decisions were made
 
 
+def test_cursors_open_once_per_run_and_close_at_the_end() -> None:
+    generator, mentor = backends()
+    graph = build_mentorcollab_graph(generator, mentor, verifier="always-mentor", config=CONFIG)
+    graph.invoke({"messages": PROMPT})
+    assert len(generator.prompts) == len(mentor.prompts) == 1  # kept between nodes, not reopened per node
+    app = StateGraph(MessagesState)
+    app.add_node("mentorcollab", graph)
+    app.add_edge(START, "mentorcollab")
+    app.compile(checkpointer=InMemorySaver()).invoke({"messages": PROMPT}, thread("cursors"))
+    assert len(generator.prompts) == len(mentor.prompts) == 2  # the same inside a parent application
+
+
 def test_a_plain_prompt_works_like_a_user_message() -> None:
     generator, mentor = backends()
     graph = build_mentorcollab_graph(generator, mentor, verifier="always-mentor", config=CONFIG)
@@ -302,6 +314,11 @@ def test_works_as_a_subgraph_of_a_larger_application() -> None:
         if chunk["type"] == "text" and namespace
     ]
     assert "".join(subgraph_text) == expected.content
+    # The subgraph's decisions are in the application's checkpoint history, one run per request.
+    log = decision_log(app, thread("parent"))
+    recorded = expected.response_metadata["mentorcollab"]["decisions"]
+    assert [(d["position"], d["choice"]) for d in log] == [(d["position"], d["choice"]) for d in recorded]
+    assert all(d["checkpoint_ns"].startswith("mentorcollab:") for d in log)
 
 
 def test_node_spans_carry_the_decision_attributes() -> None:
@@ -327,7 +344,7 @@ def test_checkpoints_load_under_strict_msgpack(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from langgraph.checkpoint.sqlite import SqliteSaver\n"
-        "from graphs import build_mentorcollab_graph\n"
+        "from graphs import build_mentorcollab_graph, decision_log\n"
         "from mentorcollab_langchain.backends import ScriptedBackend\n"
         "from mentorcollab_langchain.engine import CollabConfig\n"
         "config = CollabConfig(probe_rate=0.5, segment_tokens=3, seed=1, max_new_tokens=60)\n"
@@ -338,6 +355,15 @@ def test_checkpoints_load_under_strict_msgpack(tmp_path: Path) -> None:
         "    graph.invoke({'prompt': 'Tell me a story.'}, thread)\n"
         "    state = graph.get_state(thread).values\n"
         "    print(type(state['collab']).__name__, len(state['collab'].decisions), type(state['collab'].decisions[0]).__name__)\n"
+        "    from langgraph.graph import START, MessagesState, StateGraph\n"
+        "    app = StateGraph(MessagesState)\n"
+        f"    sub = build_mentorcollab_graph(ScriptedBackend({GENERATOR_ANSWER!r}), ScriptedBackend({MENTOR_ANSWER!r}),\n"
+        "        verifier='always-mentor', config=config)  # inherits the app's checkpointer\n"
+        "    app.add_node('mentorcollab', sub)\n"
+        "    app.add_edge(START, 'mentorcollab')\n"
+        "    app = app.compile(checkpointer=saver)\n"
+        "    app.invoke({'messages': [('user', 'Tell me a story.')]}, {'configurable': {'thread_id': 'app'}})\n"
+        "    print(len(decision_log(app, {'configurable': {'thread_id': 'app'}})))\n"
     )
     environment = os.environ | {"LANGGRAPH_STRICT_MSGPACK": "true", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
@@ -345,7 +371,8 @@ def test_checkpoints_load_under_strict_msgpack(tmp_path: Path) -> None:
         capture_output=True, text=True, env=environment, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["CollabState", str(len(reference().decisions)), "Decision"]
+    decisions = str(len(reference().decisions))
+    assert done.stdout.split() == ["CollabState", decisions, "Decision", decisions]
     assert "blocked" not in done.stderr.lower()
     with sqlite3.connect(tmp_path / "strict.sqlite") as connection:
         assert connection.execute("select count(*) from checkpoints").fetchone()[0] > 5
