@@ -31,6 +31,7 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Literal
@@ -302,6 +303,7 @@ class _Assembler:
         self.holding = bool(request.tool_names) and bool(request.prefix)
         self.prefix_pending = bool(request.prefix) and not self.holding
         self.held: list[TextCommitted] = []
+        self.held_from: int | None = 0 if self.holding else None  # where the held text begins
 
     def _prefix_chunks(self) -> list[ChatGenerationChunk]:
         if not self.prefix_pending:
@@ -324,7 +326,7 @@ class _Assembler:
             return []
         prefix = self._prefix_chunks()
         if self.run.request.tool_names and not self.holding and tooling.might_hold_tool_call(event.text):
-            self.holding = True
+            self.holding, self.held_from = True, event.start
         if self.holding:
             self.held.append(event)
             return prefix
@@ -372,8 +374,10 @@ class _Assembler:
     def finish(self) -> list[ChatGenerationChunk]:
         content, calls, invalid, metadata = self.message_parts()
         chunks = self._prefix_chunks()
-        if calls or invalid:
-            held_text = content if self.held or self.run.request.prefix else ""
+        if calls or invalid:  # what was held, less the calls (the text before it is already out)
+            held_text = ""
+            if self.held_from is not None:
+                held_text = tooling.parse_tool_calls(self.run.state.text[self.held_from :], self.run.request.tool_names)[0]
         else:  # nothing to take out: the held text goes out as the chunks it came in
             prefix = self.run.request.prefix
             if prefix and self.holding:
@@ -719,8 +723,9 @@ class ChatMentorCollab(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         run, assembler = self._start(messages, stop, kwargs)
-        async for _ in _events_in_thread(run):
-            pass
+        async with aclosing(_events_in_thread(run)) as events:  # a cancelled call stops the worker now
+            async for _ in events:
+                pass
         return ChatResult(generations=[ChatGeneration(message=assembler.message())])
 
     def _stream(

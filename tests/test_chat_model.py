@@ -413,7 +413,7 @@ def test_bound_tools_produce_parsed_tool_calls() -> None:
     chunks = list(model.stream("What is 2 * 21?"))
     full = merge(chunks)
     assert [(call["name"], call["args"]) for call in full.tool_calls] == [("calculator", {"expression": "2 * 21"})]
-    assert "<tool_call>" not in str(full.content) and "Let me compute." in str(full.content)
+    assert full.content == "Let me compute."  # streamed before the call began, and not repeated
     assert chunks[0].content == "Let"  # text before the call still streams as it comes
 
 
@@ -424,6 +424,9 @@ def test_tool_choice_forces_the_named_tool() -> None:
     # The answer was started as a call of calculator; the model only wrote the argument's value.
     assert [call["name"] for call in message.tool_calls] == ["calculator"]
     assert message.response_metadata["mentorcollab"]["prefix"].startswith('<tool_call>\n{"name": "calculator"')
+    streamed = merge(list(forced.stream("Weather in Paris?")))
+    assert [(call["name"], call["args"]) for call in streamed.tool_calls] == [(call["name"], call["args"]) for call in message.tool_calls]
+    assert streamed.content == message.content == ""
     with pytest.raises(ValueError, match="not one of the bound tools"):
         model.bind_tools([calculator], tool_choice="search")
     unforced = model.bind_tools([calculator, weather], tool_choice="none").invoke("Weather?")
