@@ -73,7 +73,18 @@ IGNORED_STANDARD_PARAMS = frozenset({"api_key", "timeout", "max_retries", "base_
 
 # Engine settings that may also be given per call (``model.invoke(x, probe_rate=0.5)``).
 PER_CALL_CONFIG = frozenset(
-    {"max_tokens", "seed", "probe_rate", "segment_tokens", "max_word_tokens", "match", "repetition_guard", "on_mentor_error"}
+    {
+        "max_tokens",
+        "seed",
+        "probe_rate",
+        "segment_tokens",
+        "max_word_tokens",
+        "match",
+        "repetition_guard",
+        "on_mentor_error",
+        "max_mentor_calls",
+        "max_mentor_tokens",
+    }
 )
 PER_CALL_OTHER = frozenset({"temperature", "tools", "tool_choice", "parallel_tool_calls", "response_format", "stream"})
 # Set by LangChain itself for tracing; not options of the model.
@@ -548,6 +559,10 @@ class ChatMentorCollab(BaseChatModel):
     repetition_guard: bool = True
     prompt_style: Literal["chat", "raw"] = "chat"
     on_mentor_error: Literal["fallback", "raise"] = "fallback"
+    max_mentor_calls: int | None = None
+    """The most mentor calls per request (probes and lookaheads); then the generator goes on alone."""
+    max_mentor_tokens: int | None = None
+    """The most tokens the mentor may generate per request; then the generator goes on alone."""
 
     temperature: float | None = None
     """Only greedy decoding (``None`` or ``0``) exists: a higher temperature is refused."""
@@ -594,6 +609,8 @@ class ChatMentorCollab(BaseChatModel):
             "repetition_guard": self.repetition_guard,
             "prompt_style": self.prompt_style,
             "on_mentor_error": self.on_mentor_error,
+            "max_mentor_calls": self.max_mentor_calls,
+            "max_mentor_tokens": self.max_mentor_tokens,
         }
         return CollabConfig(**(fields | overrides))
 

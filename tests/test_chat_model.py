@@ -172,6 +172,15 @@ def test_stop_max_tokens_and_seed_per_call() -> None:
         model.invoke("q", model="other")
 
 
+def test_mentor_budget_per_call() -> None:
+    model = ChatMentorCollab(generator=ScriptedBackend("a b c d e f"), mentor=ScriptedBackend("x y z w v u"),
+                             probe_rate=1.0, segment_tokens=1, verifier="always-mentor")
+    assert model.invoke("q").content == "x y z w v u"
+    limited = model.invoke("q", max_mentor_calls=2)  # one probe and its lookahead, then the generator alone
+    assert limited.content == "x b c d e f"
+    assert limited.response_metadata["mentorcollab"]["stats"]["mentor_calls"] == 2
+
+
 # -- messages ------------------------------------------------------------------------------------
 
 
