@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mentorcollab_langchain.errors import ConfigError
 
-DEFAULT_MAX_NEW_TOKENS = {"number": 256, "math": 512, "choice": 32}
+DEFAULT_MAX_NEW_TOKENS = {"number": 256, "math": 512, "choice": 16}
 
 
 def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,7 +37,8 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     evaluate.add_argument("--sweep-segment-tokens", help="comma-separated (default 4,8,16)")
     evaluate.add_argument("--sweep-verifiers", help="comma-separated (default self-consult,always-mentor)")
     evaluate.add_argument("--prompt", choices=["auto", "chat", "fewshot"], default="auto",
-                          help="auto: few-shot for math and base models, chat for multiple choice")
+                          help="auto: the standard few-shot context (measured better than chat for the small "
+                               "generator: in chat it copies the option list instead of answering)")
     evaluate.add_argument("--out", default="runs/eval", help="folder of the results JSONL and the report")
     evaluate.add_argument("--report", metavar="DIR", help="only rebuild the report from the JSONL under DIR")
     evaluate.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
@@ -48,7 +49,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     evaluate.add_argument("--verifier", default="self-consult", choices=sorted(NAMED_VERIFIERS))
     evaluate.add_argument("--probe-rate", type=float, help="default: CollabConfig's")
     evaluate.add_argument("--segment-tokens", type=int, help="default: CollabConfig's")
-    evaluate.add_argument("--max-new-tokens", type=int, help="default: 256 GSM8K, 512 MATH, 32 multiple choice")
+    evaluate.add_argument("--max-new-tokens", type=int, help="default: 256 GSM8K, 512 MATH, 16 multiple choice")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--dtype", default="auto")
@@ -89,7 +90,7 @@ def _run_benchmark(args: argparse.Namespace, benchmark: str, players, out: Path)
     kind = questions[0].kind
     prompt = args.prompt
     if prompt == "auto":
-        prompt = "chat" if kind == "choice" and _has_chat_template(players.generator) else "fewshot"
+        prompt = "fewshot"
     overrides = {
         "max_new_tokens": args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[kind],
         "seed": args.seed,
@@ -117,11 +118,6 @@ def _run_benchmark(args: argparse.Namespace, benchmark: str, players, out: Path)
 
 def _floats(text: str | None) -> list[float]:
     return [float(value) for value in text.split(",") if value.strip()] if text else []
-
-
-def _has_chat_template(backend) -> bool:  # noqa: ANN001
-    loaded = getattr(backend, "loaded", None)
-    return bool(loaded.has_chat_template) if loaded is not None else True
 
 
 def _players(args: argparse.Namespace, stack: ExitStack, needs_mentor: bool = True):  # noqa: ANN202

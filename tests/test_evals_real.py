@@ -1,0 +1,63 @@
+"""Evals on the real packaged models (slow): a couple of real benchmark questions end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mentorcollab_langchain.engine import CollabConfig
+from mentorcollab_langchain.evals.data import MissingBenchmarkData, data_root, load_questions
+from mentorcollab_langchain.evals.report import build_report
+from mentorcollab_langchain.evals.runner import EvalRun, ModelInfo, Players, make_methods, read_results
+
+pytestmark = pytest.mark.slow
+
+
+def _skip_without_data() -> None:
+    try:
+        data_root()
+    except MissingBenchmarkData as error:
+        pytest.skip(str(error))
+
+
+def test_generator_alone_on_real_arc_questions_then_report(tmp_path: Path) -> None:
+    from mentorcollab_langchain.backends import TransformersBackend
+
+    _skip_without_data()
+    generator = TransformersBackend("smollm2-135m-instruct")
+    players = Players(generator, generator, ModelInfo("smollm2-135m-instruct", "transformers"), ModelInfo("-", "not loaded"))
+    questions = load_questions("arc_challenge", "test", limit=2)
+    methods = make_methods(["generator"], CollabConfig(max_new_tokens=4), "fewshot")
+    records = EvalRun(tmp_path / "results.jsonl", players, show_progress=False, log=lambda line: None).run(questions, methods)
+    assert len(records) == 2
+    for record in records:
+        assert record["response"].strip() and "\n" not in record["response"]  # cut at the stop string
+        assert record["parsed"] and record["predicted"] in "ABCD"  # the 5-shot format gives a bare letter
+        assert record["stats"]["tokens_committed"] >= 1 and record["stats"]["mentor_tokens_generated"] == 0
+    assert len(read_results(tmp_path)) == 2
+    report, _ = build_report(tmp_path)
+    assert "| generator | 2 |" in report.read_text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python[server] not installed")
+def test_collaboration_with_a_llama_cpp_mentor_on_a_real_question() -> None:
+    from mentorcollab_langchain.backends import TransformersBackend
+    from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
+    from mentorcollab_langchain.serving import llama_server
+
+    _skip_without_data()
+    generator = TransformersBackend("smollm2-135m-instruct")
+    question = load_questions("arc_challenge", "test", limit=1)
+    with tempfile.TemporaryDirectory() as folder, llama_server("qwen2.5-coder-1.5b-instruct", Path(folder) / "log") as server:
+        mentor = OpenAICompatibleBackend(server.url, model="mentor", tokenizer="qwen2.5-coder-1.5b-instruct", timeout=300)
+        players = Players(generator, mentor, ModelInfo("smollm2-135m-instruct", "transformers"),
+                          ModelInfo("qwen2.5-coder-1.5b-instruct", "llama.cpp"))
+        config = CollabConfig(max_new_tokens=4, probe_rate=1.0, segment_tokens=2)
+        methods = make_methods(["mentorcollab", "mentor"], config, "fewshot", verifier="self-consult")
+        collab, alone = EvalRun(Path(folder) / "r.jsonl", players, show_progress=False, log=lambda line: None).run(question, methods)
+    assert collab["error"] is None and alone["error"] is None
+    assert collab["stats"]["probes"] >= 1 and collab["stats"]["mentor_tokens_generated"] >= 1
+    assert alone["stats"]["mentor_share"] == 1.0 and alone["parsed"]
