@@ -256,6 +256,8 @@ def test_methods_and_config_hashes() -> None:
     # A changed setting, prompt or backend is a new hash.
     assert make_methods(["mentorcollab"], base.model_copy(update={"segment_tokens": 4}), "chat")[0].config_hash(GEN, MEN) != hashes["mentorcollab"]
     assert methods["mentorcollab"].config_hash(GEN, ModelInfo("scripted-mentor", "llama.cpp")) != hashes["mentorcollab"]
+    assert make_methods(["mentorcollab"], base.model_copy(update={"probe_rate": 1.0}), "chat", "always-mentor")[0].label == (
+        "mentorcollab (p=1, always-mentor)")
     sweep = sweep_methods(base, "chat")
     assert len(sweep) == 1 + 4 * 3 * 2 and len({m.config_hash(GEN, MEN) for m in sweep}) == len(sweep)
 

@@ -88,13 +88,26 @@ def make_methods(
         elif name == "mentor":
             methods.append(Method("mentor", "mentor", base.model_copy(update={"probe_rate": 0.0}), prompt))
         elif name == "mentorcollab":
-            methods.append(Method("mentorcollab", "collab", base, prompt, verifier))
+            methods.append(Method(_collab_label(base, verifier), "collab", base, prompt, verifier))
         elif name == "faithful":
             faithful = CollabConfig.faithful(max_new_tokens=base.max_new_tokens, seed=base.seed)
             methods.append(Method("faithful", "collab", faithful, "fewshot", "self-consult"))
         else:
             raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
     return methods
+
+
+def _collab_label(config: CollabConfig, verifier: str) -> str:
+    """``mentorcollab``, with the settings that differ from the defaults, e.g. ``mentorcollab (p=1)``."""
+    defaults = CollabConfig()
+    changed = []
+    if config.probe_rate != defaults.probe_rate:
+        changed.append(f"p={config.probe_rate:g}")
+    if config.segment_tokens != defaults.segment_tokens:
+        changed.append(f"seg={config.segment_tokens}")
+    if verifier != "self-consult":
+        changed.append(verifier)
+    return f"mentorcollab ({', '.join(changed)})" if changed else "mentorcollab"
 
 
 def sweep_methods(
