@@ -357,6 +357,9 @@ def test_eval_cli_report_and_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert eval_command(parser.parse_args(["eval", "--report", str(tmp_path)])) == 0
     assert "| generator | 1 | 100.0% |" in capsys.readouterr().out
     assert (tmp_path / "accuracy_vs_mentor_share.png").is_file()
+    elsewhere = tmp_path / "docs"
+    assert eval_command(parser.parse_args(["eval", "--report", str(tmp_path), "--report-out", str(elsewhere)])) == 0
+    assert (elsewhere / "report.md").is_file() and (elsewhere / "accuracy_vs_mentor_share.png").is_file()
     with pytest.raises(ConfigError, match="--benchmark"):
         eval_command(parser.parse_args(["eval"]))
     args = parser.parse_args(["eval", "--benchmark", "gsm8k", "--limit", "5", "--methods", "generator,mentorcollab",

@@ -41,6 +41,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
                                "generator: in chat it copies the option list instead of answering)")
     evaluate.add_argument("--out", default="runs/eval", help="folder of the results JSONL and the report")
     evaluate.add_argument("--report", metavar="DIR", help="only rebuild the report from the JSONL under DIR")
+    evaluate.add_argument("--report-out", metavar="DIR", help="where --report writes report.md and the plot (default: DIR)")
     evaluate.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
     evaluate.add_argument("--generator", default=DEFAULT_GENERATOR)
     evaluate.add_argument("--mentor", default=DEFAULT_MENTOR)
@@ -61,7 +62,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from mentorcollab_langchain.evals.report import build_report
 
     if args.report:
-        report, image = build_report(Path(args.report))
+        report, image = build_report(Path(args.report), Path(args.report_out) if args.report_out else None)
         print(report.read_text(encoding="utf-8"))
         print(f"wrote {report} and {image}", file=sys.stderr)
         return 0
