@@ -316,6 +316,7 @@ def build_mentorcollab_graph(
     checkpointer: Any = None,
     human_verifier: bool = False,
     *,
+    exact_resume: bool = False,
     name: str = "mentorcollab",
 ):
     """The method as a compiled LangGraph graph.
@@ -330,6 +331,12 @@ def build_mentorcollab_graph(
             parent graph's when used as a subgraph.
         human_verifier: interrupt at ``verify`` with both candidate segments and the verifier's score;
             resume with ``Command(resume="generator" | "mentor")``.
+        exact_resume: start every node from cursors rebuilt from the state's text, exactly as a
+            resumed run does. By default the cursors keep their KV caches from node to node (the same
+            computation as ``ChatMentorCollab``), and a resume rebuilds them in one prefill, which in
+            floating point can differ in the last bits from the token-by-token cache and flip a
+            near-tie greedy choice. With ``exact_resume`` an interrupted and resumed run repeats the
+            uninterrupted one's arithmetic exactly, at the cost of one prefill per node and model.
 
     Input ``{"messages": [...]}`` or ``{"prompt": "..."}``; output ``{"messages": [..., AIMessage],
     "answer": AIMessage}`` whose ``response_metadata["mentorcollab"]`` is the run's record.
@@ -343,20 +350,24 @@ def build_mentorcollab_graph(
         collab = before.model_copy(deep=True)  # never mutate the value the channel (and checkpoint) holds
         events: list[Event] = []
         update: dict[str, Any] = {}
-        with teams.use(state["request"], config) as team:
-            if step == "verify" and human_verifier:
-                steps = _human_verify(collab, team, state)
-            else:
-                steps = STEPS[step](collab, team)
-            emit = _Emitter(state["answer_id"])
-            for event in steps:
-                events.append(event)
-                emit(event)
-            if step == "lookahead" and human_verifier and collab.divergence is not None:
-                # Score the divergence here, so the verify node only asks the person, and resuming
-                # after the interrupt recomputes nothing.
-                verdict = score_divergence(collab, team)
-                update["machine_verdict"] = {"choice": verdict.choice, "score": verdict.score, "verifier": machine.name}
+        try:
+            with teams.use(state["request"], config) as team:
+                if step == "verify" and human_verifier:
+                    steps = _human_verify(collab, team, state)
+                else:
+                    steps = STEPS[step](collab, team)
+                emit = _Emitter(state["answer_id"])
+                for event in steps:
+                    events.append(event)
+                    emit(event)
+                if step == "lookahead" and human_verifier and collab.divergence is not None:
+                    # Score the divergence here, so the verify node only asks the person, and resuming
+                    # after the interrupt recomputes nothing.
+                    verdict = score_divergence(collab, team)
+                    update["machine_verdict"] = {"choice": verdict.choice, "score": verdict.score, "verifier": machine.name}
+        finally:
+            if exact_resume:
+                teams.release(state["request"], config)
         attributes = _attributes(step, before, collab, events)
         if step == "lookahead" and "machine_verdict" in update:
             attributes["mentorcollab.verifier"] = machine.name

@@ -112,6 +112,14 @@ def test_cursors_open_once_per_run_and_close_at_the_end() -> None:
     assert len(generator.prompts) == len(mentor.prompts) == 2  # the same inside a parent application
 
 
+def test_exact_resume_starts_every_node_from_fresh_cursors() -> None:
+    generator, mentor = backends()
+    graph = build_mentorcollab_graph(generator, mentor, verifier="always-mentor", config=CONFIG, exact_resume=True)
+    steps = [name for update in graph.stream({"messages": PROMPT}, stream_mode="updates") for name in update]
+    assert len(generator.prompts) == len(mentor.prompts) == len(steps)
+    assert graph.invoke({"messages": PROMPT})["answer"].content == reference().text
+
+
 def test_a_plain_prompt_works_like_a_user_message() -> None:
     generator, mentor = backends()
     graph = build_mentorcollab_graph(generator, mentor, verifier="always-mentor", config=CONFIG)
