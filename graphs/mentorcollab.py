@@ -18,11 +18,11 @@ import json
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal, TypedDict
 
-from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
@@ -174,8 +174,9 @@ class _Teams:
                 )
                 entry = self._teams[key] = (team, threading.Lock())
                 while len(self._teams) > self.size:
-                    _, (old, _lock) = self._teams.popitem(last=False)
-                    _close(old)
+                    # Forget the least recently used pair; a node still using it keeps its reference,
+                    # and its caches are freed with the last one.
+                    self._teams.popitem(last=False)
         team, team_lock = entry
         with team_lock:  # one node at a time per cursor pair (concurrent runs of the same prompt)
             yield team
@@ -184,12 +185,10 @@ class _Teams:
         with self._lock:
             entry = self._teams.pop(self._key(request, config), None)
         if entry is not None:
-            _close(entry[0])
-
-
-def _close(team: Team) -> None:
-    team.generator.close()
-    team.mentor.close()
+            team, team_lock = entry
+            with team_lock:  # not while another run of the same thread and prompt is inside a node
+                team.generator.close()
+                team.mentor.close()
 
 
 # -- streaming and step attributes --------------------------------------------------------------
@@ -409,9 +408,10 @@ def build_mentorcollab_graph(
         request: list[ChatMessage] | str = prompt if prompt else to_engine_messages(state.get("messages", []))
         if not request:
             raise MentorCollabError("the graph needs a prompt: pass {'messages': [...]} or {'prompt': '...'}")
-        fresh = MentorCollabState(messages=[], request=request, collab=CollabState(), answer_id=f"mentorcollab-{uuid.uuid4()}")
-        update = run_step("prepare", {**state, **fresh}, config)  # type: ignore[typeddict-item]
-        return update | {"request": request, "answer_id": fresh["answer_id"], "machine_verdict": None, "answer": None}
+        # A new request on the thread starts a new collaboration, whatever an earlier one left behind.
+        fresh = {"request": request, "collab": CollabState(), "answer_id": f"mentorcollab-{uuid.uuid4()}"}
+        update = run_step("prepare", {**state, **fresh}, config)  # type: ignore[arg-type]
+        return update | fresh | {"collab": update["collab"], "prompt": None, "machine_verdict": None, "answer": None}
 
     def finish_node(state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
         update = run_step("finish", state, config)

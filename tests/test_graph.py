@@ -233,8 +233,11 @@ def test_decisions_are_listed_from_the_checkpoint_history() -> None:
     ]
     assert len({d["checkpoint_id"] for d in log}) == len(log)
     # A second request on the same thread starts afresh, and its decisions are listed after the first's.
-    graph.invoke({"messages": [{"role": "user", "content": "Again."}]}, thread("history"))
+    second = graph.invoke({"messages": [{"role": "user", "content": "Again."}]}, thread("history"))
+    assert second["answer"].content == expected.text
+    assert [m.type for m in second["messages"]] == ["human", "ai", "human", "ai"]
     assert len(decision_log(graph, thread("history"))) == 2 * len(log)
+    assert len({d["answer_id"] for d in decision_log(graph, thread("history"))}) == 2
 
 
 def _run_to_interrupt(graph, name: str):
