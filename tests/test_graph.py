@@ -387,3 +387,10 @@ def test_checkpoints_load_under_strict_msgpack(tmp_path: Path) -> None:
     assert "blocked" not in done.stderr.lower()
     with sqlite3.connect(tmp_path / "strict.sqlite") as connection:
         assert connection.execute("select count(*) from checkpoints").fetchone()[0] > 5
+
+
+async def test_async_streaming_gives_the_same_answer() -> None:
+    graph = build_mentorcollab_graph(*backends(), verifier="always-mentor", config=CONFIG)
+    texts = [c["text"] async for c in graph.astream({"messages": PROMPT}, stream_mode="custom") if c["type"] == "text"]
+    assert "".join(texts) == reference().text
+    assert (await graph.ainvoke({"messages": PROMPT}))["answer"].content == reference().text
