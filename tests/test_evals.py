@@ -299,6 +299,19 @@ def test_collaboration_records_mentor_share_probes_and_adoptions(tmp_path: Path)
     assert stats["probes"] >= 1 and stats["adoptions"] >= 1 and 0 < stats["mentor_share"] < 1
 
 
+def test_each_question_gets_its_own_probe_seed(tmp_path: Path) -> None:
+    from mentorcollab_langchain.evals.runner import question_seed
+
+    assert question_seed(0, "q1") == question_seed(0, "q1") != question_seed(0, "q2") != question_seed(1, "q2")
+    questions = [Question("arc_challenge", "test", f"q{index}", "?", "C", "choice", ("a", "b", "c", "d")) for index in range(40)]
+    players = _players("C", "C")
+    methods = make_methods(["mentorcollab"], CollabConfig(max_new_tokens=2, probe_rate=0.5), "chat")
+    records = EvalRun(tmp_path / "r.jsonl", players, show_progress=False, log=lambda line: None).run(questions, methods)
+    probed_first_word = sum(record["stats"]["probes"] > 0 for record in records)
+    assert 8 < probed_first_word < 32  # about half, not all or none as with one shared seed
+    assert len({record["seed"] for record in records}) == 40
+
+
 def test_a_failing_question_is_recorded_as_an_error_not_raised(tmp_path: Path) -> None:
     players = Players(ScriptedBackend("B", fail_from_call=1), ScriptedBackend("C"), GEN, MEN)
     [record] = EvalRun(tmp_path / "r.jsonl", players, show_progress=False, log=lambda line: None).run(

@@ -31,6 +31,17 @@ SWEEP_SEGMENT_TOKENS = (4, 8, 16)
 SWEEP_VERIFIERS = ("self-consult", "always-mentor")
 
 
+# How a question's probe seed is made from the method's seed. With one seed for every question, every
+# question is probed at the same word positions (seed 0, p=0.1: words 6, 30, 32, ...), so a one-word
+# multiple-choice answer is never probed at all. Each question gets its own seed instead.
+SEEDING = "per-question:sha256(seed:question_id)"
+
+
+def question_seed(seed: int, question_id: str) -> int:
+    """The probe seed of one question: deterministic, different across questions, reproducible."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{question_id}".encode()).digest()[:4], "big")
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Which model ran a role, and on what (``transformers``, ``llama.cpp``, or a server URL)."""
@@ -63,6 +74,8 @@ class Method:
         config = self.config.model_dump(mode="json", exclude={"prompt_style", "stop"})
         if self.role != "collab":
             config = {name: value for name, value in config.items() if name in ("max_new_tokens", "max_word_tokens", "repetition_guard")}
+        else:
+            config["seeding"] = SEEDING
         return {
             "role": self.role,
             "models": models,
@@ -161,7 +174,11 @@ class Players:
 def answer(question: Question, method: Method, players: Players) -> dict[str, Any]:
     """Run one method on one question and return its result record (errors are recorded, not raised)."""
     built = build_prompt(question, method.prompt)
-    config = method.config.model_copy(update={"prompt_style": built.style, "stop": tuple(method.config.stop) + built.stop})
+    config = method.config.model_copy(update={
+        "prompt_style": built.style,
+        "stop": tuple(method.config.stop) + built.stop,
+        "seed": question_seed(method.config.seed, question.id),
+    })
     if method.role == "generator":
         writer, helper = players.generator, players.generator
     elif method.role == "mentor":
@@ -192,6 +209,7 @@ def answer(question: Question, method: Method, players: Players) -> dict[str, An
         "finish_reason": finish,
         "error": error,
         "seconds": seconds,
+        "seed": config.seed,
         "stats": _normalized_stats(method.role, stats),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
