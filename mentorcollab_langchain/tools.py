@@ -65,8 +65,8 @@ def forced_prefix(tool_choice: str | None, tools: Sequence[Mapping[str, Any]] = 
     The models continue from this text, so a forced call is a fact of the answer rather than a request
     that a small model may ignore. ``required`` opens the call and leaves the name to the model; a
     named tool gets its name and the opening of its arguments object, down to the first required
-    parameter's key (``{"name": "f", "arguments": {"x": ``), and a tool without parameters gets the
-    whole call. The values are always the model's own.
+    parameter's key (``{"name": "f", "arguments": {"x": ``, with the opening quote where the value is a
+    string), and a tool without parameters gets the whole call. The values are always the model's own.
     """
     if tool_choice == "required":
         return TOOL_CALL_OPEN + '\n{"name": "'
@@ -77,15 +77,23 @@ def forced_prefix(tool_choice: str | None, tools: Sequence[Mapping[str, Any]] = 
     properties = schema.get("properties") or {}
     if not properties:
         return start + "}}"
-    required = [name for name in schema.get("required") or [] if name in properties]
-    return start + (json.dumps(required[0], ensure_ascii=False) + ": " if required else "")
+    return start + _first_key(schema)
 
 
 def json_prefix(schema: Mapping[str, Any] | None) -> str:
-    """The start of a structured answer: ``{`` and, where the schema requires keys, the first one."""
-    properties = (schema or {}).get("properties") or {}
-    required = [name for name in (schema or {}).get("required") or [] if name in properties]
-    return "{" + (json.dumps(required[0], ensure_ascii=False) + ": " if required else "")
+    """The start of a structured answer: ``{`` and, where the schema requires keys, the first one
+    (with the opening quote where its value is a string)."""
+    return "{" + _first_key(schema or {})
+
+
+def _first_key(schema: Mapping[str, Any]) -> str:
+    """The first required key of an object schema, and the opening quote where its value is a string."""
+    properties = schema.get("properties") or {}
+    required = [name for name in schema.get("required") or [] if name in properties]
+    if not required:
+        return ""
+    opening = '"' if properties[required[0]].get("type") == "string" else ""
+    return json.dumps(required[0], ensure_ascii=False) + ": " + opening
 
 
 def normalize_tool_choice(tool_choice: Any, names: Sequence[str]) -> str | None:

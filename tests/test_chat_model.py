@@ -490,8 +490,8 @@ def continuation_model(continuation: str) -> tuple[ChatMentorCollab, Continuatio
     return ChatMentorCollab(generator=generator, mentor=ScriptedBackend("unused"), probe_rate=0.0), generator
 
 
-# The chat model starts a structured answer with '{"setup": ' itself; the model writes the rest.
-JOKE_REST = ' "Why did the cat sit on the computer?", "punchline": "To keep an eye on the mouse."} Enjoy!'
+# The chat model starts a structured answer with '{"setup": "' itself; the model writes the rest.
+JOKE_REST = 'Why did the cat sit on the computer?", "punchline": "To keep an eye on the mouse."} Enjoy!'
 
 
 def test_structured_output_returns_a_validated_pydantic_object() -> None:
@@ -508,7 +508,7 @@ def test_structured_output_returns_a_validated_pydantic_object() -> None:
 
 def test_structured_output_by_function_calling() -> None:
     # The chat model starts the call itself, down to the first key; the model writes the values.
-    model = ChatMentorCollab(generator=ContinuationBackend(' "A", "punchline": "B"}}\n</tool_call> more'),
+    model = ChatMentorCollab(generator=ContinuationBackend('A", "punchline": "B"}}\n</tool_call> more'),
                              mentor=ScriptedBackend("unused"), probe_rate=0.0)
     result = model.with_structured_output(Joke, method="function_calling", include_raw=True).invoke("joke")
     assert result["parsed"] == Joke(setup="A", punchline="B") and result["parsing_error"] is None
@@ -517,10 +517,10 @@ def test_structured_output_by_function_calling() -> None:
 
 
 def test_invalid_structured_output_fails_with_the_raw_text() -> None:
-    model, _ = continuation_model(' "only a setup"}')
+    model, _ = continuation_model('only a setup"}')
     with pytest.raises(StructuredOutputError, match="punchline") as caught:
         model.with_structured_output(Joke).invoke("joke")
-    assert caught.value.llm_output == '{"setup":  "only a setup"}'
+    assert caught.value.llm_output == '{"setup": "only a setup"}'
     result = model.with_structured_output(Joke, include_raw=True).invoke("joke")
     assert result["parsed"] is None and isinstance(result["parsing_error"], StructuredOutputError)
-    assert result["raw"].content == '{"setup":  "only a setup"}'
+    assert result["raw"].content == '{"setup": "only a setup"}'
