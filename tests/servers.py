@@ -1,0 +1,73 @@
+"""A loopback fault proxy for the remote-backend tests (the llama.cpp server lives in
+``mentorcollab_langchain.serving``). It listens on 127.0.0.1 only and forwards with bounded timeouts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+from mentorcollab_langchain.serving import free_port
+
+
+@dataclass
+class FaultPlan:
+    """What the proxy does: answer the first requests with these statuses, delay every forward."""
+
+    statuses: list[int] = field(default_factory=list)
+    delay: float = 0.0
+    retry_after: str | None = None
+    requests: int = 0
+    authorizations: list[str | None] = field(default_factory=list)
+
+
+@contextmanager
+def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
+    """A loopback HTTP proxy in front of ``upstream`` that injects errors and delays per ``plan``."""
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with lock:
+                plan.requests += 1
+                plan.authorizations.append(self.headers.get("Authorization"))
+                status = plan.statuses.pop(0) if plan.statuses else None
+            if status is not None:
+                self.send_response(status)
+                if plan.retry_after is not None:
+                    self.send_header("Retry-After", plan.retry_after)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            time.sleep(plan.delay)
+            try:
+                answer = httpx.post(upstream + self.path, content=body, headers={"Content-Type": "application/json"}, timeout=120)
+            except httpx.TransportError:
+                self.send_response(502)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
