@@ -404,10 +404,10 @@ def build_mentorcollab_graph(
         yield from commit_verdict(collab, team, Verdict(choice, machine_verdict.get("score") if score is None else score), verifier=HUMAN)
 
     def prepare_node(state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
-        prompt = state.get("prompt")
-        request: list[ChatMessage] | str = prompt if prompt else to_engine_messages(state.get("messages", []))
-        if not request:
-            raise MentorCollabError("the graph needs a prompt: pass {'messages': [...]} or {'prompt': '...'}")
+        prompt, messages = state.get("prompt"), state.get("messages") or []
+        if not prompt and not messages:
+            raise MentorCollabError("the MentorCollab graph needs a prompt: pass {'messages': [...]} or {'prompt': '...'}")
+        request: list[ChatMessage] | str = prompt if prompt else to_engine_messages(messages)
         # A new request on the thread starts a new collaboration, whatever an earlier one left behind.
         fresh = {"request": request, "collab": CollabState(), "answer_id": f"mentorcollab-{uuid.uuid4()}"}
         update = run_step("prepare", {**state, **fresh}, config)  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ from graphs import (
 from mentorcollab_langchain.backends import ScriptedBackend
 from mentorcollab_langchain.chat_model import ChatMentorCollab
 from mentorcollab_langchain.engine import CollabConfig, run_collaboration
-from mentorcollab_langchain.errors import BackendError
+from mentorcollab_langchain.errors import BackendError, MentorCollabError
 
 REPO = Path(__file__).resolve().parents[1]
 GENERATOR_ANSWER = "The cat sat on the mat and then it slept all day long in the warm sun."
@@ -124,6 +124,12 @@ def test_a_plain_prompt_works_like_a_user_message() -> None:
     generator, mentor = backends()
     graph = build_mentorcollab_graph(generator, mentor, verifier="always-mentor", config=CONFIG)
     assert graph.invoke({"prompt": "Tell me a story."})["answer"].content == reference().text
+
+
+def test_no_prompt_is_a_clear_error() -> None:
+    graph = build_mentorcollab_graph(*backends(), config=CONFIG)
+    with pytest.raises(MentorCollabError, match="needs a prompt"):
+        graph.invoke({"messages": []})
 
 
 def test_nodes_are_the_method_steps_joined_by_conditional_edges() -> None:
