@@ -190,8 +190,10 @@ def answer(question: Question, method: Method, players: Players) -> dict[str, An
     try:
         state = run_collaboration(built.prompt, writer, helper, verifier=method.verifier, config=config)
         response, stats, finish = state.text, state.stats, state.finish_reason
+        decisions = [decision.model_dump(mode="json") for decision in state.decisions]
     except Exception as failure:  # noqa: BLE001 - one broken question must not end the eval
         response, stats, finish, error = "", None, "error", f"{type(failure).__name__}: {failure}"
+        decisions = []
     seconds = time.perf_counter() - began
     predicted, correct = score(question.kind, response, question.gold, question.labels, question.choices)
     return {
@@ -211,6 +213,7 @@ def answer(question: Question, method: Method, players: Players) -> dict[str, An
         "seconds": seconds,
         "seed": config.seed,
         "stats": _normalized_stats(method.role, stats),
+        "decisions": decisions,  # each divergence: both words and segments, verifier score, choice
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
