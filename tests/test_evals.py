@@ -297,7 +297,7 @@ def test_collaboration_records_mentor_share_probes_and_adoptions(tmp_path: Path)
     stats = record["stats"]
     assert record["correct"] and record["predicted"] == "C"
     assert stats["probes"] >= 1 and stats["adoptions"] >= 1 and 0 < stats["mentor_share"] < 1
-    assert record["decisions"][0]["choice"] == "mentor" and record["decisions"][0]["mentor_word"].strip() == "C"
+    assert record["decisions"][0]["choice"] == "mentor" and record["decisions"][0]["mentor_word"].strip() == "C."
 
 
 def test_each_question_gets_its_own_probe_seed(tmp_path: Path) -> None:
