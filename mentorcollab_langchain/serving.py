@@ -29,7 +29,9 @@ def free_port() -> int:
 
 
 @dataclass
-class LlamaServer:
+class ModelServer:
+    """A model server process on loopback, its base URL and its log file."""
+
     url: str
     process: subprocess.Popen
     log: Path
@@ -47,15 +49,11 @@ def server_command(gguf: Path, port: int, n_ctx: int = 4096, threads: int = 2, h
 
 
 @contextmanager
-def llama_server(
-    model: str | Path, log: Path, *, port: int | None = None, n_ctx: int = 4096, threads: int = 2, ready_within: float = 180
-) -> Iterator[LlamaServer]:
-    """Serve a packaged model name (or a GGUF path) on loopback until the block ends."""
-    gguf = Path(model) if Path(model).is_file() else verified_gguf(get_packaged_model(str(model)))
-    port = port or free_port()
+def serve(command: list[str], url: str, log: Path, ready_within: float = 180, env: dict[str, str] | None = None) -> Iterator[ModelServer]:
+    """Run a server ``command`` until the block ends; yield once it answers and is warmed up."""
     with log.open("w") as sink:
-        process = subprocess.Popen(server_command(gguf, port, n_ctx, threads), stdout=sink, stderr=subprocess.STDOUT)
-    server = LlamaServer(f"http://127.0.0.1:{port}", process, log)
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    server = ModelServer(url, process, log)
     try:
         _wait_until_serving(server, ready_within)
         yield server
@@ -68,22 +66,35 @@ def llama_server(
                 process.kill()
 
 
-def _wait_until_serving(server: LlamaServer, ready_within: float) -> None:
+@contextmanager
+def llama_server(
+    model: str | Path, log: Path, *, port: int | None = None, n_ctx: int = 4096, threads: int = 2, ready_within: float = 180
+) -> Iterator[ModelServer]:
+    """Serve a packaged model name (or a GGUF path) with llama.cpp on loopback until the block ends."""
+    gguf = Path(model) if Path(model).is_file() else verified_gguf(get_packaged_model(str(model)))
+    port = port or free_port()
+    with serve(server_command(gguf, port, n_ctx, threads), f"http://127.0.0.1:{port}", log, ready_within) as server:
+        yield server
+
+
+def _wait_until_serving(server: ModelServer, ready_within: float) -> None:
     deadline = time.monotonic() + ready_within
     while time.monotonic() < deadline:
         if server.process.poll() is not None:  # it died: say why, from its log
             raise BackendError(
-                f"the llama.cpp server exited with {server.process.returncode}; its log ({server.log}) ends:\n"
+                f"the model server exited with {server.process.returncode}; its log ({server.log}) ends:\n"
                 + server.log.read_text()[-2000:]
             )
         try:
-            if httpx.get(f"{server.url}/v1/models", timeout=2).status_code == 200:
+            models = httpx.get(f"{server.url}/v1/models", timeout=2)
+            if models.status_code == 200:
                 # The first completion pays for loading the weights into memory; pay it here, not
-                # inside a caller's timeout.
-                warm_up = {"prompt": "Hello", "max_tokens": 1, "temperature": 0.0}
+                # inside a caller's timeout. vLLM wants the served name, llama.cpp takes any.
+                served = models.json()["data"][0]["id"]
+                warm_up = {"model": served, "prompt": "Hello", "max_tokens": 1, "temperature": 0.0}
                 httpx.post(f"{server.url}/v1/completions", json=warm_up, timeout=ready_within)
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.5)
-    raise BackendError(f"the llama.cpp server did not answer within {ready_within:.0f} s; see {server.log}")
+    raise BackendError(f"the model server did not answer within {ready_within:.0f} s; see {server.log}")

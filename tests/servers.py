@@ -1,19 +1,22 @@
-"""A loopback fault proxy for the remote-backend tests (the llama.cpp server lives in
-``mentorcollab_langchain.serving``). It listens on 127.0.0.1 only and forwards with bounded timeouts.
+"""Servers for the remote-backend tests: a loopback fault proxy, and vLLM's OpenAI server (opt-in).
+The llama.cpp server lives in ``mentorcollab_langchain.serving``, for users too. Everything listens on
+127.0.0.1 only and every wait is bounded.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 
-from mentorcollab_langchain.serving import free_port
+from mentorcollab_langchain.serving import ModelServer, free_port, serve
 
 
 @dataclass
@@ -71,3 +74,16 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def vllm_server(python: str, model_folder: str, log: Path) -> Iterator[ModelServer]:
+    """vLLM's OpenAI server (CPU build, its own venv: scripts/install-vllm.sh) on a loopback port."""
+    port = free_port()
+    command = [
+        python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder, "--served-model-name", "mentor",
+        "--dtype", "bfloat16", "--max-model-len", "2048", "--host", "127.0.0.1", "--port", str(port),
+    ]
+    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    with serve(command, f"http://127.0.0.1:{port}", log, ready_within=900, env=env) as server:
+        yield server

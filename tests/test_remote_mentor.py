@@ -8,6 +8,7 @@ is killed mid-run, a port nobody listens on, and a loopback proxy that delays or
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +20,10 @@ from mentorcollab_langchain.backends.http_client import CircuitBreaker
 from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
 from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, Probed, TextCommitted, collaborate
 from mentorcollab_langchain.errors import BackendError
-from mentorcollab_langchain.models import DEFAULT_MENTOR
+from mentorcollab_langchain.models import DEFAULT_MENTOR, PACKAGED_MODELS, ensure_converted
 from tests.conftest import GSM8K_NATALIA
-from mentorcollab_langchain.serving import LlamaServer, free_port, llama_server
-from tests.servers import FaultPlan, fault_proxy
+from mentorcollab_langchain.serving import ModelServer, free_port, llama_server
+from tests.servers import FaultPlan, fault_proxy, vllm_server
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is installed by scripts/install.sh")
 pytestmark = pytest.mark.slow
@@ -30,10 +31,31 @@ pytestmark = pytest.mark.slow
 CONFIG = CollabConfig(probe_rate=0.5, segment_tokens=6, max_new_tokens=32, seed=4)
 
 
-@pytest.fixture(scope="module")
-def mentor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    with llama_server(DEFAULT_MENTOR, tmp_path_factory.mktemp("logs") / "mentor.log") as server:
-        yield server
+VLLM_PYTHON = os.environ.get("MENTORCOLLAB_VLLM_PYTHON")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "llama.cpp",
+        pytest.param(
+            "vllm",
+            marks=pytest.mark.skipif(
+                not VLLM_PYTHON,
+                reason="opt-in: scripts/install-vllm.sh, then MENTORCOLLAB_VLLM_PYTHON=.venv-vllm/bin/python",
+            ),
+        ),
+    ],
+)
+def mentor_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    """The default mentor served by a real engine: llama.cpp always, vLLM when opted in."""
+    log = tmp_path_factory.mktemp("logs") / f"{request.param}.log"
+    if request.param == "vllm":
+        with vllm_server(VLLM_PYTHON, str(ensure_converted(PACKAGED_MODELS[DEFAULT_MENTOR])), log) as server:
+            yield server
+    else:
+        with llama_server(DEFAULT_MENTOR, log) as server:
+            yield server
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +74,7 @@ def run(generator: TransformersBackend, mentor: OpenAICompatibleBackend, config:
     return state, events
 
 
-def test_local_generator_with_remote_mentor(generator: TransformersBackend, mentor_server: LlamaServer) -> None:
+def test_local_generator_with_remote_mentor(generator: TransformersBackend, mentor_server: ModelServer) -> None:
     state, events = run(generator, remote(mentor_server.url))
     assert state.stats.probes >= 1 and state.stats.mentor_errors == 0
     assert state.stats.mentor_tokens_generated >= state.stats.probes
@@ -60,7 +82,7 @@ def test_local_generator_with_remote_mentor(generator: TransformersBackend, ment
     assert any(isinstance(e, Probed) for e in events)
 
 
-def test_remote_words_chain_into_the_greedy_continuation(mentor_server: LlamaServer) -> None:
+def test_remote_words_chain_into_the_greedy_continuation(mentor_server: ModelServer) -> None:
     cursor = remote(mentor_server.url).open(GSM8K_NATALIA)
     whole = cursor.generate("", 24).text
     text = ""
@@ -72,7 +94,7 @@ def test_remote_words_chain_into_the_greedy_continuation(mentor_server: LlamaSer
     assert len(text.split()) >= 4
 
 
-def test_remote_label_logprobs_are_real_probabilities(mentor_server: LlamaServer) -> None:
+def test_remote_label_logprobs_are_real_probabilities(mentor_server: ModelServer) -> None:
     cursor = remote(mentor_server.url).open("Answer with one letter. Which is a fruit? (A) apple (B) brick")
     logprob_a, logprob_b = cursor.label_logprobs("The answer is (", ["A", "B"])
     assert all(math.isfinite(value) and value <= 0.0 for value in (logprob_a, logprob_b))
@@ -103,7 +125,7 @@ def test_mentor_unreachable_at_start(generator: TransformersBackend) -> None:
     assert time.monotonic() - began < 60
 
 
-def test_mentor_slower_than_the_timeout(generator: TransformersBackend, mentor_server: LlamaServer) -> None:
+def test_mentor_slower_than_the_timeout(generator: TransformersBackend, mentor_server: ModelServer) -> None:
     plan = FaultPlan(delay=3.0)
     with fault_proxy(mentor_server.url, plan) as url:
         state, _ = run(generator, remote(url, timeout=1.0))
@@ -112,7 +134,7 @@ def test_mentor_slower_than_the_timeout(generator: TransformersBackend, mentor_s
     assert plan.requests == 1, "a request that timed out is not retried"
 
 
-def test_500_and_429_are_retried_then_succeed(generator: TransformersBackend, mentor_server: LlamaServer) -> None:
+def test_500_and_429_are_retried_then_succeed(generator: TransformersBackend, mentor_server: ModelServer) -> None:
     plan = FaultPlan(statuses=[500, 429, 503], retry_after="0")
     with fault_proxy(mentor_server.url, plan) as url:
         state, _ = run(generator, remote(url, max_retries=3))
@@ -120,7 +142,7 @@ def test_500_and_429_are_retried_then_succeed(generator: TransformersBackend, me
     assert plan.requests >= 4
 
 
-def test_persistent_500s_fall_back_and_open_the_circuit(generator: TransformersBackend, mentor_server: LlamaServer) -> None:
+def test_persistent_500s_fall_back_and_open_the_circuit(generator: TransformersBackend, mentor_server: ModelServer) -> None:
     plan = FaultPlan(statuses=[500] * 50)
     breaker = CircuitBreaker(threshold=1, cooldown=60)
     with fault_proxy(mentor_server.url, plan) as url:
@@ -133,7 +155,7 @@ def test_persistent_500s_fall_back_and_open_the_circuit(generator: TransformersB
         assert plan.requests == 3, "an open circuit does not touch the network"
 
 
-def test_api_key_is_sent_but_never_shown(monkeypatch: pytest.MonkeyPatch, mentor_server: LlamaServer) -> None:
+def test_api_key_is_sent_but_never_shown(monkeypatch: pytest.MonkeyPatch, mentor_server: ModelServer) -> None:
     monkeypatch.setenv("MENTOR_KEY", "sk-test-secret")
     plan = FaultPlan(statuses=[401])
     with fault_proxy(mentor_server.url, plan) as url:
