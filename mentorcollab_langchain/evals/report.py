@@ -157,9 +157,7 @@ def markdown_table(rows: Sequence[Row]) -> str:
                 f"{row.adoptions_per_q:.2f} | {row.seconds_per_q:.1f} | {_ratio(row.cost_vs_mentor)} | "
                 f"{_ratio(row.time_vs_mentor)} | {row.setting} | `{row.config_hash}` |"
             )
-        backends = sorted({row.backends for row in members})
-        lines += ["", "Backends: " + "; ".join(f"{row.method}: {row.backends}" for row in members), ""]
-        del backends
+        lines += ["", "Which backend ran each model:", ""] + [f"- {row.method}: {row.backends}" for row in members] + [""]
     return "\n".join(lines)
 
 
@@ -177,10 +175,11 @@ def plot(rows: Sequence[Row], path: Path) -> Path:
     grouped = _by_benchmark(rows)
     figure, axes = plt.subplots(1, max(1, len(grouped)), figsize=(5.5 * max(1, len(grouped)), 4.5), squeeze=False)
     for axis, ((benchmark, split), members) in zip(axes[0], grouped.items()):
-        for row in members:
+        for index, row in enumerate(members):
             low, high = row.interval
             marker = {"generator": "s", "mentor": "D"}.get(row.key.get("role", ""), "o")
-            axis.errorbar(row.mentor_share * 100, row.accuracy * 100,
+            nudge = (index - (len(members) - 1) / 2) * 0.8  # points at the same share stay apart
+            axis.errorbar(row.mentor_share * 100 + nudge, row.accuracy * 100,
                           yerr=[[max(0.0, (row.accuracy - low) * 100)], [max(0.0, (high - row.accuracy) * 100)]],
                           fmt=marker, capsize=3, label=f"{row.method} (n={row.n})")
         axis.set_title(f"{benchmark} ({split})")
