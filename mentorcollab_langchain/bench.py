@@ -67,12 +67,13 @@ def measure(
 
 def format_table(rows: Sequence[Row]) -> str:
     baseline = rows[0].tokens_per_second or 1.0
+    width = max(len(row.label) for row in rows)
     lines = [
-        f"{'setup':48} {'tokens':>7} {'seconds':>8} {'tok/s':>7} {'vs first':>9} {'mentor share':>13} {'mentor gen':>11}"
+        f"{'setup':{width}} {'tokens':>7} {'seconds':>8} {'tok/s':>7} {'vs first':>9} {'mentor share':>13} {'mentor gen':>11}"
     ]
     for row in rows:
         lines.append(
-            f"{row.label:48} {row.tokens:7d} {row.seconds:8.1f} {row.tokens_per_second:7.1f} "
+            f"{row.label:{width}} {row.tokens:7d} {row.seconds:8.1f} {row.tokens_per_second:7.1f} "
             f"{row.tokens_per_second / baseline:8.2f}x {row.mentor_share:13.1%} {row.mentor_tokens_generated:11d}"
         )
     return "\n".join(lines)
