@@ -159,6 +159,22 @@ def test_a_node_that_raises_resumes_to_the_same_text(models, chat_answer, tmp_pa
         ]
 
 
+def test_exact_resume_repeats_the_uninterrupted_run_exactly(models) -> None:
+    """With exact_resume every node starts from cursors rebuilt from text, as a resumed run does."""
+    generator, mentor = models
+    uninterrupted = build_mentorcollab_graph(generator, mentor, config=CONFIG, exact_resume=True).invoke({"messages": PROMPT})
+    saver = InMemorySaver()
+    failing = build_mentorcollab_graph(_FailingBackend(generator, 10), mentor, config=CONFIG, checkpointer=saver, exact_resume=True)
+    with pytest.raises(BackendError):
+        failing.invoke({"messages": PROMPT}, thread("exact"))
+    graph = build_mentorcollab_graph(generator, mentor, config=CONFIG, checkpointer=saver, exact_resume=True)
+    resumed = graph.invoke(None, thread("exact"))
+    assert resumed["answer"].content == uninterrupted["answer"].content
+    assert comparable(resumed["answer"].response_metadata["mentorcollab"]) == comparable(
+        uninterrupted["answer"].response_metadata["mentorcollab"]
+    )
+
+
 WORKER = """
 import json, sys, time
 from langgraph.checkpoint.sqlite import SqliteSaver
