@@ -34,6 +34,10 @@ WRONG_TOOL_ARGUMENTS = (
     "SmolLM2-135M completes the forced call of magic_function but writes the schema's "
     '{"type": "integer"} as the argument instead of 3'
 )
+NO_UNFORCED_TOOL_CALL = (
+    "with the tool choice left to the model, SmolLM2-135M answers the weather question in prose "
+    "instead of calling get_weather (forced calls work: see test_tool_choice)"
+)
 NO_VALID_JOKE = (
     "SmolLM2-135M does not write a joke with both setup and punchline as JSON: it repeats one phrase "
     "inside the setup string until the token limit"
@@ -107,3 +111,8 @@ class TestChatMentorCollabIntegration(ChatModelIntegrationTests):
     @pytest.mark.xfail(reason=NO_VALID_JOKE, run=False)
     def test_json_mode(self, model: BaseChatModel) -> None:
         super().test_json_mode(model)
+
+    @pytest.mark.xfail(reason=NO_UNFORCED_TOOL_CALL, run=False)
+    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
+    def test_agent_loop(self, model: BaseChatModel) -> None:
+        super().test_agent_loop(model)
