@@ -47,6 +47,7 @@ def test_forced_tool_call_on_real_models() -> None:
     model = ChatMentorCollab(generator="smollm2-135m-instruct", mentor="gemma3-270m", probe_rate=0.2, max_tokens=24)
     message = model.bind_tools([magic_function], tool_choice="any").invoke("What is the value of magic_function(3)? Use the tool.")
     assert [call["name"] for call in message.tool_calls] == ["magic_function"]
-    # The call is forced and well formed; the value is the 135M model's own, and it is not always 3
-    # (it has copied the schema's {"type": "integer"} here), so only the key is checked.
-    assert set(message.tool_calls[0]["args"]) == {"input"}
+    # The call is forced down to its first key, so it parses; what follows is the 135M model's own,
+    # and it is not 3 (it copies the schema's "type": "integer"), so only the forced key is checked.
+    assert "input" in message.tool_calls[0]["args"]
+    assert message.response_metadata["finish_reason"] == "tool_calls"
