@@ -13,6 +13,9 @@ What a user sees:
   ``response_metadata["mentorcollab_stream"]`` holds one entry ``{"source", "start", "end"}`` (so the
   entries of merged chunks add up to the answer's provenance). Rejected lookaheads are never streamed.
   The last chunk has ``chunk_position="last"``, the usage and the whole collaboration record.
+  Where the chat model starts the answer itself (a forced tool call, a structured answer's ``{"key": ``),
+  that start is streamed as one chunk of source ``prefix``. With tools bound, text from the first
+  ``<``, ``{`` or backtick on is held back to the end, and goes out as tool calls if it parses as them.
 - ``usage_metadata``: ``input_tokens`` is the generator's rendered prompt, ``output_tokens`` the
   tokens committed to the answer (both sources, each counted in its own tokenizer: the count that
   ``max_tokens`` limits). The mentor's own tokens are under ``response_metadata["mentorcollab"]
