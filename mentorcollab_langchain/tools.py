@@ -1,8 +1,9 @@
 """Tool calls and structured output as text: how tools are shown to the models and read back.
 
 The engine speaks text, so tools travel as text too. The instruction below is the one Qwen2.5's chat
-template writes for ``tools=`` (word for word), put at the end of the system message; SmolLM2 and
-base models without a template read the same instruction. A model calls a tool by writing::
+template writes for ``tools=`` (character for character, tested), put at the end of the system
+message; SmolLM2 and base models without a template read the same instruction. A model calls a tool
+by writing::
 
     <tool_call>
     {"name": "calculator", "arguments": {"expression": "2 + 3"}}
@@ -33,7 +34,9 @@ TOOLS_INSTRUCTION = (
     "You are provided with function signatures within <tools></tools> XML tags:\n<tools>{tools}\n</tools>\n\n"
     "For each function call, return a json object with function name and arguments within "
     "<tool_call></tool_call> XML tags:\n<tool_call>\n"
-    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+    # Qwen's template really writes these braces doubled (a quirk upstream); kept, so that Qwen reads
+    # exactly the prompt it was trained on.
+    '{{{{"name": <function-name>, "arguments": <args-json-object>}}}}\n</tool_call>'
 )
 REQUIRED_INSTRUCTION = "You must call one of these functions now."
 NAMED_INSTRUCTION = "You must call the function {name} now."
