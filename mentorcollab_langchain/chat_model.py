@@ -391,19 +391,18 @@ class _Assembler:
         if calls or invalid:  # what was held, less the calls (the text before it is already out)
             held_text = ""
             if self.held_from is not None:
-                held_text = tooling.parse_tool_calls(self.run.state.text[self.held_from :], self.run.request.tool_names)[0]
+                held = self.run.state.text[self.held_from :]
+                held_text = tooling.parse_tool_calls(held, self.run.request.tool_names)[0]
         else:  # nothing to take out: the held text goes out as the chunks it came in
             prefix = self.run.request.prefix
             if prefix and self.holding:
                 chunks.append(self._chunk(prefix, "prefix", 0, len(prefix)))
             chunks += [self._chunk(event.text, event.source, event.start, event.end) for event in self.held]
             held_text = ""
+        arguments = [json.dumps(call["args"], ensure_ascii=False) for call in calls] + [call["args"] for call in invalid]
         tool_call_chunks = [
-            {"name": call["name"], "args": json.dumps(call["args"], ensure_ascii=False), "id": call["id"], "index": index, "type": "tool_call_chunk"}
-            for index, call in enumerate(calls)
-        ] + [
-            {"name": call["name"], "args": call["args"], "id": call["id"], "index": len(calls) + index, "type": "tool_call_chunk"}
-            for index, call in enumerate(invalid)
+            {"name": call["name"], "args": args, "id": call["id"], "index": index, "type": "tool_call_chunk"}
+            for index, (call, args) in enumerate(zip([*calls, *invalid], arguments, strict=True))
         ]
         chunks.append(
             ChatGenerationChunk(
@@ -684,7 +683,9 @@ class ChatMentorCollab(BaseChatModel):
             hint = " (choose models with generator= and mentor= when building the model)" if "model" in unknown else ""
             raise TypeError(f"ChatMentorCollab got unknown call options: {', '.join(unknown)}{hint}")
         _check_temperature(kwargs.get("temperature"))
-        overrides: dict[str, Any] = {key: kwargs[key] for key in PER_CALL_CONFIG - {"max_tokens"} if kwargs.get(key) is not None}
+        overrides: dict[str, Any] = {
+            key: kwargs[key] for key in PER_CALL_CONFIG - {"max_tokens"} if kwargs.get(key) is not None
+        }
         if kwargs.get("max_tokens") is not None:
             overrides["max_new_tokens"] = kwargs["max_tokens"]
         stops = list(stop if stop is not None else self.stop or [])
@@ -717,7 +718,9 @@ class ChatMentorCollab(BaseChatModel):
             parallel_tool_calls=kwargs.get("parallel_tool_calls") is not False,
         )
 
-    def _start(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[_Run, _Assembler]:
+    def _start(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[_Run, _Assembler]:
         request = self._request(messages, stop, kwargs)
         state = CollabState(text=request.prefix, emitted=len(request.prefix))
         run = _Run(request, state)
@@ -831,7 +834,8 @@ class ChatMentorCollab(BaseChatModel):
         """A runnable that answers with an object of ``schema`` (pydantic class, TypedDict or JSON schema).
 
         ``json_schema`` (default) shows the schema in the system message and starts the answer with
-        ``{`` and the first required key (the model writes every value); ``function_calling`` forces a call of a tool shaped like the schema; ``json_mode`` asks
+        ``{`` and the first required key (the model writes every value); ``function_calling`` forces a
+        call of a tool shaped like the schema; ``json_mode`` asks
         for JSON without showing the schema. Every answer is validated (pydantic classes with pydantic,
         others for their required keys); an invalid one raises ``StructuredOutputError`` carrying the
         raw text, or with ``include_raw=True`` is returned as ``{"raw", "parsed": None, "parsing_error"}``.

@@ -123,7 +123,8 @@ def normalize_tool_choice(tool_choice: Any, names: Sequence[str]) -> str | None:
 
 def render_tool_call(name: str, args: Mapping[str, Any]) -> str:
     """A tool call from the history, written as the model itself would write it."""
-    return TOOL_CALL_OPEN + "\n" + json.dumps({"name": name, "arguments": dict(args)}, ensure_ascii=False) + "\n" + TOOL_CALL_CLOSE
+    call = json.dumps({"name": name, "arguments": dict(args)}, ensure_ascii=False)
+    return TOOL_CALL_OPEN + "\n" + call + "\n" + TOOL_CALL_CLOSE
 
 
 def render_tool_response(content: str) -> str:
@@ -134,6 +135,7 @@ def new_tool_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
+_TAGGED_CALL = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CALL_CLOSE) + r"|\Z)", re.DOTALL)
 _FENCE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL)
 
 
@@ -182,7 +184,7 @@ def parse_tool_calls(
     invalid: list[InvalidToolCall] = []
     cuts: list[tuple[int, int]] = []
 
-    for match in re.finditer(re.escape(TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CALL_CLOSE) + r"|\Z)", text, re.DOTALL):
+    for match in _TAGGED_CALL.finditer(text):
         body = match.group(1).strip()
         cuts.append(match.span())
         objects = _json_objects(body)

@@ -524,3 +524,20 @@ def test_invalid_structured_output_fails_with_the_raw_text() -> None:
     result = model.with_structured_output(Joke, include_raw=True).invoke("joke")
     assert result["parsed"] is None and isinstance(result["parsing_error"], StructuredOutputError)
     assert result["raw"].content == '{"setup": "only a setup"}'
+
+
+def test_tool_call_forms_are_parsed() -> None:
+    from mentorcollab_langchain.tools import parse_tool_calls
+
+    names = ["calculator", "weather"]
+    content, calls, invalid = parse_tool_calls('```json\n{"name": "weather", "parameters": {"city": "Oslo"}}\n```', names)
+    assert (content, [(c["name"], c["args"]) for c in calls], invalid) == ("", [("weather", {"city": "Oslo"})], [])
+    content, calls, _ = parse_tool_calls('Sure. {"name": "calculator", "arguments": "{\\"expression\\": \\"1+1\\"}"}', names)
+    assert content == "Sure." and calls[0]["args"] == {"expression": "1+1"}
+    # a call cut off by the token limit is read as far as it goes
+    _, calls, _ = parse_tool_calls('<tool_call>\n{"name": "weather", "arguments": {"city": "Os', names)
+    assert calls[0]["args"] == {"city": "Os"}
+    # JSON that is not a call of a bound tool stays text; a tagged call of an unknown tool is invalid
+    assert parse_tool_calls('{"name": "search", "arguments": {}}', names)[1] == []
+    _, calls, invalid = parse_tool_calls('<tool_call>{"name": "search", "arguments": {}}</tool_call>', names)
+    assert calls == [] and invalid[0]["name"] == "search" and "unknown tool" in invalid[0]["error"]
