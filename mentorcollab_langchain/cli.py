@@ -5,6 +5,7 @@
     mentorcollab models           the packaged models, and whether each is installed and cached
     mentorcollab serve MODEL      serve a packaged model's GGUF with llama.cpp (an OpenAI-compatible mentor)
     mentorcollab bench            tokens/s of each setup (generator, mentor, both; local and remote mentor)
+    mentorcollab eval ...         accuracy and cost on real benchmarks (see mentorcollab eval --help)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from mentorcollab_langchain.errors import MentorCollabError
+from mentorcollab_langchain.evals.cli import add_eval_parser, eval_command
 
 MENTOR_COLOUR, RESET = "\033[1;36m", "\033[0m"
 
@@ -64,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--probe-rate", type=float, default=0.1)
     bench.add_argument("--no-remote", action="store_true", help="skip the setups with a llama.cpp-served mentor")
     bench.add_argument("--device", default="auto")
+
+    add_eval_parser(commands)
     return parser
 
 
@@ -85,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve_command(args)
         if args.command == "bench":
             return bench_command(args)
+        if args.command == "eval":
+            return eval_command(args)
         return run_command(args)
     except MentorCollabError as error:
         print(f"mentorcollab: error: {error}", file=sys.stderr)
