@@ -173,6 +173,8 @@ def plot(rows: Sequence[Row], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     grouped = _by_benchmark(rows)
+    labels = sorted({row.method for row in rows}, key=lambda label: (label not in ("generator", "mentor"), label))
+    colours = {label: f"C{index % 10}" for index, label in enumerate(labels)}  # one colour per method in every panel
     figure, axes = plt.subplots(1, max(1, len(grouped)), figsize=(5.5 * max(1, len(grouped)), 4.5), squeeze=False)
     for axis, ((benchmark, split), members) in zip(axes[0], grouped.items()):
         for index, row in enumerate(members):
@@ -181,7 +183,7 @@ def plot(rows: Sequence[Row], path: Path) -> Path:
             nudge = (index - (len(members) - 1) / 2) * 0.8  # points at the same share stay apart
             axis.errorbar(row.mentor_share * 100 + nudge, row.accuracy * 100,
                           yerr=[[max(0.0, (row.accuracy - low) * 100)], [max(0.0, (high - row.accuracy) * 100)]],
-                          fmt=marker, capsize=3, label=f"{row.method} (n={row.n})")
+                          fmt=marker, capsize=3, color=colours[row.method], label=f"{row.method} (n={row.n})")
         axis.set_title(f"{benchmark} ({split})")
         axis.set_xlabel("mentor share of committed tokens (%)")
         axis.set_ylabel("accuracy (%)")
@@ -206,7 +208,7 @@ def build_report(results: Path, out_dir: Path | None = None, title: str = "Mento
     text = "\n".join([
         f"# {title}",
         "",
-        preamble.strip(),
+        preamble.strip() or f"Rebuilt from the result JSONL under `{results}` by `mentorcollab eval --report`.",
         "",
         "Accuracy with a 95% Wilson interval; unparsed answers count as wrong and are counted. Mentor share = "
         "mentor-written tokens / all committed tokens. Mentor tok/q = tokens the mentor generated per question "
