@@ -170,20 +170,10 @@ def _llama_cpp_available() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m mentorcollab_langchain.evals.cli``) until the CLI wires it in."""
-    from mentorcollab_langchain.errors import MentorCollabError
+    """``python -m mentorcollab_langchain.evals.cli ...`` is ``mentorcollab eval ...``."""
+    from mentorcollab_langchain.cli import main as mentorcollab
 
-    parser = argparse.ArgumentParser(prog="mentorcollab")
-    add_eval_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return eval_command(args)
-    except MentorCollabError as error:
-        print(f"mentorcollab: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nmentorcollab: interrupted", file=sys.stderr)
-        return 130
+    return mentorcollab(["eval", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
