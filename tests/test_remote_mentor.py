@@ -88,7 +88,7 @@ def test_remote_words_chain_into_the_greedy_continuation(mentor_server: ModelSer
     text = ""
     for _ in range(6):
         word = cursor.next_word(text, 12)
-        assert word.tokens >= 1 and word.extra_tokens >= 0
+        assert word.tokens >= 1 and word.cost >= 0
         text += word.text
     assert whole.startswith(text), (whole, text)
     assert len(text.split()) >= 4

@@ -31,15 +31,22 @@ class Piece:
     """Text one model produced: a word, a lookahead segment, or a generated answer.
 
     ``tokens`` counts the model's own tokens in ``text`` (for accounting and budgets); ``eos`` says
-    the model ended the text with its end-of-sequence token, which is never part of ``text``;
-    ``extra_tokens`` counts tokens the model generated past the piece and threw away (a remote model
-    asked for a few tokens at a time overshoots a word), so cost figures include them.
+    the model ended the text with its end-of-sequence token, which is never part of ``text``.
+    ``generated`` is what producing the piece cost, when that differs from ``tokens``: a remote model
+    reads ahead, so one call may generate tokens past the piece (kept for the next words, or thrown
+    away) and a later piece may cost nothing because it was already generated. Cost figures add up
+    ``cost``, so over a run they count exactly the tokens the model generated.
     """
 
     text: str
     tokens: int
     eos: bool = False
-    extra_tokens: int = 0
+    generated: int | None = None
+
+    @property
+    def cost(self) -> int:
+        """Tokens the model generated to produce this piece (``generated``, else ``tokens``)."""
+        return self.tokens if self.generated is None else self.generated
 
 
 @runtime_checkable

@@ -5,13 +5,18 @@ template (from a local tokenizer or a packaged model), the shared response text 
 server continues it through ``/v1/completions``. Word boundaries come from the generated tokens that
 the server reports with ``logprobs`` (never from prompt echo, which some servers shift by one).
 
-A word is fetched in small chunks of tokens: most words are one or two tokens, so asking for a few at a
-time keeps the mentor's wasted tokens low without a round trip per token. Tokens the server generated
-past the end of a word are counted as spent, so the cost figures stay honest.
+A round trip costs time and the server re-reads the prompt, so the cursor reads ahead: it keeps the
+tokens the server wrote past the word it was asked for. A probe asks for a few tokens (most words are
+one or two), so the mentor wastes little. When the next call continues exactly where the kept tokens
+begin (the model writing its own text, as a remote generator does between probes), they are used
+without a request, and each further request asks for twice as many, up to ``READ_AHEAD_LIMIT``. Every
+generated token is billed to the piece whose call generated it (``Piece.generated``), so the cost
+figures count what the server did, kept or not.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
@@ -21,7 +26,8 @@ from mentorcollab_langchain.backends.http_client import CircuitBreaker, OpenAICo
 from mentorcollab_langchain.errors import BackendError
 from mentorcollab_langchain.models.registry import resolve_model
 
-WORD_CHUNK_TOKENS = 4
+WORD_CHUNK_TOKENS = 4  # the first request at a new text: enough for most words
+READ_AHEAD_LIMIT = 64  # the largest request while the model keeps continuing its own text
 LABEL_CANDIDATES = 20  # top log-probabilities asked for when scoring option labels
 
 
@@ -88,35 +94,78 @@ class OpenAICompatibleBackend:
 
 
 class OpenAICompatibleCursor:
-    """A remote model has no cache of ours to move: each call sends the prompt and the response text."""
+    """A remote model has no cache of ours to move: each request sends the prompt and the response text.
+
+    What it keeps instead is the read-ahead: tokens the server already wrote after ``_ahead_at``.
+    """
 
     def __init__(self, backend: OpenAICompatibleBackend, prompt: str) -> None:
         self.backend = backend
         self.prompt = prompt
+        self._ahead_at: str | None = None  # the response text the read-ahead tokens follow
+        self._ahead: list[str] = []
+        self._ahead_ended: str | None = None  # the server's finish_reason when it ended its text there
+        self._chunk = WORD_CHUNK_TOKENS
 
     def next_word(self, text: str, max_tokens: int) -> Piece:
-        word, tokens, spent = "", 0, 0
+        word, tokens, generated = "", 0, 0
         while tokens < max_tokens:
-            asked = min(WORD_CHUNK_TOKENS, max_tokens - tokens)
-            choice = self.backend.complete(self.prompt + text + word, asked)
-            pieces = _token_texts(choice)
-            spent += _completion_tokens(choice, pieces)
-            for index, piece in enumerate(pieces):
-                if (tokens > 0 or index > 0) and piece[:1].isspace():
-                    return Piece(word, tokens, extra_tokens=spent - tokens)
-                word += piece
-                tokens += 1
-            if len(pieces) < asked:  # the model ended its text before the chunk was full
-                return Piece(word, tokens, eos=choice.get("finish_reason") == "stop", extra_tokens=spent - tokens)
-        return Piece(word, tokens, extra_tokens=spent - tokens)
+            generated += self._read(text + word, max_tokens - tokens)
+            if not self._ahead:
+                if not tokens and self._ahead_ended != "stop":
+                    raise BackendError(
+                        f"{self.backend.model_name}: the server wrote nothing (finish_reason="
+                        f"{self._ahead_ended!r}); the prompt probably fills its context window"
+                    )
+                return Piece(word, tokens, eos=self._ahead_ended == "stop", generated=generated)
+            if tokens and self._ahead[0][:1].isspace():
+                break
+            word += self._take(1)[0]
+            tokens += 1
+        return Piece(word, tokens, generated=generated)
 
     def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
-        choice = self.backend.complete(self.prompt + text, max_tokens, stop=stop)
+        tokens, generated, ended = [], 0, None
+        if self._ahead_at == text:  # the read-ahead first
+            tokens = self._take(max_tokens)
+            ended = None if self._ahead else self._ahead_ended
+        wanted = max_tokens - len(tokens)
+        if wanted > 0 and ended is None:
+            choice = self.backend.complete(self.prompt + text + "".join(tokens), wanted)
+            more = _token_texts(choice)
+            generated = _completion_tokens(choice, more)
+            tokens += more
+            ended = (choice.get("finish_reason") or "stop") if len(more) < wanted else None
+            self._ahead_at, self._ahead, self._ahead_ended = text + "".join(tokens), [], ended
+        # Stop strings are cut here, as the local backend does: the tokens after the cut were still generated.
+        written = "".join(tokens)
+        cut = min((written.index(marker) for marker in stop if marker and marker in written), default=None)
+        if cut is not None:
+            kept = sum(1 for start in itertools.accumulate([0, *map(len, tokens[:-1])]) if start < cut)
+            return Piece(written[:cut], kept, generated=generated)
+        return Piece(written, len(tokens), eos=ended == "stop", generated=generated)
+
+    def _read(self, text: str, wanted: int) -> int:
+        """Make sure the read-ahead follows ``text`` and holds a token, unless the server ended there.
+
+        Returns how many tokens the server generated for it (0 when the read-ahead already had one).
+        """
+        continuing = self._ahead_at == text
+        if continuing and (self._ahead or self._ahead_ended):
+            return 0
+        self._chunk = min(self._chunk * 2, READ_AHEAD_LIMIT) if continuing else WORD_CHUNK_TOKENS
+        asked = self._chunk if continuing else min(WORD_CHUNK_TOKENS, wanted)
+        choice = self.backend.complete(self.prompt + text, asked)
         pieces = _token_texts(choice)
-        written = choice.get("text", "".join(pieces))
-        ended = choice.get("finish_reason") == "stop" and len(pieces) < max_tokens
-        stopped = any(marker in "".join(pieces) for marker in stop)
-        return Piece(written, len(pieces), eos=ended and not stopped)
+        self._ahead_at, self._ahead = text, pieces
+        self._ahead_ended = (choice.get("finish_reason") or "stop") if len(pieces) < asked else None
+        return _completion_tokens(choice, pieces)
+
+    def _take(self, count: int) -> list[str]:
+        """Consume up to ``count`` read-ahead tokens; what is left follows the text they extend."""
+        taken, self._ahead = self._ahead[:count], self._ahead[count:]
+        self._ahead_at = (self._ahead_at or "") + "".join(taken)
+        return taken
 
     def label_logprobs(self, text: str, labels: Sequence[str]) -> list[float]:
         choice = self.backend.complete(self.prompt + text, 1, logprobs=LABEL_CANDIDATES)
