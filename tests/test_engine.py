@@ -122,6 +122,14 @@ def test_stop_string_spanning_two_words_is_held_back() -> None:
     assert "".join(e.text for e in streamed(events)) == state.text
 
 
+def test_an_adopted_segment_cut_by_a_stop_string_counts_only_its_kept_tokens() -> None:
+    # The mentor's adopted segment " half as many, 24," runs into the stop string: only " half" is kept.
+    state, _ = run(CollabConfig(probe_rate=1.0, segment_tokens=4, stop=(" as many",)), AlwaysMentor())
+    assert state.text == "She sold 48 clips in April and half" and state.finish_reason == "stop"
+    assert state.stats.mentor_tokens_committed == 1
+    assert state.stats.tokens_committed == len(state.text.split())
+
+
 def test_max_new_tokens_holds_for_words_and_segments() -> None:
     for verifier in (AlwaysMentor(), NeverMentor()):
         state, _ = run(CollabConfig(probe_rate=1.0, segment_tokens=5, max_new_tokens=9), verifier)

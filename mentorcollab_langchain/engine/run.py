@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack, closing
 
 from mentorcollab_langchain.backends.base import Backend, Prompt
 from mentorcollab_langchain.engine.config import CollabConfig
@@ -28,17 +29,14 @@ def collaborate(
     """
     config = config or CollabConfig()
     state = state if state is not None else CollabState()
-    team = Team(
-        generator=generator.open(prompt, config.prompt_style),
-        mentor=mentor.open(prompt, config.prompt_style),
-        verifier=get_verifier(verifier),
-        config=config,
-    )
-    try:
+    with ExitStack() as cursors:
+        team = Team(
+            generator=cursors.enter_context(closing(generator.open(prompt, config.prompt_style))),
+            mentor=cursors.enter_context(closing(mentor.open(prompt, config.prompt_style))),
+            verifier=get_verifier(verifier),
+            config=config,
+        )
         yield from run_steps(state, team)
-    finally:
-        team.generator.close()
-        team.mentor.close()
 
 
 def run_collaboration(

@@ -87,7 +87,7 @@ def probe(state: CollabState, team: Team) -> Iterator[Event]:
         _draw_gap(state, team.config)
         return
     state.stats.mentor_calls += 1
-    state.stats.mentor_tokens_generated += mentor_piece.tokens + mentor_piece.extra_tokens
+    state.stats.mentor_tokens_generated += mentor_piece.cost
     mentor_word = Candidate.of(mentor_piece)
     diverged = not team.config.words_match(generator_word.text, mentor_word.text)
     yield Probed(state.stats.words - 1, len(state.text), generator_word.text, mentor_word.text, diverged)
@@ -215,6 +215,7 @@ def _commit(state: CollabState, config: CollabConfig, piece: Candidate, source: 
 
     stop_at = _first_stop(state.text, config.stop, search_from=state.emitted)
     if stop_at is not None:
+        _uncount_cut_tokens(state, piece, source, kept=max(stop_at - start, 0))
         _cut(state, stop_at)
         state.finish_reason = "stop"
     elif piece.eos:
@@ -257,6 +258,22 @@ def _cut(state: CollabState, at: int) -> None:
     state.spans = [span for span in state.spans if span.start < at]
     if state.spans:
         state.spans[-1].end = min(state.spans[-1].end, at)
+
+
+def _uncount_cut_tokens(state: CollabState, piece: Candidate, source: Source, kept: int) -> None:
+    """Take the tokens of the piece's text cut off at a stop string out of its source's count.
+
+    Only text is shared between the models, so the kept tokens are estimated by the kept share of the
+    piece's characters (at least one token when any text is kept). Without this, a mentor segment that runs past the stop string
+    would count its whole length and inflate the mentor's share of the answer.
+    """
+    if not piece.text or kept >= len(piece.text):
+        return
+    dropped = piece.tokens - (max(1, round(piece.tokens * kept / len(piece.text))) if kept else 0)
+    if source == "mentor":
+        state.stats.mentor_tokens_committed -= dropped
+    else:
+        state.stats.generator_tokens_committed -= dropped
 
 
 def _repeats(recent_steps: list[str]) -> bool:
@@ -311,7 +328,7 @@ def _generator_word(state: CollabState, team: Team, phase: str) -> Candidate:
         piece = team.generator.next_word(state.text, _word_budget(state, team.config))
     state.stats.words += 1
     state.stats.generator_calls += 1
-    state.stats.generator_tokens_generated += piece.tokens + piece.extra_tokens
+    state.stats.generator_tokens_generated += piece.cost
     return Candidate.of(piece)
 
 
@@ -324,7 +341,7 @@ def _extend(cursor: Cursor, text: str, word: Candidate, length: int) -> tuple[Ca
         return word, 0
     more = cursor.generate(text + word.text, length - word.tokens)
     segment = Candidate(text=word.text + more.text, tokens=word.tokens + more.tokens, eos=more.eos)
-    return segment, more.tokens + more.extra_tokens
+    return segment, more.cost
 
 
 def _pending(state: CollabState) -> Divergence:
