@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from mentorcollab_langchain.errors import ConfigError
 from mentorcollab_langchain.verifiers.base import (
     AlwaysMentor,
@@ -13,15 +16,16 @@ from mentorcollab_langchain.verifiers.base import (
 )
 from mentorcollab_langchain.verifiers.self_consult import SelfConsultVerifier
 
-NAMED_VERIFIERS = {
-    SelfConsultVerifier.name: SelfConsultVerifier,
+NAMED_VERIFIERS: dict[str, Callable[[], Verifier]] = {
+    "self-consult": SelfConsultVerifier,
+    "self-consult-both-orders": partial(SelfConsultVerifier, both_orders=True),
     AlwaysMentor.name: AlwaysMentor,
     NeverMentor.name: NeverMentor,
 }
 
 
 def get_verifier(verifier: str | Verifier | None = None) -> Verifier:
-    """A verifier from its name (``self-consult``, ``always-mentor``, ``never-mentor``) or as given."""
+    """A verifier from its name (see ``NAMED_VERIFIERS``) or as given."""
     if verifier is None:
         return SelfConsultVerifier()
     if isinstance(verifier, str):
