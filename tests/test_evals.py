@@ -100,6 +100,8 @@ def test_the_order_is_a_fixed_shuffle_and_limit_takes_its_head() -> None:
     everything = load_questions("arc_challenge", "test")
     assert [q.id for q in load_questions("arc_challenge", "test", limit=5)] == [q.id for q in everything[:5]]
     assert [q.id for q in everything[:20]] != sorted(q.id for q in everything[:20])  # shuffled, not file order
+    tuning = load_questions("arc_challenge", "test", limit=5, offset=1000)
+    assert [q.id for q in tuning] == [q.id for q in everything[1000:1005]]
 
 
 def test_missing_data_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,9 +10,15 @@ from typing import Any
 
 import pytest
 
-from mentorcollab_langchain.backends.openai_compatible import READ_AHEAD_LIMIT, WORD_CHUNK_TOKENS, OpenAICompatibleCursor
+from mentorcollab_langchain.backends.openai_compatible import (
+    READ_AHEAD_LIMIT,
+    WORD_CHUNK_TOKENS,
+    OpenAICompatibleBackend,
+    OpenAICompatibleCursor,
+)
 from mentorcollab_langchain.engine import CollabConfig, CollabState, collaborate
 from mentorcollab_langchain.errors import BackendError
+from mentorcollab_langchain.models import DEFAULT_MENTOR
 
 PROMPT = "Q: count.\nA:"
 ANSWER = [" one", " two", " thr", "ee", " four", " five", " six", " sev", "en", " eight", " nine", " ten", "."]
@@ -38,9 +44,13 @@ class ScriptedServer:
         assert PROMPT + written == prompt, f"asked at a text the script never writes: {prompt!r}"
         tokens = self.answer[position : position + max_tokens]
         self.generated += len(tokens)
+        self.last_tokens = tokens
         finish = "length" if len(tokens) == max_tokens else self.finish_reason
-        return {"text": "".join(tokens), "logprobs": {"tokens": tokens}, "finish_reason": finish,
-                "usage": {"completion_tokens": len(tokens)}}
+        return {"text": "".join(tokens), "finish_reason": finish, "usage": {"completion_tokens": len(tokens)}}
+
+    def split_tokens(self, text: str) -> list[str]:
+        assert text == "".join(self.last_tokens)
+        return self.last_tokens
 
 
 def test_a_model_writing_alone_reads_ahead_in_growing_requests() -> None:
@@ -99,6 +109,15 @@ def test_a_server_that_writes_nothing_without_ending_is_a_clear_error() -> None:
     cursor = OpenAICompatibleCursor(server, PROMPT)  # type: ignore[arg-type]
     with pytest.raises(BackendError, match="context window"):
         cursor.next_word("", 8)
+
+
+def test_generated_text_splits_into_the_mentors_own_tokens() -> None:
+    backend = OpenAICompatibleBackend("http://127.0.0.1:9", model="mentor", tokenizer=DEFAULT_MENTOR)
+    text = " She sold 48 clips, then 24.\n\nSo the answer is 72."
+    tokens = backend.split_tokens(text)
+    assert "".join(tokens) == text
+    assert len(tokens) == len(backend.tokenizer.encode(text, add_special_tokens=False))
+    assert tokens[:5] == [" She", " sold", " ", "4", "8"] and ".\n\n" in tokens
 
 
 class ScriptedRemoteBackend:

@@ -2,8 +2,11 @@
 
 This is how the mentor scales past one machine. The prompt is rendered locally with the model's own chat
 template (from a local tokenizer or a packaged model), the shared response text is appended, and the
-server continues it through ``/v1/completions``. Word boundaries come from the generated tokens that
-the server reports with ``logprobs`` (never from prompt echo, which some servers shift by one).
+server continues it through ``/v1/completions``. Word boundaries come from the generated text alone
+(never from prompt echo, which some servers shift by one), split into tokens by the same local
+tokenizer. Generated-token ``logprobs`` would name the tokens too, but llama.cpp's server spends about
+0.1 s per token computing them over the whole vocabulary in Python, which made a remote model three
+times slower here; they are asked for only where the engine needs probabilities (option labels).
 
 A round trip costs time and the server re-reads the prompt, so the cursor reads ahead: it keeps the
 tokens the server wrote past the word it was asked for. A probe asks for a few tokens (most words are
@@ -73,21 +76,21 @@ class OpenAICompatibleBackend:
     def open(self, prompt: Prompt, style: PromptStyle = "chat") -> OpenAICompatibleCursor:
         return OpenAICompatibleCursor(self, self.render(prompt, style))
 
-    def complete(self, prompt: str, max_tokens: int, *, logprobs: int = 1, stop: Sequence[str] = ()) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "model": self.model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": 0.0,
-            "logprobs": logprobs,
-        }
-        if stop:
-            payload["stop"] = list(stop)
+    def complete(self, prompt: str, max_tokens: int, *, logprobs: int | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}
+        if logprobs is not None:
+            payload["logprobs"] = logprobs
         answer = self.client.post("/v1/completions", payload)
         try:
             return answer["choices"][0] | {"usage": answer.get("usage") or {}}
         except (KeyError, IndexError, TypeError):
             raise BackendError(f"{self.model_name}: unexpected completion response {str(answer)[:200]}") from None
+
+    def split_tokens(self, text: str) -> list[str]:
+        """Generated text as the model's token texts, cut where the local tokenizer's tokens begin."""
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        starts = [0, *(start for start, _ in offsets[1:])]
+        return [text[start:end] for start, end in zip(starts, [*starts[1:], len(text)])]
 
     def close(self) -> None:
         self.client.close()
@@ -132,10 +135,10 @@ class OpenAICompatibleCursor:
         wanted = max_tokens - len(tokens)
         if wanted > 0 and ended is None:
             choice = self.backend.complete(self.prompt + text + "".join(tokens), wanted)
-            more = _token_texts(choice)
+            more = self.backend.split_tokens(_text(choice))
             generated = _completion_tokens(choice, more)
             tokens += more
-            ended = (choice.get("finish_reason") or "stop") if len(more) < wanted else None
+            ended = _ended(choice)
             self._ahead_at, self._ahead, self._ahead_ended = text + "".join(tokens), [], ended
         # Stop strings are cut here, as the local backend does: the tokens after the cut were still generated.
         written = "".join(tokens)
@@ -156,10 +159,9 @@ class OpenAICompatibleCursor:
         self._chunk = min(self._chunk * 2, READ_AHEAD_LIMIT) if continuing else WORD_CHUNK_TOKENS
         asked = self._chunk if continuing else min(WORD_CHUNK_TOKENS, wanted)
         choice = self.backend.complete(self.prompt + text, asked)
-        pieces = _token_texts(choice)
-        self._ahead_at, self._ahead = text, pieces
-        self._ahead_ended = (choice.get("finish_reason") or "stop") if len(pieces) < asked else None
-        return _completion_tokens(choice, pieces)
+        self._ahead_at, self._ahead = text, self.backend.split_tokens(_text(choice))
+        self._ahead_ended = _ended(choice)
+        return _completion_tokens(choice, self._ahead)
 
     def _take(self, count: int) -> list[str]:
         """Consume up to ``count`` read-ahead tokens; what is left follows the text they extend."""
@@ -184,12 +186,16 @@ class OpenAICompatibleCursor:
         pass
 
 
-def _token_texts(choice: dict[str, Any]) -> list[str]:
-    logprobs = choice.get("logprobs") or {}
-    tokens = logprobs.get("tokens")
-    if tokens is None:
-        raise BackendError("the server returned no generated-token logprobs; it must support `logprobs`")
-    return [str(token) for token in tokens]
+def _text(choice: dict[str, Any]) -> str:
+    if not isinstance(choice.get("text"), str):
+        raise BackendError(f"the server's completion has no text: {str(choice)[:200]}")
+    return choice["text"]
+
+
+def _ended(choice: dict[str, Any]) -> str | None:
+    """The finish reason when the model ended its text, None when it only reached ``max_tokens``."""
+    reason = choice.get("finish_reason")
+    return None if reason == "length" else (reason or "stop")
 
 
 def _completion_tokens(choice: dict[str, Any], pieces: list[str]) -> int:

@@ -2,6 +2,7 @@
 
     mentorcollab eval --benchmark arc_challenge --limit 100 --methods generator,mentor,mentorcollab
     mentorcollab eval --benchmark arc_challenge --split validation --limit 50 --sweep
+    mentorcollab eval --benchmark gsm8k --offset 1000 --limit 50 --sweep    a tuning slice of a test-only set
     mentorcollab eval --report runs/eval           rebuild report.md and the plot from the JSONL
 
 Wire it into the main command line with ``add_eval_parser(commands)`` and ``eval_command(args)``.
@@ -31,6 +32,8 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     evaluate.add_argument("--benchmark", help=f"comma-separated: {', '.join(BENCHMARKS)}")
     evaluate.add_argument("--split", help="default: test (validation for csqa)")
     evaluate.add_argument("--limit", type=int, help="the first N questions of the fixed shuffled order")
+    evaluate.add_argument("--offset", type=int, default=0,
+                          help="skip the first N questions (a tuning slice of a test-only benchmark, e.g. GSM8K)")
     evaluate.add_argument("--methods", default="generator,mentor,mentorcollab", help=f"comma-separated: {', '.join(METHOD_NAMES)}")
     evaluate.add_argument("--sweep", action="store_true", help="probe rate x segment length x verifier grid (use a dev split)")
     evaluate.add_argument("--sweep-probe-rates", help="comma-separated (default 0.02,0.05,0.1,0.2)")
@@ -85,7 +88,7 @@ def _run_benchmark(args: argparse.Namespace, benchmark: str, players, out: Path)
     from mentorcollab_langchain.evals.data import load_questions
     from mentorcollab_langchain.evals.runner import EvalRun, make_methods, sweep_methods
 
-    questions = load_questions(benchmark, args.split, args.limit)
+    questions = load_questions(benchmark, args.split, args.limit, offset=args.offset)
     if not questions:
         raise ConfigError(f"{benchmark}: no questions")
     kind = questions[0].kind

@@ -108,12 +108,18 @@ def resolve_split(benchmark: str, split: str | None) -> str:
     return split
 
 
-def load_questions(benchmark: str, split: str | None = None, limit: int | None = None, root: Path | None = None) -> list[Question]:
-    """The questions of ``benchmark``/``split`` in the fixed shuffled order, the first ``limit`` of them."""
+def load_questions(
+    benchmark: str, split: str | None = None, limit: int | None = None, root: Path | None = None, offset: int = 0
+) -> list[Question]:
+    """The questions of ``benchmark``/``split`` in the fixed shuffled order: ``limit`` of them after ``offset``.
+
+    ``offset`` carves a tuning set out of a benchmark that ships only a test split (GSM8K): a sweep at
+    ``offset=1000`` never sees the questions an evaluation of up to 1000 takes from the start.
+    """
     split = resolve_split(benchmark, split)
     questions = list(_load_all(benchmark, split, str(root) if root else None))
     random.Random(f"{ORDER_SEED}:{benchmark}:{split}").shuffle(questions)
-    return questions[:limit] if limit is not None else questions
+    return questions[offset : offset + limit] if limit is not None else questions[offset:]
 
 
 @lru_cache(maxsize=16)
