@@ -167,8 +167,8 @@ class _Teams:
                 entry = self._teams[key]
             else:
                 team = Team(
-                    generator=self.generator.open(request, self.config.prompt_style),
-                    mentor=self.mentor.open(request, self.config.prompt_style),
+                    generator=self.generator.open(request, self.config.prompt_style, self.config.sampling),
+                    mentor=self.mentor.open(request, self.config.prompt_style, self.config.sampling),
                     verifier=self.verifier,
                     config=self.config,
                 )

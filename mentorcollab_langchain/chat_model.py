@@ -24,8 +24,8 @@ What a user sees:
   both candidate segments, verifier score and choice, stats) plus the names of both models.
 - Tools (``bind_tools``) and structured output (``with_structured_output``), see ``tools.py``.
 
-Sampling is not implemented by the engine (greedy decoding only): ``temperature`` above 0 is refused
-with an error rather than silently ignored.
+``temperature`` 0 (or unset) decodes greedily, as the paper does; above 0 both models sample, with
+draws fixed by ``seed`` and the text, so a seeded call gives the same answer every time.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_
 
 from mentorcollab_langchain import tools as tooling
 from mentorcollab_langchain.backends.base import Backend, ChatMessage, PromptStyle
+from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.engine import CollabConfig, CollabState, TextCommitted, collaborate
 from mentorcollab_langchain.engine.events import Event
 from mentorcollab_langchain.errors import ConfigError, MentorCollabError
@@ -79,6 +80,7 @@ PER_CALL_CONFIG = frozenset(
     {
         "max_tokens",
         "seed",
+        "temperature",
         "probe_rate",
         "segment_tokens",
         "max_word_tokens",
@@ -89,7 +91,7 @@ PER_CALL_CONFIG = frozenset(
         "max_mentor_tokens",
     }
 )
-PER_CALL_OTHER = frozenset({"temperature", "tools", "tool_choice", "parallel_tool_calls", "response_format", "stream"})
+PER_CALL_OTHER = frozenset({"tools", "tool_choice", "parallel_tool_calls", "response_format", "stream"})
 # Set by LangChain itself for tracing; not options of the model.
 TRACING_KEYWORDS = frozenset({"ls_structured_output_format", "structured_output_format"})
 
@@ -262,10 +264,10 @@ class _CancellableBackend:
     def model_name(self) -> str:
         return self._backend.model_name
 
-    def open(self, prompt: Any, style: PromptStyle = "chat") -> _CancellableCursor:
+    def open(self, prompt: Any, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> _CancellableCursor:
         if self._cancel.is_set():
             raise GenerationCancelled("the caller cancelled the request")
-        return _CancellableCursor(self._backend.open(prompt, style), self._cancel)
+        return _CancellableCursor(self._backend.open(prompt, style, sampling), self._cancel)
 
 
 def _prompt_tokens(backend: Backend, request: _Request) -> int:
@@ -567,7 +569,7 @@ class ChatMentorCollab(BaseChatModel):
     """The most tokens the mentor may generate per request; then the generator goes on alone."""
 
     temperature: float | None = None
-    """Only greedy decoding (``None`` or ``0``) exists: a higher temperature is refused."""
+    """``None`` or 0 decodes greedily; above 0 both models sample at this temperature (draws fixed by ``seed``)."""
     streaming: bool = False
 
     _backends: dict[str, Backend] = PrivateAttr(default_factory=dict)
@@ -587,7 +589,6 @@ class ChatMentorCollab(BaseChatModel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        _check_temperature(self.temperature)
         self._config()  # a bad setting fails here, before any model loads
         for role in ("generator", "mentor"):
             spec = getattr(self, role)
@@ -606,6 +607,7 @@ class ChatMentorCollab(BaseChatModel):
             "max_word_tokens": self.max_word_tokens,
             "max_new_tokens": self.max_tokens,
             "seed": self.seed,
+            "temperature": self.temperature or 0.0,
             "match": self.match,
             "stop": tuple(self.stop or ()),
             "repetition_guard": self.repetition_guard,
@@ -682,7 +684,6 @@ class ChatMentorCollab(BaseChatModel):
         if unknown:
             hint = " (choose models with generator= and mentor= when building the model)" if "model" in unknown else ""
             raise TypeError(f"ChatMentorCollab got unknown call options: {', '.join(unknown)}{hint}")
-        _check_temperature(kwargs.get("temperature"))
         overrides: dict[str, Any] = {
             key: kwargs[key] for key in PER_CALL_CONFIG - {"max_tokens"} if kwargs.get(key) is not None
         }
@@ -874,10 +875,3 @@ def _format_instruction(response_format: Mapping[str, Any]) -> str:
         return tooling.JSON_MODE_INSTRUCTION
     raise ValueError(f"unknown response_format type {response_format.get('type')!r}; use json_schema or json_object")
 
-
-def _check_temperature(temperature: float | None) -> None:
-    if temperature is not None and temperature > 0:
-        raise ConfigError(
-            f"temperature {temperature} needs sampling, which the MentorCollab engine does not do yet: it decodes "
-            "greedily (temperature 0). Leave temperature unset or 0; vary the answer with seed (probe positions)."
-        )

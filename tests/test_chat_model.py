@@ -29,6 +29,7 @@ from mentorcollab_langchain import (
     UnsupportedContentError,
 )
 from mentorcollab_langchain.backends.base import Piece
+from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.transformers import _LOADED
 
 GENERATOR_ANSWER = "Natalia sold 48 clips in April and 24 in May , so 72 clips in all ."
@@ -77,7 +78,7 @@ def test_bad_settings_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="probe_rat"):
         ChatMentorCollab(probe_rat=0.2)
     with pytest.raises(ConfigError, match="temperature"):
-        ChatMentorCollab(temperature=0.7)
+        ChatMentorCollab(temperature=-0.7)
     with pytest.raises(ConfigError, match="verifier"):
         ChatMentorCollab(verifier="oracle")
     with pytest.raises(ConfigError, match="generator"):
@@ -167,7 +168,7 @@ def test_stop_max_tokens_and_seed_per_call() -> None:
     assert positions[1] == [d["word_index"] for d in probing.invoke("q", seed=1).response_metadata["mentorcollab"]["decisions"]]
     assert len({tuple(value) for value in positions.values()}) > 1, "the seed must move the probes"
     with pytest.raises(ConfigError, match="temperature"):
-        model.invoke("q", temperature=0.5)
+        model.invoke("q", temperature=-0.5)
     with pytest.raises(TypeError, match="model"):
         model.invoke("q", model="other")
 
@@ -279,6 +280,15 @@ async def test_concurrent_ainvoke_matches_sequential_calls(tiny_pair: ChatMentor
     assert [message.content for message in batched] == [tiny_pair.invoke("Tell me about apples.").content] * 2
 
 
+async def test_temperature_per_call_samples_and_the_seed_fixes_the_draws(tiny_pair: ChatMentorCollab) -> None:
+    greedy = tiny_pair.invoke("Tell me about apples.", seed=1).content
+    hot = [tiny_pair.invoke("Tell me about apples.", seed=seed, temperature=1.5).content for seed in (1, 2, 3)]
+    assert hot[0] != greedy and len(set(hot)) > 1
+    concurrent = await asyncio.gather(*(tiny_pair.ainvoke("Tell me about apples.", seed=seed, temperature=1.5) for seed in (1, 2, 3)))
+    assert [message.content for message in concurrent] == hot
+    assert ChatMentorCollab(**{**tiny_pair.model_dump(), "temperature": 1.5}).invoke("Tell me about apples.", seed=2).content == hot[1]
+
+
 # -- cancellation --------------------------------------------------------------------------------
 
 
@@ -293,8 +303,8 @@ class DelayedBackend:
     def model_name(self) -> str:
         return self.inner.model_name
 
-    def open(self, prompt: Any, style: str = "chat") -> Any:
-        cursor = self.inner.open(prompt, style)
+    def open(self, prompt: Any, style: str = "chat", sampling: Sampling = GREEDY) -> Any:
+        cursor = self.inner.open(prompt, style, sampling)
         delay = self.delay
 
         class Cursor:
@@ -466,7 +476,7 @@ class ContinuationBackend:
         self.words = ScriptedBackend(continuation).words
         self.prompts: list[Any] = []
 
-    def open(self, prompt: Any, style: str = "chat") -> Any:
+    def open(self, prompt: Any, style: str = "chat", sampling: Sampling = GREEDY) -> Any:
         words = self.words
         self.prompts.append(prompt)
 

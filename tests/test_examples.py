@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mentorcollab_langchain import ChatMentorCollab, ScriptedBackend
+from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -36,10 +37,10 @@ class TurnsBackend:
     def model_name(self) -> str:
         return self.name
 
-    def open(self, prompt: Any, style: str = "chat") -> Any:
+    def open(self, prompt: Any, style: str = "chat", sampling: Sampling = GREEDY) -> Any:
         answer = self.answers[min(len(self.prompts), len(self.answers) - 1)]
         self.prompts.append(prompt)
-        return ScriptedBackend(answer).open(prompt, style)
+        return ScriptedBackend(answer).open(prompt, style, sampling)
 
 
 @pytest.fixture(scope="module")

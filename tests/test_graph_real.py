@@ -22,6 +22,7 @@ from langgraph.types import Command
 
 from graphs import InvalidResumeError, build_mentorcollab_graph, decision_log, in_memory_tracing, node_spans
 from mentorcollab_langchain.backends import TransformersBackend
+from mentorcollab_langchain.backends.sampling import GREEDY
 from mentorcollab_langchain.chat_model import ChatMentorCollab
 from mentorcollab_langchain.engine import CollabConfig, run_collaboration
 from mentorcollab_langchain.errors import BackendError
@@ -120,8 +121,8 @@ class _FailingBackend:
     def model_name(self) -> str:
         return self.backend.model_name
 
-    def open(self, prompt, style="chat"):
-        return _FailingCursor(self, self.backend.open(prompt, style))
+    def open(self, prompt, style="chat", sampling=GREEDY):
+        return _FailingCursor(self, self.backend.open(prompt, style, sampling))
 
 
 class _FailingCursor:
@@ -193,8 +194,8 @@ class Slow:
         self.backend = backend
         self.model_name = backend.model_name
 
-    def open(self, prompt, style="chat"):
-        cursor = self.backend.open(prompt, style)
+    def open(self, prompt, style="chat", sampling=GREEDY):
+        cursor = self.backend.open(prompt, style, sampling)
         original = cursor.next_word
 
         def next_word(*args, **kwargs):

@@ -128,7 +128,7 @@ class ScriptedRemoteBackend:
     def __init__(self, server: ScriptedServer) -> None:
         self.server = server
 
-    def open(self, prompt: Any, style: str = "chat") -> OpenAICompatibleCursor:
+    def open(self, prompt: Any, style: str = "chat", sampling: Any = None) -> OpenAICompatibleCursor:
         return OpenAICompatibleCursor(self.server, PROMPT)  # type: ignore[arg-type]
 
 

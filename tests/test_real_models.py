@@ -49,6 +49,23 @@ def test_same_seed_same_text_on_real_models() -> None:
     assert first.stats.probes >= 1
 
 
+def test_sampled_collaboration_is_fixed_by_the_seed_and_a_word_chain_equals_one_segment() -> None:
+    generator = TransformersBackend("smollm2-135m-instruct")
+    mentor = TransformersBackend("gemma3-270m")
+    config = CollabConfig(probe_rate=0.4, segment_tokens=6, max_new_tokens=30, temperature=0.9)
+    texts = {seed: run_collaboration(GSM8K_NATALIA, generator, mentor, config=config.model_copy(update={"seed": seed})).text
+             for seed in (1, 2, 3)}
+    assert run_collaboration(GSM8K_NATALIA, generator, mentor, config=config.model_copy(update={"seed": 1})).text == texts[1]
+    assert len(set(texts.values())) > 1, "different seeds should sample different answers"
+    # The draws depend on the text only, so word-by-word decoding writes what one long segment writes.
+    sampling = config.model_copy(update={"seed": 5}).sampling
+    whole = generator.open(GSM8K_NATALIA, sampling=sampling).generate("", 24).text
+    cursor, text = generator.open(GSM8K_NATALIA, sampling=sampling), ""
+    while len(text) < len(whole):
+        text += cursor.next_word(text, 12).text
+    assert text.startswith(whole)
+
+
 def test_gemma_base_model_as_generator_with_raw_prompt() -> None:
     generator = TransformersBackend("gemma3-270m")
     mentor = TransformersBackend("smollm2-135m-instruct")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mentorcollab_langchain.backends import TransformersBackend
+from mentorcollab_langchain.backends.sampling import Sampling
 from mentorcollab_langchain.errors import ConfigError, ContextTooLongError
 
 PROMPT = [{"role": "user", "content": "Count the apples: two red, three green."}]
@@ -128,3 +129,25 @@ def test_raw_prompt_style_skips_the_chat_template(tiny_byte_level_model: str) ->
     chat = backend.loaded.tokenizer.decode(backend.prompt_ids("Question: 2+2?\nAnswer:", "chat"))
     assert raw == "Question: 2+2?\nAnswer:"
     assert "<|im_start|>assistant" in chat
+
+
+def test_sampling_is_fixed_by_the_seed(backend: TransformersBackend) -> None:
+    hot = Sampling(temperature=1.5, seed=7)
+    whole = backend.open(PROMPT, sampling=hot).generate("", 16)
+    assert backend.open(PROMPT, sampling=hot).generate("", 16) == whole
+    others = {backend.open(PROMPT, sampling=Sampling(1.5, seed)).generate("", 16).text for seed in range(4)}
+    assert len(others) > 1, "the seed must change what is sampled"
+    greedy = backend.open(PROMPT).generate("", 16)
+    assert greedy != whole
+    assert backend.open(PROMPT, sampling=Sampling(temperature=1e-4, seed=3)).generate("", 16) == greedy
+
+
+def test_sampling_follows_the_temperature(backend: TransformersBackend) -> None:
+    cursor = backend.open(PROMPT, sampling=Sampling(temperature=1.0, seed=0))
+    logits = cursor.next_token_logits("")
+    probabilities = torch.softmax(logits.double(), dim=-1)
+    draws = [cursor._pick(logits, f" draw {index}") for index in range(2000)]
+    top = int(probabilities.argmax())
+    share = draws.count(top) / len(draws)
+    expected = float(probabilities[top])
+    assert abs(share - expected) < 4 * (expected * (1 - expected) / len(draws)) ** 0.5 + 1e-3

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypedDict, runtime_checkable
 
+from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
+
 PromptStyle = Literal["chat", "raw"]
 
 
@@ -54,11 +56,11 @@ class Cursor(Protocol):
     """One request's view of one model, positioned by the response text it is asked at."""
 
     def next_word(self, text: str, max_tokens: int) -> Piece:
-        """The model's next word after ``text``: greedy tokens until the next one starts with whitespace."""
+        """The model's next word after ``text``: tokens until the next one starts with whitespace."""
         ...
 
     def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
-        """Up to ``max_tokens`` greedy tokens after ``text``, cut before the first stop string."""
+        """Up to ``max_tokens`` tokens after ``text``, cut before the first stop string."""
         ...
 
     def label_logprobs(self, text: str, labels: Sequence[str]) -> list[float]:
@@ -83,8 +85,11 @@ class Backend(Protocol):
         """A name that identifies the model in records and traces."""
         ...
 
-    def open(self, prompt: Prompt, style: PromptStyle = "chat") -> Cursor:
-        """Render ``prompt`` (messages with the chat template, or raw text) and start a cursor there."""
+    def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> Cursor:
+        """Render ``prompt`` (messages with the chat template, or raw text) and start a cursor there.
+
+        ``sampling`` says how the cursor picks tokens when it proposes words and writes segments.
+        """
         ...
 
 

@@ -25,6 +25,7 @@ from functools import cached_property
 from typing import Any
 
 from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle, as_messages, render_plain
+from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.http_client import CircuitBreaker, OpenAICompatibleClient
 from mentorcollab_langchain.errors import BackendError
 from mentorcollab_langchain.models.registry import resolve_model
@@ -73,11 +74,18 @@ class OpenAICompatibleBackend:
             return self.tokenizer.apply_chat_template(as_messages(prompt), tokenize=False, add_generation_prompt=True)
         return render_plain(prompt, style)
 
-    def open(self, prompt: Prompt, style: PromptStyle = "chat") -> OpenAICompatibleCursor:
-        return OpenAICompatibleCursor(self, self.render(prompt, style))
+    def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> OpenAICompatibleCursor:
+        return OpenAICompatibleCursor(self, self.render(prompt, style), sampling)
 
-    def complete(self, prompt: str, max_tokens: int, *, logprobs: int | None = None) -> dict[str, Any]:
-        payload: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}
+    def complete(
+        self, prompt: str, max_tokens: int, *, logprobs: int | None = None, sampling: Sampling = GREEDY
+    ) -> dict[str, Any]:
+        """One completion. A sampled one carries a seed fixed by the sampling seed and the prompt, so the
+        server draws the same tokens when asked the same thing (vLLM and llama.cpp honour ``seed``)."""
+        payload: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens}
+        payload["temperature"] = sampling.temperature
+        if not sampling.greedy:
+            payload["seed"] = sampling.key(self.model, prompt) % 2**31
         if logprobs is not None:
             payload["logprobs"] = logprobs
         answer = self.client.post("/v1/completions", payload)
@@ -102,9 +110,10 @@ class OpenAICompatibleCursor:
     What it keeps instead is the read-ahead: tokens the server already wrote after ``_ahead_at``.
     """
 
-    def __init__(self, backend: OpenAICompatibleBackend, prompt: str) -> None:
+    def __init__(self, backend: OpenAICompatibleBackend, prompt: str, sampling: Sampling = GREEDY) -> None:
         self.backend = backend
         self.prompt = prompt
+        self.sampling = sampling
         self._ahead_at: str | None = None  # the response text the read-ahead tokens follow
         self._ahead: list[str] = []
         self._ahead_ended: str | None = None  # the server's finish_reason when it ended its text there
@@ -134,7 +143,7 @@ class OpenAICompatibleCursor:
             ended = None if self._ahead else self._ahead_ended
         wanted = max_tokens - len(tokens)
         if wanted > 0 and ended is None:
-            choice = self.backend.complete(self.prompt + text + "".join(tokens), wanted)
+            choice = self.backend.complete(self.prompt + text + "".join(tokens), wanted, sampling=self.sampling)
             more = self.backend.split_tokens(_text(choice))
             generated = _completion_tokens(choice, more)
             tokens += more
@@ -158,7 +167,7 @@ class OpenAICompatibleCursor:
             return 0
         self._chunk = min(self._chunk * 2, READ_AHEAD_LIMIT) if continuing else WORD_CHUNK_TOKENS
         asked = self._chunk if continuing else min(WORD_CHUNK_TOKENS, wanted)
-        choice = self.backend.complete(self.prompt + text, asked)
+        choice = self.backend.complete(self.prompt + text, asked, sampling=self.sampling)
         self._ahead_at, self._ahead = text, self.backend.split_tokens(_text(choice))
         self._ahead_ended = _ended(choice)
         return _completion_tokens(choice, self._ahead)

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 
 from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
+from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.errors import BackendError
 
 _WORD = re.compile(r"\s*\S+|\s+$")
@@ -36,7 +37,8 @@ class ScriptedBackend:
     def model_name(self) -> str:
         return self.name
 
-    def open(self, prompt: Prompt, style: PromptStyle = "chat") -> ScriptedCursor:
+    def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> ScriptedCursor:
+        """A script writes its answer whatever the sampling: it forces situations, it does not sample."""
         self.prompts.append(prompt)
         return ScriptedCursor(self)
 

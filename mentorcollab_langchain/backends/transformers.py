@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.base import (
     ChatMessage,
     Piece,
@@ -156,14 +157,14 @@ class TransformersBackend:
         # Plain text gets the tokenizer's own special tokens (Gemma needs its <bos>).
         return loaded.tokenizer.encode(render_plain(prompt, style), add_special_tokens=True)
 
-    def open(self, prompt: Prompt, style: PromptStyle = "chat") -> TransformersCursor:
+    def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> TransformersCursor:
         prompt_ids = self.prompt_ids(prompt, style)
         if len(prompt_ids) >= self.loaded.context_length:
             raise ContextTooLongError(
                 f"the prompt is {len(prompt_ids)} tokens for {self.model}, whose context holds "
                 f"{self.loaded.context_length}"
             )
-        return TransformersCursor(self.loaded, prompt_ids)
+        return TransformersCursor(self.loaded, prompt_ids, sampling)
 
 
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -177,10 +178,11 @@ def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 class TransformersCursor:
     """One request's KV cache on one model, moved by text (see the module docstring)."""
 
-    def __init__(self, loaded: LoadedModel, prompt_ids: list[int]) -> None:
+    def __init__(self, loaded: LoadedModel, prompt_ids: list[int], sampling: Sampling = GREEDY) -> None:
         from transformers import DynamicCache
 
         self._model = loaded
+        self.sampling = sampling
         self._new_cache = lambda: DynamicCache(config=loaded.network.config)
         self.prompt_ids = prompt_ids
         self.cached_ids: list[int] = []
@@ -241,8 +243,8 @@ class TransformersCursor:
 
     # -- the operations the engine uses --------------------------------------------------------
 
-    def _greedy(self, text: str, max_tokens: int, *, one_word: bool, stop: Sequence[str] = ()) -> Piece:
-        """The decode loop: greedy tokens from ``text``, one forward pass per token."""
+    def _decode(self, text: str, max_tokens: int, *, one_word: bool, stop: Sequence[str] = ()) -> Piece:
+        """The decode loop: tokens from ``text``, one forward pass per token."""
         tokenizer = self._model.tokenizer
         logits = self._move_to(self.token_ids(text))
         produced: list[int] = []
@@ -251,7 +253,7 @@ class TransformersCursor:
             over_budget = len(produced) >= max_tokens
             if over_budget and not decoded.endswith("\ufffd"):
                 break
-            token = int(logits.argmax())
+            token = self._pick(logits, text + decoded)
             if token in self._model.eos_ids:
                 return Piece(decoded, len(produced), eos=True)
             if one_word and produced and self._model.whitespace_start[token]:
@@ -264,11 +266,20 @@ class TransformersCursor:
                 return Piece(decoded[:cut], len(produced))
         return Piece(decoded, len(produced))
 
+    def _pick(self, logits: torch.Tensor, text: str) -> int:
+        """The most likely token, or the one the draw for ``text`` lands on at the sampling temperature."""
+        if self.sampling.greedy:
+            return int(logits.argmax())
+        probabilities = torch.softmax(logits.double() / self.sampling.temperature, dim=-1)
+        draw = self.sampling.uniform(self._model.name, text)
+        token = int(torch.searchsorted(torch.cumsum(probabilities, dim=-1), torch.tensor([draw], dtype=torch.float64)))
+        return min(token, len(probabilities) - 1)
+
     def next_word(self, text: str, max_tokens: int) -> Piece:
-        return self._greedy(text, max_tokens, one_word=True)
+        return self._decode(text, max_tokens, one_word=True)
 
     def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
-        return self._greedy(text, max_tokens, one_word=False, stop=stop)
+        return self._decode(text, max_tokens, one_word=False, stop=stop)
 
     def label_logprobs(self, text: str, labels: Sequence[str]) -> list[float]:
         logprobs = torch.log_softmax(self._move_to(self.token_ids(text)), dim=-1)

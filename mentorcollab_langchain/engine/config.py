@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mentorcollab_langchain.backends.sampling import Sampling
 from mentorcollab_langchain.errors import ConfigError
 
 
@@ -17,7 +18,9 @@ class CollabConfig(BaseModel):
         segment_tokens: length of each model's lookahead segment at a divergence.
         max_word_tokens: the most tokens one word step may take.
         max_new_tokens: the most tokens committed to the answer (both sources together).
-        seed: seeds the probe positions; the same seed gives the same probes and text.
+        seed: seeds the probe positions and any sampling; the same seed gives the same probes and text.
+        temperature: 0 decodes greedily (the paper's setting); above 0 both models sample each token
+            at this temperature, with draws fixed by the seed and the text (``backends.sampling``).
         match: how the two proposed words are compared: ``exact``, or ``normalized`` (whitespace
             collapsed and stripped).
         stop: strings that end the answer; the answer is cut before the first one.
@@ -37,6 +40,7 @@ class CollabConfig(BaseModel):
     max_word_tokens: int = Field(default=12, ge=1)
     max_new_tokens: int = Field(default=512, ge=1)
     seed: int = 0
+    temperature: float = Field(default=0.0, ge=0.0, le=10.0)
     match: Literal["exact", "normalized"] = "exact"
     stop: tuple[str, ...] = ()
     repetition_guard: bool = True
@@ -68,6 +72,11 @@ class CollabConfig(BaseModel):
             "repetition_guard": False,
         }
         return cls(**(settings | overrides))
+
+    @property
+    def sampling(self) -> Sampling:
+        """How both models pick tokens in this run."""
+        return Sampling(temperature=self.temperature, seed=self.seed)
 
     def words_match(self, generator_word: str, mentor_word: str) -> bool:
         if self.match == "exact":

@@ -31,8 +31,8 @@ def collaborate(
     state = state if state is not None else CollabState()
     with ExitStack() as cursors:
         team = Team(
-            generator=cursors.enter_context(closing(generator.open(prompt, config.prompt_style))),
-            mentor=cursors.enter_context(closing(mentor.open(prompt, config.prompt_style))),
+            generator=cursors.enter_context(closing(generator.open(prompt, config.prompt_style, config.sampling))),
+            mentor=cursors.enter_context(closing(mentor.open(prompt, config.prompt_style, config.sampling))),
             verifier=get_verifier(verifier),
             config=config,
         )
