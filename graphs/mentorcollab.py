@@ -32,7 +32,8 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from typing_extensions import NotRequired
 
 from mentorcollab_langchain.backends.base import Backend, ChatMessage
-from mentorcollab_langchain.chat_model import _Assembler, _prompt_tokens, _Request, _Run, to_engine_messages
+from mentorcollab_langchain.chat_model import answer_message as chat_answer_message
+from mentorcollab_langchain.chat_model import stream_chunk, to_engine_messages
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
 from mentorcollab_langchain.engine.state import Candidate, CollabState, Decision, Divergence, Span, Stats
@@ -113,26 +114,20 @@ def answer_message(
     verifier_name: str | None = None,
     message_id: str | None = None,
 ) -> AIMessage:
-    """The answer as the ``AIMessage`` that ``ChatMentorCollab`` gives for the same run: the same content,
-    ``response_metadata`` (the engine's record plus model names and per-model usage) and
-    ``usage_metadata``. Built by the chat model's own assembler, so the two never drift apart."""
-    prompt = request if isinstance(request, list) else [{"role": "user", "content": request}]
-    chat_request = _Request(prompt=prompt, config=config, generator=generator, mentor=mentor, verifier=verifier)
-    run = _Run(chat_request, state)
-    run.input_tokens = _prompt_tokens(generator, chat_request)
-    if state.stats.mentor_calls:
-        run.mentor_input_tokens = _prompt_tokens(mentor, chat_request)
-    names = (str(generator.model_name), str(mentor.model_name))
-    message = _Assembler(run, "+".join(names), *names, verifier_name or verifier.name).message()
+    """The answer as the ``AIMessage`` that ``ChatMentorCollab`` gives for the same run (same content,
+    ``response_metadata`` and ``usage_metadata``, from the chat model's own assembler)."""
+    message = chat_answer_message(
+        state, prompt=request, config=config, generator=generator, mentor=mentor, verifier=verifier, verifier_name=verifier_name
+    )
     message.id = message_id
     return message
 
 
 def _chunk(event: TextCommitted, answer_id: str) -> AIMessageChunk:
     """Committed text as the chunk ``ChatMentorCollab.stream`` gives (with its provenance entry)."""
-    chunk = _Assembler._chunk(event.text, event.source, event.start, event.end).message
+    chunk = stream_chunk(event)
     chunk.id = answer_id
-    return chunk  # type: ignore[return-value]
+    return chunk
 
 
 # -- cursors, outside the state -----------------------------------------------------------------

@@ -61,7 +61,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from mentorcollab_langchain import tools as tooling
-from mentorcollab_langchain.backends.base import Backend, ChatMessage, PromptStyle
+from mentorcollab_langchain.backends.base import Backend, ChatMessage, Conversation, Prompt, PromptStyle
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.engine import CollabConfig, CollabState, TextCommitted, collaborate
 from mentorcollab_langchain.engine.events import Event
@@ -210,7 +210,7 @@ def to_engine_messages(messages: Sequence[BaseMessage], system_extra: Sequence[s
 class _Request:
     """Everything one call needs, resolved before any model runs."""
 
-    prompt: list[ChatMessage]
+    prompt: Prompt
     config: CollabConfig
     generator: Backend
     mentor: Backend
@@ -431,6 +431,36 @@ class _Assembler:
 
 
 _DONE = object()
+
+
+def answer_message(
+    state: CollabState,
+    *,
+    prompt: Prompt,
+    config: CollabConfig,
+    generator: Backend,
+    mentor: Backend,
+    verifier: Verifier,
+    verifier_name: str | None = None,
+) -> AIMessage:
+    """The ``AIMessage`` that ``ChatMentorCollab`` gives for a run that ended in ``state``.
+
+    For code that runs the engine's steps itself (the LangGraph graph does) and must answer exactly as
+    the chat model does: the same content, ``response_metadata`` and ``usage_metadata``, from the same
+    assembler, so the two never drift apart. ``verifier_name`` overrides the decider's recorded name.
+    """
+    request = _Request(prompt=prompt, config=config, generator=generator, mentor=mentor, verifier=verifier)
+    run = _Run(request, state)
+    run.input_tokens = _prompt_tokens(generator, request)
+    if state.stats.mentor_calls:
+        run.mentor_input_tokens = _prompt_tokens(mentor, request)
+    names = (str(generator.model_name), str(mentor.model_name))
+    return _Assembler(run, "+".join(names), *names, verifier_name or verifier.name).message()
+
+
+def stream_chunk(event: TextCommitted) -> AIMessageChunk:
+    """Committed text as the chunk ``ChatMentorCollab.stream`` gives for it, with its provenance entry."""
+    return _Assembler._chunk(event.text, event.source, event.start, event.end).message  # type: ignore[return-value]
 
 
 async def _events_in_thread(run: _Run) -> AsyncIterator[Event]:
@@ -696,8 +726,9 @@ class ChatMentorCollab(BaseChatModel):
         tools = list(kwargs.get("tools") or [])
         names = [tooling.tool_name(tool) for tool in tools]
         tool_choice = tooling.normalize_tool_choice(kwargs.get("tool_choice"), names) if tools else None
-        if tools and tool_choice != "none":
-            extra.append(tooling.tools_instruction(tools, tool_choice))
+        offered = tools if tool_choice != "none" else []
+        if offered:
+            extra.append(tooling.tool_choice_instruction(tool_choice))
             prefix = tooling.forced_prefix(tool_choice, tools)
             if prefix:
                 stops.append(tooling.TOOL_CALL_CLOSE)
@@ -707,8 +738,9 @@ class ChatMentorCollab(BaseChatModel):
             schema = (response_format.get("json_schema") or {}).get("schema")
             prefix = prefix or tooling.json_prefix(schema)
         overrides["stop"] = tuple(dict.fromkeys(stops))
+        engine_messages = to_engine_messages(messages, extra)
         return _Request(
-            prompt=to_engine_messages(messages, extra),
+            prompt=Conversation(tuple(engine_messages), tuple(offered)) if offered else engine_messages,
             config=self._config(**overrides),
             generator=self._backend("generator"),
             mentor=self._backend("mentor"),

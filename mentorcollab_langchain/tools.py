@@ -1,9 +1,8 @@
-"""Tool calls and structured output as text: how tools are shown to the models and read back.
+"""Tool calls and structured output as text: how tools are asked for and read back.
 
-The engine speaks text, so tools travel as text too. The instruction below is the one Qwen2.5's chat
-template writes for ``tools=`` (character for character, tested), put at the end of the system
-message; SmolLM2 and base models without a template read the same instruction. A model calls a tool
-by writing::
+The engine speaks text, so tools travel as text too. The tool definitions go to each model with the
+prompt (``backends.base.Conversation``) and are rendered by its chat template where it takes tools,
+else as Qwen's own written instruction (``backends.prompts``). A model calls a tool by writing::
 
     <tool_call>
     {"name": "calculator", "arguments": {"expression": "2 + 3"}}
@@ -29,15 +28,6 @@ from langchain_core.utils.json import parse_partial_json
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 
-TOOLS_INSTRUCTION = (
-    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>{tools}\n</tools>\n\n"
-    "For each function call, return a json object with function name and arguments within "
-    "<tool_call></tool_call> XML tags:\n<tool_call>\n"
-    # Qwen's template really writes these braces doubled (a quirk upstream); kept, so that Qwen reads
-    # exactly the prompt it was trained on.
-    '{{{{"name": <function-name>, "arguments": <args-json-object>}}}}\n</tool_call>'
-)
 REQUIRED_INSTRUCTION = "You must call one of these functions now."
 NAMED_INSTRUCTION = "You must call the function {name} now."
 
@@ -51,15 +41,13 @@ def tool_name(tool: Mapping[str, Any]) -> str:
     return str(tool["function"]["name"])
 
 
-def tools_instruction(tools: Sequence[Mapping[str, Any]], tool_choice: str | None) -> str:
-    """The system-message text that presents ``tools`` (OpenAI tool dicts) and the tool choice."""
-    listed = "".join("\n" + json.dumps(tool, ensure_ascii=False) for tool in tools)
-    text = TOOLS_INSTRUCTION.format(tools=listed)
+def tool_choice_instruction(tool_choice: str | None) -> str:
+    """The system-message sentence that asks for a tool call, or "" when the model may choose."""
     if tool_choice == "required":
-        text += "\n\n" + REQUIRED_INSTRUCTION
-    elif tool_choice not in (None, "auto", "none"):
-        text += "\n\n" + NAMED_INSTRUCTION.format(name=tool_choice)
-    return text
+        return REQUIRED_INSTRUCTION
+    if tool_choice not in (None, "auto", "none"):
+        return NAMED_INSTRUCTION.format(name=tool_choice)
+    return ""
 
 
 def forced_prefix(tool_choice: str | None, tools: Sequence[Mapping[str, Any]] = ()) -> str:

@@ -28,7 +28,8 @@ from mentorcollab_langchain import (
     TransformersBackend,
     UnsupportedContentError,
 )
-from mentorcollab_langchain.backends.base import Piece
+from mentorcollab_langchain.backends.base import Conversation, Piece
+from mentorcollab_langchain.backends.prompts import render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.transformers import _LOADED
 
@@ -426,8 +427,9 @@ def test_bound_tools_produce_parsed_tool_calls() -> None:
     assert [(call["name"], call["args"]) for call in message.tool_calls] == [("calculator", {"expression": "2 * 21"})]
     assert message.content == "Let me compute."
     assert message.response_metadata["finish_reason"] == "tool_calls"
-    system = model.bound.generator.prompts[-1][0]
-    assert system["role"] == "system" and '"name": "calculator"' in system["content"] and "<tool_call>" in system["content"]
+    prompt = model.bound.generator.prompts[-1]  # the tools go with the prompt, for each model to render
+    assert isinstance(prompt, Conversation) and [tool["function"]["name"] for tool in prompt.tools] == ["calculator", "weather"]
+    assert '"name": "calculator"' in render_plain(prompt, "chat") and "<tool_call>" in render_plain(prompt, "chat")
 
     chunks = list(model.stream("What is 2 * 21?"))
     full = merge(chunks)
@@ -450,6 +452,7 @@ def test_tool_choice_forces_the_named_tool() -> None:
         model.bind_tools([calculator], tool_choice="search")
     unforced = model.bind_tools([calculator, weather], tool_choice="none").invoke("Weather?")
     assert unforced.tool_calls == [] and "<tool_call>" in unforced.content
+    assert not isinstance(model.generator.prompts[-1], Conversation), "tool_choice='none' hides the tools"
 
 
 def test_unparseable_tool_calls_become_invalid_tool_calls() -> None:

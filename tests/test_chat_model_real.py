@@ -51,37 +51,3 @@ def test_forced_tool_call_on_real_models() -> None:
     # and it is not 3 (it copies the schema's "type": "integer"), so only the forced key is checked.
     assert "input" in message.tool_calls[0]["args"]
     assert message.response_metadata["finish_reason"] == "tool_calls"
-
-
-def test_tools_render_as_qwens_own_template_renders_them() -> None:
-    """The tools text in the system message is exactly what Qwen's template writes for ``tools=``."""
-    from langchain_core.messages import AIMessage, ToolMessage
-    from langchain_core.utils.function_calling import convert_to_openai_tool
-
-    from mentorcollab_langchain import tools as tooling
-    from mentorcollab_langchain.backends import TransformersBackend
-    from mentorcollab_langchain.chat_model import to_engine_messages
-
-    def magic_function(input: int) -> int:
-        """Applies a magic function to an input."""
-        return input + 2
-
-    tools = [convert_to_openai_tool(magic_function)]
-    call = {"name": "magic_function", "args": {"input": 3}, "id": "c1", "type": "tool_call"}
-    messages = [
-        SystemMessage("Be brief."),
-        HumanMessage("What is magic_function(3)?"),
-        AIMessage("", tool_calls=[call]),
-        ToolMessage("5", tool_call_id="c1"),
-    ]
-    native = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "What is magic_function(3)?"},
-        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "magic_function", "arguments": {"input": 3}}}]},
-        {"role": "tool", "content": "5"},
-    ]
-    tokenizer = TransformersBackend("qwen2.5-coder-1.5b-instruct", device="cpu").loaded.tokenizer
-    ours = to_engine_messages(messages, [tooling.tools_instruction(tools, None)])
-    assert tokenizer.apply_chat_template(ours, tokenize=False, add_generation_prompt=True) == tokenizer.apply_chat_template(
-        native, tools=tools, tokenize=False, add_generation_prompt=True
-    )

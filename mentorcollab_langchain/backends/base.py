@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 
@@ -25,7 +25,21 @@ class ChatMessage(TypedDict):
     content: str
 
 
-Prompt = str | Sequence[ChatMessage]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Chat messages plus the tools the models may call (OpenAI tool dicts).
+
+    Tools travel with the prompt because each backend renders them its own way (``backends.prompts``):
+    through its chat template where the template takes ``tools``, else as a written instruction.
+    """
+
+    messages: tuple[ChatMessage, ...]
+    tools: tuple[dict[str, Any], ...] = ()
+
+
+Prompt = str | Sequence[ChatMessage] | Conversation
 
 
 @dataclass(frozen=True)
@@ -92,24 +106,3 @@ class Backend(Protocol):
         """
         ...
 
-
-def render_plain(prompt: Prompt, style: PromptStyle) -> str:
-    """The prompt as plain text, for raw completion prompts and for base models without a chat template.
-
-    ``raw`` passes a ready completion prompt through untouched (the paper's setting). ``chat`` on a model
-    without a template labels each turn and leaves the assistant's turn open.
-    """
-    if isinstance(prompt, str):
-        messages: Sequence[ChatMessage] = [{"role": "user", "content": prompt}]
-    else:
-        messages = prompt
-    if style == "raw":
-        return "\n\n".join(message["content"] for message in messages)
-    turns = [f"{message['role'].capitalize()}: {message['content']}" for message in messages]
-    return "\n\n".join(turns) + "\n\nAssistant:"
-
-
-def as_messages(prompt: Prompt) -> list[ChatMessage]:
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return list(prompt)

@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
-from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle, as_messages, render_plain
+from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
+from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.http_client import CircuitBreaker, OpenAICompatibleClient
 from mentorcollab_langchain.errors import BackendError
@@ -71,7 +72,7 @@ class OpenAICompatibleBackend:
     def render(self, prompt: Prompt, style: PromptStyle = "chat") -> str:
         """The prompt text the server continues: the chat template's rendering, or plain text."""
         if style == "chat" and getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(as_messages(prompt), tokenize=False, add_generation_prompt=True)
+            return render_chat(self.tokenizer, prompt)
         return render_plain(prompt, style)
 
     def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> OpenAICompatibleCursor:

@@ -16,14 +16,8 @@ from typing import Any
 import torch
 
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
-from mentorcollab_langchain.backends.base import (
-    ChatMessage,
-    Piece,
-    Prompt,
-    PromptStyle,
-    as_messages,
-    render_plain,
-)
+from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
+from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.words import whitespace_start_table
 from mentorcollab_langchain.errors import ConfigError, ContextTooLongError
 from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, resolve_model
@@ -151,9 +145,7 @@ class TransformersBackend:
         """Token ids of the rendered prompt, ending where the assistant's answer begins."""
         loaded = self.loaded
         if style == "chat" and loaded.has_chat_template:
-            messages: list[ChatMessage] = as_messages(prompt)
-            rendered = loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return loaded.tokenizer.encode(rendered, add_special_tokens=False)
+            return loaded.tokenizer.encode(render_chat(loaded.tokenizer, prompt), add_special_tokens=False)
         # Plain text gets the tokenizer's own special tokens (Gemma needs its <bos>).
         return loaded.tokenizer.encode(render_plain(prompt, style), add_special_tokens=True)
 
