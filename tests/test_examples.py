@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mentorcollab_langchain import ChatMentorCollab, ScriptedBackend
+from mentorcollab_langchain.backends.base import Conversation
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -101,7 +102,8 @@ def test_agent_calls_the_calculator_and_answers(agent: ModuleType) -> None:
     assert "tool calculator: 395" in report
     assert report.rstrip().endswith("'The answer is 395 .'")
     second_prompt = generator.prompts[1]
-    assert second_prompt[-1] == {"role": "user", "content": "<tool_response>\n395\n</tool_response>"}
+    assert isinstance(second_prompt, Conversation) and second_prompt.tools  # the agent keeps offering the tool
+    assert second_prompt.messages[-1] == {"role": "user", "content": "<tool_response>\n395\n</tool_response>"}
     assert '"name": "calculator"' in second_prompt[0]["content"]  # the tools are shown in the system message
 
 
