@@ -61,11 +61,12 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from mentorcollab_langchain import tools as tooling
+from mentorcollab_langchain.backends.http_client import CURRENT_ASYNC_SCOPE, AsyncScope
 from mentorcollab_langchain.backends.base import Backend, ChatMessage, Conversation, Prompt, PromptStyle
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.engine import CollabConfig, CollabState, TextCommitted, collaborate
 from mentorcollab_langchain.engine.events import Event
-from mentorcollab_langchain.errors import ConfigError, MentorCollabError
+from mentorcollab_langchain.errors import ConfigError, GenerationCancelled, MentorCollabError
 from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, DEFAULT_MENTOR
 from mentorcollab_langchain.verifiers import Verifier, get_verifier
 
@@ -115,14 +116,6 @@ class UnsupportedContentError(MentorCollabError, ValueError):
 
 class StructuredOutputError(OutputParserException, MentorCollabError):
     """The model's answer is not valid for the requested schema; ``llm_output`` holds the raw text."""
-
-
-class GenerationCancelled(BaseException):
-    """Raised inside the worker thread to stop a run whose caller went away.
-
-    A ``BaseException`` on purpose: the engine turns ``Exception`` from a mentor call into a recorded
-    mentor failure, and a cancellation must not be mistaken for one.
-    """
 
 
 # -- turning LangChain messages into the engine's prompt ----------------------------------------
@@ -464,10 +457,15 @@ def stream_chunk(event: TextCommitted) -> AIMessageChunk:
 
 
 async def _events_in_thread(run: _Run) -> AsyncIterator[Event]:
-    """The run's events, produced in a worker thread; leaving the loop early stops the worker."""
+    """The run's events, produced in a worker thread; leaving the loop early stops the worker.
+
+    The worker's HTTP calls to remote models come back to this loop (``AsyncScope``), so they use an
+    async client and a cancelled caller cuts them off mid-request.
+    """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     cancel = threading.Event()
+    scope = AsyncScope(loop)
 
     def put(item: Any) -> None:
         try:
@@ -476,6 +474,7 @@ async def _events_in_thread(run: _Run) -> AsyncIterator[Event]:
             cancel.set()
 
     def produce() -> None:
+        CURRENT_ASYNC_SCOPE.set(scope)  # this thread's own context: only this run's calls use the scope
         try:
             for event in run.events(cancel):
                 put(event)
@@ -498,6 +497,8 @@ async def _events_in_thread(run: _Run) -> AsyncIterator[Event]:
             yield item
     finally:
         cancel.set()
+        scope.cancel()
+        await scope.aclose()
 
 
 # -- structured output ---------------------------------------------------------------------------

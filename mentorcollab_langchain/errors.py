@@ -29,3 +29,11 @@ class ContextTooLongError(MentorCollabError, ValueError):
 
 class BackendError(MentorCollabError, RuntimeError):
     """A backend failed to produce text (for example an unreachable mentor)."""
+
+
+class GenerationCancelled(BaseException):
+    """Raised inside the worker thread to stop a run whose caller went away.
+
+    A ``BaseException`` on purpose: the engine turns ``Exception`` from a mentor call into a recorded
+    mentor failure, and a cancellation must not be mistaken for one.
+    """

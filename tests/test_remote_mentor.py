@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,28 @@ def test_api_key_is_sent_but_never_shown(monkeypatch: pytest.MonkeyPatch, mentor
     assert plan.authorizations == ["Bearer sk-test-secret"]
     assert "sk-test-secret" not in str(raised.value) and "sk-test-secret" not in repr(mentor.client)
     assert "HTTP 401" in str(raised.value) and plan.requests == 1, "a 401 is not retried"
+
+
+def test_the_async_path_reaches_the_real_server_through_the_async_client(
+    generator: TransformersBackend, mentor_server: ModelServer
+) -> None:
+    import asyncio
+
+    from mentorcollab_langchain import ChatMentorCollab
+
+    mentor = remote(mentor_server.url)
+    calls: list[str] = []
+    original = mentor.client.async_client
+
+    def counted() -> Any:
+        calls.append("async client")
+        return original()
+
+    mentor.client.async_client = counted  # type: ignore[method-assign]
+    model = ChatMentorCollab(generator=generator, mentor=mentor, probe_rate=0.5, segment_tokens=6, max_tokens=32, seed=4)
+    sync = model.invoke(GSM8K_NATALIA)
+    assert calls == []
+    through_loop = asyncio.run(model.ainvoke(GSM8K_NATALIA))
+    assert calls == ["async client"], "one async client per request, reused for all its calls"
+    assert through_loop.content == sync.content
+    assert through_loop.response_metadata["mentorcollab"]["stats"]["probes"] >= 1

@@ -9,14 +9,20 @@ never appears in a message, a log line or ``repr``.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import httpx
 
-from mentorcollab_langchain.errors import BackendError
+from mentorcollab_langchain.errors import BackendError, GenerationCancelled
+
+T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
@@ -85,33 +91,119 @@ class OpenAICompatibleClient:
         return f"OpenAICompatibleClient({self.base_url!r})"
 
     def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST ``payload``; on the async path (see ``AsyncScope``) the call runs on the caller's loop."""
+        scope = CURRENT_ASYNC_SCOPE.get()
+        if scope is not None:
+            return scope.run(lambda http: self._apost(http, path, payload), self)
+        target = self._begin(path)
+        for attempt in range(self.max_retries + 1):
+            try:
+                outcome: httpx.Response | httpx.HTTPError = self._http.post(path, json=payload)
+            except httpx.HTTPError as error:
+                outcome = error
+            answer = self._judge(target, outcome, attempt)
+            if not isinstance(answer, float):
+                return answer
+            time.sleep(answer)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _apost(self, http: httpx.AsyncClient, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The same call and retry policy as ``post``, with an ``httpx.AsyncClient``."""
+        target = self._begin(path)
+        for attempt in range(self.max_retries + 1):
+            try:
+                outcome: httpx.Response | httpx.HTTPError = await http.post(path, json=payload)
+            except httpx.HTTPError as error:
+                outcome = error
+            answer = self._judge(target, outcome, attempt)
+            if not isinstance(answer, float):
+                return answer
+            await asyncio.sleep(answer)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def async_client(self) -> httpx.AsyncClient:
+        """A new async client with this client's base URL, headers and timeouts."""
+        return httpx.AsyncClient(base_url=self.base_url, headers=self._http.headers, timeout=self._http.timeout)
+
+    def _begin(self, path: str) -> str:
         target = f"{self.base_url}{path}"
         self.breaker.check(target)
-        for attempt in range(self.max_retries + 1):
-            retry_after: float | None = None
-            try:
-                response = self._http.post(path, json=payload)
-            except httpx.TimeoutException as error:
+        return target
+
+    def _judge(self, target: str, outcome: httpx.Response | httpx.HTTPError, attempt: int) -> dict[str, Any] | float:
+        """The retry policy: the answer's JSON, or seconds to wait before the next attempt; raises when
+        the call has failed (a timeout, a status not worth retrying, or the last attempt)."""
+        retry_after: float | None = None
+        if isinstance(outcome, httpx.TimeoutException):
+            self.breaker.record(ok=False)
+            raise BackendError(f"{target}: no answer within the timeout ({type(outcome).__name__})") from None
+        if isinstance(outcome, httpx.HTTPError):
+            problem = f"cannot reach the server ({type(outcome).__name__}: {outcome})"
+        elif outcome.status_code < 400:
+            self.breaker.record(ok=True)
+            return outcome.json()
+        else:
+            problem = f"HTTP {outcome.status_code}: {outcome.text[:200]}"
+            if outcome.status_code not in RETRYABLE_STATUS:
                 self.breaker.record(ok=False)
-                raise BackendError(f"{target}: no answer within the timeout ({type(error).__name__})") from None
-            except httpx.TransportError as error:
-                problem = f"cannot reach the server ({type(error).__name__}: {error})"
-            else:
-                if response.status_code < 400:
-                    self.breaker.record(ok=True)
-                    return response.json()
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code not in RETRYABLE_STATUS:
-                    self.breaker.record(ok=False)
-                    raise BackendError(f"{target}: {problem}")
-                retry_after = _seconds(response.headers.get("Retry-After"))
-            if attempt < self.max_retries:
-                time.sleep(min(retry_after if retry_after is not None else self.backoff * 2**attempt, 10.0))
-        self.breaker.record(ok=False)
-        raise BackendError(f"{target}: {problem} (after {self.max_retries} retries)")
+                raise BackendError(f"{target}: {problem}")
+            retry_after = _seconds(outcome.headers.get("Retry-After"))
+        if attempt >= self.max_retries:
+            self.breaker.record(ok=False)
+            raise BackendError(f"{target}: {problem} (after {self.max_retries} retries)")
+        return float(min(retry_after if retry_after is not None else self.backoff * 2**attempt, 10.0))
 
     def close(self) -> None:
         self._http.close()
+
+
+class AsyncScope:
+    """The async path of one request: its HTTP calls run on the caller's event loop, cancellably.
+
+    The engine is one synchronous decode loop, so ``ainvoke``/``astream`` run it in a worker thread.
+    Inside this scope a remote model's call made by that thread is handed to ``loop`` and sent with an
+    ``httpx.AsyncClient`` (one per server, reused for the request's calls), and the thread waits for
+    the answer. ``cancel()`` cancels the calls in flight at once, so a caller who cancels never waits
+    for a slow server; the thread then gets ``GenerationCancelled``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._in_flight: set[concurrent.futures.Future[Any]] = set()
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def run(self, call: Callable[[httpx.AsyncClient], Coroutine[Any, Any, T]], owner: OpenAICompatibleClient) -> T:
+        """Run ``call(async_client)`` on the loop and wait for it (from the worker thread)."""
+        with self._lock:
+            if self._cancelled:
+                raise GenerationCancelled("the caller cancelled the request")
+            if id(owner) not in self._clients:
+                self._clients[id(owner)] = owner.async_client()
+            http = self._clients[id(owner)]
+            future = asyncio.run_coroutine_threadsafe(call(http), self.loop)
+            self._in_flight.add(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise GenerationCancelled("the caller cancelled the request") from None
+        finally:
+            with self._lock:
+                self._in_flight.discard(future)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            for future in self._in_flight:
+                future.cancel()
+
+    async def aclose(self) -> None:
+        for http in self._clients.values():
+            await http.aclose()
+
+
+CURRENT_ASYNC_SCOPE: ContextVar[AsyncScope | None] = ContextVar("mentorcollab_async_scope", default=None)
 
 
 def _seconds(header: str | None) -> float | None:
