@@ -28,7 +28,7 @@ MENTOR_COLOUR, RESET = "\033[1;36m", "\033[0m"
 
 def build_parser() -> argparse.ArgumentParser:
     from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
-    from mentorcollab_langchain.verifiers import NAMED_VERIFIERS
+    from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, NAMED_VERIFIERS
 
     parser = argparse.ArgumentParser(prog="mentorcollab", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompt", help="the question or instruction")
     run.add_argument("--generator", default=DEFAULT_GENERATOR, help="packaged name, Hugging Face id or folder")
     run.add_argument("--mentor", default=DEFAULT_MENTOR, help="packaged name, Hugging Face id or folder")
-    run.add_argument("--verifier", default="self-consult", choices=sorted(NAMED_VERIFIERS))
+    run.add_argument("--verifier", default=DEFAULT_VERIFIER, choices=sorted(NAMED_VERIFIERS))
     run.add_argument("--probe-rate", type=float, help="probability of probing the mentor at a word (default 0.1)")
     run.add_argument("--segment-tokens", type=int, help="lookahead length at a divergence (default 16)")
     run.add_argument("--max-new-tokens", type=int, help="most tokens in the answer (default 512)")

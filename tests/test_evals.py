@@ -27,7 +27,16 @@ from mentorcollab_langchain.evals.extract import (
 )
 from mentorcollab_langchain.evals.prompts import build_prompt
 from mentorcollab_langchain.evals.report import build_report, summarize, wilson_interval
-from mentorcollab_langchain.evals.runner import EvalRun, ModelInfo, Players, make_methods, read_results, sweep_methods
+from mentorcollab_langchain.evals.runner import (
+    EvalRun,
+    ModelInfo,
+    Players,
+    label_for_key,
+    make_methods,
+    read_results,
+    sweep_methods,
+)
+from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, NAMED_VERIFIERS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "evals"
 
@@ -261,7 +270,13 @@ def test_methods_and_config_hashes() -> None:
     assert make_methods(["mentorcollab"], base.model_copy(update={"probe_rate": 1.0}), "chat", "always-mentor")[0].label == (
         "mentorcollab (p=1, always-mentor)")
     sweep = sweep_methods(base, "chat")
-    assert len(sweep) == 1 + 4 * 3 * 2 and len({m.config_hash(GEN, MEN) for m in sweep}) == len(sweep)
+    assert len(sweep) == 1 + 4 * 3 * 3 and len({m.config_hash(GEN, MEN) for m in sweep}) == len(sweep)
+    # Labels are rebuilt from the key against today's defaults, so old results name what they ran.
+    key = methods["mentorcollab"].key(GEN, MEN)
+    assert label_for_key(key) == "mentorcollab" and key["verifier"] == DEFAULT_VERIFIER
+    other_verifier = next(name for name in NAMED_VERIFIERS if name != DEFAULT_VERIFIER)
+    assert label_for_key(key | {"verifier": other_verifier}) == f"mentorcollab ({other_verifier})"
+    assert label_for_key(methods["generator"].key(GEN, MEN)) is None
 
 
 def test_runner_writes_scores_and_resumes(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     from mentorcollab_langchain.evals.data import BENCHMARKS
     from mentorcollab_langchain.evals.runner import METHOD_NAMES
     from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
-    from mentorcollab_langchain.verifiers import NAMED_VERIFIERS
+    from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, NAMED_VERIFIERS
 
     evaluate = commands.add_parser("eval", help="accuracy and cost on real benchmarks (resumable), or --report")
     evaluate.add_argument("--benchmark", help=f"comma-separated: {', '.join(BENCHMARKS)}")
@@ -50,7 +50,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     evaluate.add_argument("--mentor", default=DEFAULT_MENTOR)
     evaluate.add_argument("--mentor-backend", choices=["auto", "llama.cpp", "transformers"], default="auto",
                           help="auto: a local llama.cpp server when llama-cpp-python is installed (5x faster here)")
-    evaluate.add_argument("--verifier", default="self-consult", choices=sorted(NAMED_VERIFIERS))
+    evaluate.add_argument("--verifier", default=DEFAULT_VERIFIER, choices=sorted(NAMED_VERIFIERS))
     evaluate.add_argument("--probe-rate", type=float, help="default: CollabConfig's")
     evaluate.add_argument("--segment-tokens", type=int, help="default: CollabConfig's")
     evaluate.add_argument("--max-new-tokens", type=int, help="default: 256 GSM8K, 512 MATH, 16 multiple choice")
@@ -86,7 +86,7 @@ def eval_command(args: argparse.Namespace) -> int:
 def _run_benchmark(args: argparse.Namespace, benchmark: str, players, out: Path) -> None:  # noqa: ANN001
     from mentorcollab_langchain.engine import CollabConfig
     from mentorcollab_langchain.evals.data import load_questions
-    from mentorcollab_langchain.evals.runner import EvalRun, make_methods, sweep_methods
+    from mentorcollab_langchain.evals.runner import SWEEP_VERIFIERS, EvalRun, make_methods, sweep_methods
 
     questions = load_questions(benchmark, args.split, args.limit, offset=args.offset)
     if not questions:
@@ -110,7 +110,7 @@ def _run_benchmark(args: argparse.Namespace, benchmark: str, players, out: Path)
             base, prompt,
             probe_rates=_floats(args.sweep_probe_rates) or (0.02, 0.05, 0.1, 0.2),
             segment_tokens=[int(value) for value in _floats(args.sweep_segment_tokens)] or (4, 8, 16),
-            verifiers=[value.strip() for value in args.sweep_verifiers.split(",")] if args.sweep_verifiers else ("self-consult", "always-mentor"),
+            verifiers=[value.strip() for value in args.sweep_verifiers.split(",")] if args.sweep_verifiers else SWEEP_VERIFIERS,
         )
     else:
         methods = make_methods([name.strip() for name in args.methods.split(",") if name.strip()], base, prompt, args.verifier)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mentorcollab_langchain.evals.runner import read_results
+from mentorcollab_langchain.evals.runner import label_for_key, read_results
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -70,6 +70,13 @@ class Row:
                 f"{self.key.get('prompt')} prompt, max {config.get('max_new_tokens')} tokens")
 
 
+def _label(record: dict[str, Any]) -> str:
+    """The stored label, except that default-named collaborations are renamed against today's defaults."""
+    if record["method"].startswith("mentorcollab"):
+        return label_for_key(record.get("method_key", {})) or record["method"]
+    return record["method"]
+
+
 def summarize(records: Sequence[dict[str, Any]]) -> list[Row]:
     """One row per (benchmark, split, config hash), with costs relative to the mentor alone."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -86,7 +93,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[Row]:
         rows.append(Row(
             benchmark=benchmark,
             split=split,
-            method=items[-1]["method"],
+            method=_label(items[-1]),
             config_hash=config_hash,
             key=items[-1].get("method_key", {}),
             n=n,

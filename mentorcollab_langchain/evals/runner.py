@@ -23,12 +23,13 @@ from mentorcollab_langchain.errors import ConfigError
 from mentorcollab_langchain.evals.data import Question
 from mentorcollab_langchain.evals.extract import score
 from mentorcollab_langchain.evals.prompts import PROMPT_VERSION, PromptKind, build_prompt
+from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER
 
 Role = Literal["generator", "mentor", "collab"]
 METHOD_NAMES = ("generator", "mentor", "mentorcollab", "faithful")
 SWEEP_PROBE_RATES = (0.02, 0.05, 0.1, 0.2)
 SWEEP_SEGMENT_TOKENS = (4, 8, 16)
-SWEEP_VERIFIERS = ("self-consult", "always-mentor")
+SWEEP_VERIFIERS = ("self-consult", "self-consult-both-orders", "always-mentor")
 
 
 # How a question's probe seed is made from the method's seed. With one seed for every question, every
@@ -62,7 +63,7 @@ class Method:
     role: Role
     config: CollabConfig
     prompt: PromptKind
-    verifier: str = "self-consult"
+    verifier: str = DEFAULT_VERIFIER
 
     def key(self, generator: ModelInfo, mentor: ModelInfo) -> dict[str, Any]:
         """Everything that defines this method's results, as plain data."""
@@ -91,7 +92,7 @@ class Method:
 
 
 def make_methods(
-    names: Iterable[str], base: CollabConfig, prompt: PromptKind, verifier: str = "self-consult"
+    names: Iterable[str], base: CollabConfig, prompt: PromptKind, verifier: str = DEFAULT_VERIFIER
 ) -> list[Method]:
     """The named methods over one base config (``faithful`` uses the paper's settings and raw prompts)."""
     methods = []
@@ -110,6 +111,17 @@ def make_methods(
     return methods
 
 
+def label_for_key(key: dict[str, Any]) -> str | None:
+    """A default-named collaboration's label from its method key, against today's defaults.
+
+    Reports relabel with this, so results recorded before a default changed name what they ran.
+    """
+    if key.get("role") != "collab":
+        return None
+    config = {name: value for name, value in key.get("config", {}).items() if name in ("probe_rate", "segment_tokens")}
+    return _collab_label(CollabConfig(**config), key.get("verifier") or DEFAULT_VERIFIER)
+
+
 def _collab_label(config: CollabConfig, verifier: str) -> str:
     """``mentorcollab``, with the settings that differ from the defaults, e.g. ``mentorcollab (p=1)``."""
     defaults = CollabConfig()
@@ -118,7 +130,7 @@ def _collab_label(config: CollabConfig, verifier: str) -> str:
         changed.append(f"p={config.probe_rate:g}")
     if config.segment_tokens != defaults.segment_tokens:
         changed.append(f"seg={config.segment_tokens}")
-    if verifier != "self-consult":
+    if verifier != DEFAULT_VERIFIER:
         changed.append(verifier)
     return f"mentorcollab ({', '.join(changed)})" if changed else "mentorcollab"
 

@@ -16,6 +16,9 @@ from mentorcollab_langchain.verifiers.base import (
 )
 from mentorcollab_langchain.verifiers.self_consult import SelfConsultVerifier
 
+DEFAULT_VERIFIER = "self-consult"
+"""The verifier used when none is named (see docs/results for the evidence behind the choice)."""
+
 NAMED_VERIFIERS: dict[str, Callable[[], Verifier]] = {
     "self-consult": SelfConsultVerifier,
     "self-consult-both-orders": partial(SelfConsultVerifier, both_orders=True),
@@ -27,7 +30,7 @@ NAMED_VERIFIERS: dict[str, Callable[[], Verifier]] = {
 def get_verifier(verifier: str | Verifier | None = None) -> Verifier:
     """A verifier from its name (see ``NAMED_VERIFIERS``) or as given."""
     if verifier is None:
-        return SelfConsultVerifier()
+        verifier = DEFAULT_VERIFIER
     if isinstance(verifier, str):
         if verifier not in NAMED_VERIFIERS:
             raise ConfigError(f"unknown verifier {verifier!r}; choose one of {', '.join(NAMED_VERIFIERS)}")
@@ -40,6 +43,7 @@ def get_verifier(verifier: str | Verifier | None = None) -> Verifier:
 __all__ = [
     "AlwaysMentor",
     "CallableVerifier",
+    "DEFAULT_VERIFIER",
     "NAMED_VERIFIERS",
     "NeverMentor",
     "SelfConsultVerifier",
