@@ -1,6 +1,6 @@
 """MentorCollab for LangChain: a small local model writes, a large mentor guides it at sparse probes."""
 
-from mentorcollab_langchain.backends import Backend, Cursor, ScriptedBackend, TransformersBackend
+from mentorcollab_langchain.backends import Backend, Conversation, Cursor, Sampling, ScriptedBackend, TransformersBackend
 from mentorcollab_langchain.engine import (
     CollabConfig,
     CollabState,
@@ -19,6 +19,7 @@ from mentorcollab_langchain.errors import (
     BackendError,
     ConfigError,
     ContextTooLongError,
+    GenerationCancelled,
     MentorCollabError,
     ModelFileError,
     ModelNotInstalledError,
@@ -27,6 +28,7 @@ from mentorcollab_langchain.errors import (
 from mentorcollab_langchain.verifiers import (
     AlwaysMentor,
     CallableVerifier,
+    DEFAULT_VERIFIER,
     NeverMentor,
     SelfConsultVerifier,
     Verdict,
@@ -43,16 +45,20 @@ __all__ = [
     "CollabState",
     "ConfigError",
     "ContextTooLongError",
+    "DEFAULT_VERIFIER",
+    "Conversation",
     "Cursor",
     "Decided",
     "Decision",
     "Finished",
+    "GenerationCancelled",
     "MentorCollabError",
     "MentorFailed",
     "ModelFileError",
     "ModelNotInstalledError",
     "NeverMentor",
     "Probed",
+    "Sampling",
     "ScriptedBackend",
     "SelfConsultVerifier",
     "Span",

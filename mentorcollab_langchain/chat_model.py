@@ -61,8 +61,8 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from mentorcollab_langchain import tools as tooling
-from mentorcollab_langchain.backends.http_client import CURRENT_ASYNC_SCOPE, AsyncScope
 from mentorcollab_langchain.backends.base import Backend, ChatMessage, Conversation, Prompt, PromptStyle
+from mentorcollab_langchain.backends.http_client import CURRENT_ASYNC_SCOPE, AsyncScope
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.engine import CollabConfig, CollabState, TextCommitted, collaborate
 from mentorcollab_langchain.engine.events import Event

@@ -25,9 +25,9 @@ from functools import cached_property
 from typing import Any
 
 from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
+from mentorcollab_langchain.backends.http_client import CircuitBreaker, OpenAICompatibleClient
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
-from mentorcollab_langchain.backends.http_client import CircuitBreaker, OpenAICompatibleClient
 from mentorcollab_langchain.errors import BackendError
 from mentorcollab_langchain.models.registry import resolve_model
 

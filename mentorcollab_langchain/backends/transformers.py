@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
+from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.words import whitespace_start_table
 from mentorcollab_langchain.errors import ConfigError, ContextTooLongError
 from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, resolve_model
