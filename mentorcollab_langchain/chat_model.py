@@ -68,7 +68,7 @@ from mentorcollab_langchain.engine import CollabConfig, CollabState, TextCommitt
 from mentorcollab_langchain.engine.events import Event
 from mentorcollab_langchain.errors import ConfigError, GenerationCancelled, MentorCollabError
 from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, DEFAULT_MENTOR
-from mentorcollab_langchain.verifiers import Verifier, get_verifier
+from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, Verifier, get_verifier
 
 PROVIDER = "mentorcollab"
 
@@ -578,8 +578,9 @@ class ChatMentorCollab(BaseChatModel):
     """The model that writes: a packaged name, a Hugging Face id or folder, or a backend object."""
     mentor: Any = DEFAULT_MENTOR
     """The model that guides at probes: a packaged name, a Hugging Face id or folder, or a backend object."""
-    verifier: Any = "self-consult"
-    """Who decides at a divergence: ``self-consult``, ``always-mentor``, ``never-mentor`` or a verifier object."""
+    verifier: Any = DEFAULT_VERIFIER
+    """Who decides at a divergence: a name in ``NAMED_VERIFIERS`` (default ``self-consult-both-orders``) or a
+    verifier object."""
     device: str = "auto"
     dtype: str = "auto"
 

@@ -28,7 +28,7 @@ MENTOR_COLOUR, RESET = "\033[1;36m", "\033[0m"
 
 def build_parser() -> argparse.ArgumentParser:
     from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
-    from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, NAMED_VERIFIERS
+    from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, NAMED_VERIFIERS, PAPER_VERIFIER
 
     parser = argparse.ArgumentParser(prog="mentorcollab", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompt", help="the question or instruction")
     run.add_argument("--generator", default=DEFAULT_GENERATOR, help="packaged name, Hugging Face id or folder")
     run.add_argument("--mentor", default=DEFAULT_MENTOR, help="packaged name, Hugging Face id or folder")
-    run.add_argument("--verifier", default=DEFAULT_VERIFIER, choices=sorted(NAMED_VERIFIERS))
+    run.add_argument("--verifier", choices=sorted(NAMED_VERIFIERS),
+                     help=f"default: {DEFAULT_VERIFIER} ({PAPER_VERIFIER} with --faithful)")
     run.add_argument("--probe-rate", type=float, help="probability of probing the mentor at a word (default 0.1)")
     run.add_argument("--segment-tokens", type=int, help="lookahead length at a divergence (default 16)")
     run.add_argument("--max-new-tokens", type=int, help="most tokens in the answer (default 512)")
@@ -133,6 +134,7 @@ def run_command(args: argparse.Namespace) -> int:
         if value is not None
     }
     config = CollabConfig.faithful(**overrides) if args.faithful else CollabConfig(**overrides)
+    args.verifier = args.verifier or (PAPER_VERIFIER if args.faithful else DEFAULT_VERIFIER)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}
     ]

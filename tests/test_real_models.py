@@ -10,6 +10,7 @@ import pytest
 
 from mentorcollab_langchain.backends import TransformersBackend
 from mentorcollab_langchain.engine import CollabConfig, CollabState, TextCommitted, collaborate, run_collaboration
+from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER
 from tests.conftest import GSM8K_NATALIA
 
 pytestmark = pytest.mark.slow
@@ -27,9 +28,9 @@ def test_default_generator_with_real_mentor_end_to_end() -> None:
     assert stats.probes >= 1 and stats.mentor_tokens_generated >= stats.probes
     assert stats.tokens_committed <= 40
     assert "".join(e.text for e in events if isinstance(e, TextCommitted)) == state.text
-    # A word step is never probed twice, and every divergence was decided by the generator's self-consultation.
+    # A word step is never probed twice, and every divergence was decided by the default verifier.
     assert stats.divergences == len(state.decisions)
-    assert all(d.verifier == "self-consult" and 0.0 <= d.score <= 1.0 for d in state.decisions)
+    assert all(d.verifier == DEFAULT_VERIFIER and 0.0 <= d.score <= 1.0 for d in state.decisions)
     for decision in state.decisions:
         chosen = decision.mentor_segment if decision.choice == "mentor" else decision.generator_segment
         assert state.text[decision.position :].startswith(chosen[: len(state.text) - decision.position])

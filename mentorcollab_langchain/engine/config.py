@@ -63,7 +63,7 @@ class CollabConfig(BaseModel):
     @classmethod
     def faithful(cls, **overrides: Any) -> CollabConfig:
         """The paper's official settings: probe rate 0.04 per word, 16-token segments, raw completion
-        prompts, exact match, no repetition guard (self-consultation is the default verifier)."""
+        prompts, exact match, no repetition guard; pair it with the paper's verifier, ``PAPER_VERIFIER``."""
         settings: dict[str, Any] = {
             "probe_rate": 0.04,
             "segment_tokens": 16,

@@ -38,7 +38,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     evaluate.add_argument("--sweep", action="store_true", help="probe rate x segment length x verifier grid (use a dev split)")
     evaluate.add_argument("--sweep-probe-rates", help="comma-separated (default 0.02,0.05,0.1,0.2)")
     evaluate.add_argument("--sweep-segment-tokens", help="comma-separated (default 4,8,16)")
-    evaluate.add_argument("--sweep-verifiers", help="comma-separated (default self-consult,always-mentor)")
+    evaluate.add_argument("--sweep-verifiers", help="comma-separated (default self-consult,self-consult-both-orders,always-mentor)")
     evaluate.add_argument("--prompt", choices=["auto", "chat", "fewshot"], default="auto",
                           help="auto: the standard few-shot context (measured better than chat for the small "
                                "generator: in chat it copies the option list instead of answering)")

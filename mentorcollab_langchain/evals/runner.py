@@ -23,7 +23,7 @@ from mentorcollab_langchain.errors import ConfigError
 from mentorcollab_langchain.evals.data import Question
 from mentorcollab_langchain.evals.extract import score
 from mentorcollab_langchain.evals.prompts import PROMPT_VERSION, PromptKind, build_prompt
-from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER
+from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, PAPER_VERIFIER
 
 Role = Literal["generator", "mentor", "collab"]
 METHOD_NAMES = ("generator", "mentor", "mentorcollab", "faithful")
@@ -105,7 +105,7 @@ def make_methods(
             methods.append(Method(_collab_label(base, verifier), "collab", base, prompt, verifier))
         elif name == "faithful":
             faithful = CollabConfig.faithful(max_new_tokens=base.max_new_tokens, seed=base.seed)
-            methods.append(Method("faithful", "collab", faithful, "fewshot", "self-consult"))
+            methods.append(Method("faithful", "collab", faithful, "fewshot", PAPER_VERIFIER))
         else:
             raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
     return methods

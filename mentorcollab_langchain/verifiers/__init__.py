@@ -1,4 +1,4 @@
-"""Who decides at a divergence: self-consultation (default), the baselines, or a user's function."""
+"""Who decides at a divergence: self-consultation (default: asked in both orders), the baselines, or a user's function."""
 
 from __future__ import annotations
 
@@ -16,8 +16,14 @@ from mentorcollab_langchain.verifiers.base import (
 )
 from mentorcollab_langchain.verifiers.self_consult import SelfConsultVerifier
 
-DEFAULT_VERIFIER = "self-consult"
-"""The verifier used when none is named (see docs/results for the evidence behind the choice)."""
+DEFAULT_VERIFIER = "self-consult-both-orders"
+"""The verifier used when none is named. The paper's one-order self-consultation lets a small
+generator's preference for one option label decide (the 135M default picked "(A)" 22 of 23 times
+whatever it stood for); asking in both orders cancels that, for one more forward pass of the
+generator. Evidence in docs/results/README.md."""
+
+PAPER_VERIFIER = "self-consult"
+"""The paper's verifier, used by the faithful settings."""
 
 NAMED_VERIFIERS: dict[str, Callable[[], Verifier]] = {
     "self-consult": SelfConsultVerifier,
@@ -44,6 +50,7 @@ __all__ = [
     "AlwaysMentor",
     "CallableVerifier",
     "DEFAULT_VERIFIER",
+    "PAPER_VERIFIER",
     "NAMED_VERIFIERS",
     "NeverMentor",
     "SelfConsultVerifier",
