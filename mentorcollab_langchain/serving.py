@@ -7,6 +7,8 @@ on a small CPU). In production, point ``OpenAICompatibleBackend`` at vLLM or SGL
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +28,9 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass
@@ -52,7 +57,7 @@ def server_command(gguf: Path, port: int, n_ctx: int = 4096, threads: int = 2, h
 def serve(command: list[str], url: str, log: Path, ready_within: float = 180, env: dict[str, str] | None = None) -> Iterator[ModelServer]:
     """Run a server ``command`` until the block ends; yield once it answers and is warmed up."""
     with log.open("w") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
     server = ModelServer(url, process, log)
     try:
         _wait_until_serving(server, ready_within)
@@ -75,6 +80,17 @@ def llama_server(
     port = port or free_port()
     with serve(server_command(gguf, port, n_ctx, threads), f"http://127.0.0.1:{port}", log, ready_within) as server:
         yield server
+
+
+def _die_with_parent() -> None:
+    """Runs in the server's process before it starts: on Linux, ask the kernel to end it with its parent.
+
+    Without this, a caller killed by a signal (``kill``, a CI timeout) never reaches the ``finally``
+    that stops the server, and the server keeps its port and gigabytes of memory as an orphan.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_until_serving(server: ModelServer, ready_within: float) -> None:

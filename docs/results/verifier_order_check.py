@@ -1,8 +1,9 @@
 """Is the self-consult verifier's refusal to adopt the mentor a position bias or a self-preference?
 
 Re-asks the generator (SmolLM2-135M-Instruct, transformers) every recorded divergence of the
-always-probe runs twice: as the engine asks it (Option A = its own segment, B = the mentor's) and with
-the options swapped. Prints P(choose the mentor) in both orders and whether the mentor was right.
+always-probe runs twice: as the paper's verifier asks it (Option A = its own segment, B = the
+mentor's) and with the options swapped. Prints P(choose the mentor) in both orders, whether the mentor
+was right, and what the average of the two orders (the default verifier) decides.
 
     python docs/results/verifier_order_check.py runs/eval > docs/results/verifier_order_check.txt
 """
@@ -21,7 +22,7 @@ from mentorcollab_langchain.verifiers.self_consult import SELF_CONSULT_QUESTION
 
 
 def p_second(cursor, text: str, first: str, second: str) -> float:  # noqa: ANN001
-    a, b = cursor.label_logprobs(text + SELF_CONSULT_QUESTION.format(generator=first, mentor=second), ["A", "B"])
+    a, b = cursor.label_logprobs(text + SELF_CONSULT_QUESTION.format(first=first, second=second), ["A", "B"])
     return 1.0 / (1.0 + math.exp(a - b))
 
 
@@ -56,6 +57,11 @@ def main(results: Path) -> None:
         print(f"\n{n} divergences. Mentor chosen as the engine asks (mentor = option B): {as_engine}/{n}; "
               f"with the options swapped (mentor = option A): {swapped}/{n}. Mean P(mentor): "
               f"{sum(row[5] for row in rows) / n:.3f} as B, {sum(row[6] for row in rows) / n:.3f} as A.")
+        both = [((row[5] + row[6]) / 2 > 0.5, row[7]) for row in rows]
+        right = sum(mentor_right for _, mentor_right in both)
+        print(f"Both orders averaged (the default verifier, self-consult-both-orders): adopts {sum(a for a, _ in both)}/{n}; "
+              f"{sum(a and r for a, r in both)}/{right} where the mentor's letter was right, "
+              f"{sum(a and not r for a, r in both)}/{n - right} where it was not.")
 
 
 if __name__ == "__main__":
