@@ -118,6 +118,7 @@ def run_command(args: argparse.Namespace) -> int:
     from mentorcollab_langchain.backends import TransformersBackend
     from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
     from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, TextCommitted, collaborate
+    from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, PAPER_VERIFIER
 
     overrides = {
         field: value

@@ -26,6 +26,7 @@ from mentorcollab_langchain.backends.sampling import GREEDY
 from mentorcollab_langchain.chat_model import ChatMentorCollab
 from mentorcollab_langchain.engine import CollabConfig, run_collaboration
 from mentorcollab_langchain.errors import BackendError
+from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +181,7 @@ WORKER = """
 import json, sys, time
 from langgraph.checkpoint.sqlite import SqliteSaver
 from graphs import build_mentorcollab_graph
-from mentorcollab_langchain.backends import TransformersBackend
+from mentorcollab_langchain.backends import GREEDY, TransformersBackend
 from mentorcollab_langchain.engine import CollabConfig
 
 database, mode = sys.argv[1], sys.argv[2]
@@ -260,7 +261,7 @@ def test_human_verifier_decides_every_divergence(models, choice: str) -> None:
     result = graph.invoke({"messages": PROMPT}, thread(choice))
     shown = result["__interrupt__"][0].value
     assert shown["generator_segment"] and shown["mentor_segment"] and shown["generator_segment"] != shown["mentor_segment"]
-    assert shown["verifier"] == "self-consult" and 0.0 <= shown["verifier_score"] <= 1.0
+    assert shown["verifier"] == DEFAULT_VERIFIER and 0.0 <= shown["verifier_score"] <= 1.0
     with pytest.raises(InvalidResumeError, match="Command"):
         graph.invoke(Command(resume="option B"), thread(choice))
     asked = 1
