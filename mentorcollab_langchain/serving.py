@@ -86,7 +86,9 @@ def _die_with_parent() -> None:
     """Runs in the server's process before it starts: on Linux, ask the kernel to end it with its parent.
 
     Without this, a caller killed by a signal (``kill``, a CI timeout) never reaches the ``finally``
-    that stops the server, and the server keeps its port and gigabytes of memory as an orphan.
+    that stops the server, and the server keeps its port and gigabytes of memory as an orphan. The
+    kernel watches the thread that started the server, so start servers from a thread that lives as
+    long as they should (the main thread, as the CLI and the tests do).
     """
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
