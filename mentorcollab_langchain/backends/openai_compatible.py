@@ -83,8 +83,9 @@ class OpenAICompatibleBackend:
     ) -> dict[str, Any]:
         """One completion. A sampled one carries a seed fixed by the sampling seed and the prompt, so the
         server draws the same tokens when asked the same thing (vLLM and llama.cpp honour ``seed``)."""
-        payload: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens}
-        payload["temperature"] = sampling.temperature
+        payload: dict[str, Any] = {
+            "model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": sampling.temperature
+        }
         if not sampling.greedy:
             payload["seed"] = sampling.key(self.model, prompt) % 2**31
         if logprobs is not None:

@@ -264,8 +264,8 @@ def _uncount_cut_tokens(state: CollabState, piece: Candidate, source: Source, ke
     """Take the tokens of the piece's text cut off at a stop string out of its source's count.
 
     Only text is shared between the models, so the kept tokens are estimated by the kept share of the
-    piece's characters (at least one token when any text is kept). Without this, a mentor segment that runs past the stop string
-    would count its whole length and inflate the mentor's share of the answer.
+    piece's characters (at least one token when any text is kept). Without this, a mentor segment that
+    runs past the stop string would count its whole length and inflate the mentor's share of the answer.
     """
     if not piece.text or kept >= len(piece.text):
         return
