@@ -25,8 +25,6 @@ class ChatMessage(TypedDict):
     content: str
 
 
-
-
 @dataclass(frozen=True)
 class Conversation:
     """Chat messages plus the tools the models may call (OpenAI tool dicts).
@@ -43,6 +41,43 @@ Prompt = str | Sequence[ChatMessage] | Conversation
 
 
 @dataclass(frozen=True)
+class Confidence:
+    """How sure a model was of a word's first token, read from the logits it had anyway.
+
+    Probe policies use it to ask the mentor where the generator is unsure, and learned verifiers take
+    it as features. ``top_probability`` and ``runner_up_probability`` are the two largest next-token
+    probabilities over the whole vocabulary; ``entropy`` is that distribution's entropy in nats.
+    """
+
+    top_probability: float
+    runner_up_probability: float
+    entropy: float
+
+    @property
+    def top_share(self) -> float:
+        """The top token's probability renormalised over the two most likely tokens, in [0.5, 1].
+
+        A small model spreads mass over many spellings of the same answer, so its full-vocabulary
+        top-1 probability is low almost everywhere; its preference between the two best candidates
+        separates sure from unsure words far better.
+        """
+        total = self.top_probability + self.runner_up_probability
+        return self.top_probability / total if total > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """A model's log-probability of a given continuation, summed over the continuation's own tokens."""
+
+    logprob: float
+    tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / self.tokens if self.tokens else 0.0
+
+
+@dataclass(frozen=True)
 class Piece:
     """Text one model produced: a word, a lookahead segment, or a generated answer.
 
@@ -51,13 +86,15 @@ class Piece:
     ``generated`` is what producing the piece cost, when that differs from ``tokens``: a remote model
     reads ahead, so one call may generate tokens past the piece (kept for the next words, or thrown
     away) and a later piece may cost nothing because it was already generated. Cost figures add up
-    ``cost``, so over a run they count exactly the tokens the model generated.
+    ``cost``, so over a run they count exactly the tokens the model generated. ``confidence`` is the
+    model's certainty at the piece's first token, where the cursor was asked for it and can read it.
     """
 
     text: str
     tokens: int
     eos: bool = False
     generated: int | None = None
+    confidence: Confidence | None = None
 
     @property
     def cost(self) -> int:
@@ -67,10 +104,22 @@ class Piece:
 
 @runtime_checkable
 class Cursor(Protocol):
-    """One request's view of one model, positioned by the response text it is asked at."""
+    """One request's view of one model, positioned by the response text it is asked at.
 
-    def next_word(self, text: str, max_tokens: int) -> Piece:
-        """The model's next word after ``text``: tokens until the next one starts with whitespace."""
+    ``tokens_read`` counts every token the model has read so far without generating it: the prompt,
+    text the other model wrote, a verifier's question, a cache rebuilt after a rollback, a scored
+    continuation. On few-shot and RAG prompts reading is most of a mentor's cost, so the engine
+    accounts for it beside the generated tokens.
+    """
+
+    tokens_read: int
+
+    def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
+        """The model's next word after ``text``: tokens until the next one starts with whitespace.
+
+        With ``with_confidence`` the piece carries the model's ``Confidence`` at the word's first token;
+        a cursor that cannot read it raises ``BackendError`` saying so.
+        """
         ...
 
     def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
@@ -79,6 +128,10 @@ class Cursor(Protocol):
 
     def label_logprobs(self, text: str, labels: Sequence[str]) -> list[float]:
         """Log-probability of each label's first token as the very next token after ``text``."""
+        ...
+
+    def score_continuation(self, text: str, continuation: str) -> ContinuationScore:
+        """The model's log-probability of ``continuation`` right after ``text`` (one pass over it)."""
         ...
 
     def hidden_state(self, text: str) -> list[float]:

@@ -8,9 +8,10 @@ its behaviour stays predictable. Never the only proof that a feature works: real
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from collections.abc import Sequence
 
-from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
+from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece, Prompt, PromptStyle
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.errors import BackendError
 
@@ -25,8 +26,15 @@ class ScriptedBackend:
         name: str = "scripted",
         label_logprobs: Sequence[float] = (-0.5, -1.0),
         fail_from_call: int | None = None,
+        confidence: Sequence[float] = (),
+        word_logprob: float = -1.0,
     ) -> None:
+        """``confidence[i]`` is the top-1 probability of the i-th word (1.0 past the list); a scored
+        continuation gets ``word_logprob`` for each of its words that the script would write there, and
+        ten times that for each other word."""
         self.words = _WORD.findall(answer)
+        self.confidence = list(confidence)
+        self.word_logprob = word_logprob
         self.name = name
         self.labels = list(label_logprobs)
         self.fail_from_call = fail_from_call
@@ -46,6 +54,7 @@ class ScriptedBackend:
 class ScriptedCursor:
     def __init__(self, backend: ScriptedBackend) -> None:
         self.backend = backend
+        self.tokens_read = 0
 
     def _call(self) -> None:
         self.backend.calls += 1
@@ -71,8 +80,22 @@ class ScriptedCursor:
             return Piece(written[:cut], len(words))
         return Piece(written, len(words), eos=start + len(words) >= len(self.backend.words) and len(words) < max_tokens)
 
-    def next_word(self, text: str, max_tokens: int) -> Piece:
-        return self.generate(text, min(max_tokens, 1))
+    def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
+        piece = self.generate(text, min(max_tokens, 1))
+        if not with_confidence:
+            return piece
+        index = self._position(text)
+        top = self.backend.confidence[index] if index < len(self.backend.confidence) else 1.0
+        return replace(piece, confidence=Confidence(top, (1.0 - top) / 2, 0.0))
+
+    def score_continuation(self, text: str, continuation: str) -> ContinuationScore:
+        self._call()
+        start, words = self._position(text), _WORD.findall(continuation)
+        expected = self.backend.words[start : start + len(words)]
+        logprob = sum(self.backend.word_logprob * (1 if word == own else 10) for word, own in
+                      zip(words, expected + [None] * len(words)))
+        self.tokens_read += len(words)
+        return ContinuationScore(logprob, len(words))
 
     def label_logprobs(self, text: str, labels: Sequence[str]) -> list[float]:
         self._call()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
+from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece, Prompt, PromptStyle
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.words import whitespace_start_table
@@ -159,6 +159,14 @@ class TransformersBackend:
         return TransformersCursor(self.loaded, prompt_ids, sampling)
 
 
+def _confidence(logits: torch.Tensor) -> Confidence:
+    """The top two probabilities and the entropy of the next-token distribution."""
+    logprobs = torch.log_softmax(logits.double(), dim=-1)
+    top = torch.topk(logprobs, 2).values.exp()
+    entropy = -(logprobs.exp() * logprobs).nansum()
+    return Confidence(float(top[0]), float(top[1]), float(entropy))
+
+
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     length = min(len(a), len(b))
     for index in range(length):
@@ -182,6 +190,7 @@ class TransformersCursor:
         self._logits: torch.Tensor | None = None  # next-token logits after cached_ids
         self._hidden: torch.Tensor | None = None
         self.forward_calls = 0
+        self.tokens_read = 0
 
     # -- the cache -----------------------------------------------------------------------------
 
@@ -189,14 +198,21 @@ class TransformersCursor:
         """The token ids a model sees for the response ``text``: prompt ids, then the text's own ids."""
         return self.prompt_ids + self._model.tokenizer.encode(text, add_special_tokens=False)
 
-    def _move_to(self, target: list[int], need_hidden: bool = False) -> torch.Tensor:
-        """Bring the cache to exactly ``target`` and return the next-token logits there."""
+    def _move_to(self, target: list[int], need_hidden: bool = False, logits_to_keep: int = 1) -> torch.Tensor:
+        """Bring the cache to exactly ``target`` and return the next-token logits there.
+
+        With ``logits_to_keep`` above 1, at least that many of the last tokens are fed again and the
+        logits after each of them are returned, one row per token (for scoring a continuation).
+        """
         common = _common_prefix_length(self.cached_ids, target)
-        if common == len(target) == len(self.cached_ids) and self._logits is not None and not need_hidden:
-            return self._logits
-        keep = min(common, len(target) - 1)  # feed at least one token: its output is what we need
+        if common == len(target) == len(self.cached_ids) and self._logits is not None and logits_to_keep == 1:
+            if not need_hidden:
+                return self._logits
+        keep = min(common, len(target) - logits_to_keep)  # feed at least what we need the output of
         self._crop(keep)
-        return self._feed(target[len(self.cached_ids) :], need_hidden)
+        fed = target[len(self.cached_ids) :]
+        self.tokens_read += len(fed)
+        return self._feed(fed, need_hidden, logits_to_keep)
 
     def _crop(self, keep: int) -> None:
         if keep >= len(self.cached_ids):
@@ -209,7 +225,7 @@ class TransformersCursor:
             self._cache = self._new_cache()
             self.cached_ids = []
 
-    def _feed(self, ids: list[int], need_hidden: bool = False) -> torch.Tensor:
+    def _feed(self, ids: list[int], need_hidden: bool = False, logits_to_keep: int = 1) -> torch.Tensor:
         total = len(self.cached_ids) + len(ids)
         if total > self._model.context_length:
             raise ContextTooLongError(
@@ -220,14 +236,14 @@ class TransformersCursor:
                 input_ids=torch.tensor([ids], device=self._model.device),
                 cache=self._cache,
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=logits_to_keep,
                 output_hidden_states=need_hidden,
             )
         self.forward_calls += 1
         self.cached_ids.extend(ids)
         self._logits = output.logits[0, -1].float()
         self._hidden = output.hidden_states[-1][0, -1].float() if need_hidden else None
-        return self._logits
+        return output.logits[0].float() if logits_to_keep > 1 else self._logits
 
     def next_token_logits(self, text: str) -> torch.Tensor:
         """Next-token logits after ``text`` (used by tests to compare with a full recompute)."""
@@ -235,10 +251,15 @@ class TransformersCursor:
 
     # -- the operations the engine uses --------------------------------------------------------
 
-    def _decode(self, text: str, max_tokens: int, *, one_word: bool, stop: Sequence[str] = ()) -> Piece:
+    def _decode(
+        self, text: str, max_tokens: int, *, one_word: bool, stop: Sequence[str] = (), with_confidence: bool = False
+    ) -> Piece:
         """The decode loop: tokens from ``text``, one forward pass per token."""
         tokenizer = self._model.tokenizer
         logits = self._move_to(self.token_ids(text))
+        if with_confidence:
+            confidence = _confidence(logits)
+            return replace(self._decode(text, max_tokens, one_word=one_word, stop=stop), confidence=confidence)
         produced: list[int] = []
         decoded = ""
         while len(produced) < max_tokens + _MAX_TOKENS_TO_COMPLETE_CHARACTER:
@@ -267,8 +288,8 @@ class TransformersCursor:
         token = int(torch.searchsorted(torch.cumsum(probabilities, dim=-1), torch.tensor([draw], dtype=torch.float64)))
         return min(token, len(probabilities) - 1)
 
-    def next_word(self, text: str, max_tokens: int) -> Piece:
-        return self._decode(text, max_tokens, one_word=True)
+    def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
+        return self._decode(text, max_tokens, one_word=True, with_confidence=with_confidence)
 
     def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
         return self._decode(text, max_tokens, one_word=False, stop=stop)
@@ -277,6 +298,26 @@ class TransformersCursor:
         logprobs = torch.log_softmax(self._move_to(self.token_ids(text)), dim=-1)
         first_tokens = [self._model.tokenizer.encode(label, add_special_tokens=False)[0] for label in labels]
         return [float(logprobs[token]) for token in first_tokens]
+
+    def score_continuation(self, text: str, continuation: str) -> ContinuationScore:
+        """Feed ``text + continuation`` once and add up the log-probabilities of the continuation's tokens.
+
+        The continuation's tokens are those past the longest token prefix that ``text + continuation``
+        shares with ``text`` alone, so a token that spans the boundary is scored as the continuation's.
+        """
+        target = self.token_ids(text + continuation)
+        start = _common_prefix_length(self.token_ids(text), target)
+        scored = target[start:]
+        if not scored:
+            return ContinuationScore(0.0, 0)
+        if start == 0:
+            raise ContextTooLongError(f"{self._model.name}: a continuation needs some text before it to be scored")
+        rows = self._move_to(target, logits_to_keep=len(scored) + 1)
+        if rows.dim() == 1:
+            rows = rows.unsqueeze(0)
+        logprobs = torch.log_softmax(rows[-len(scored) - 1 : -1], dim=-1)
+        picked = logprobs[torch.arange(len(scored)), torch.tensor(scored)]
+        return ContinuationScore(float(picked.sum()), len(scored))
 
     def hidden_state(self, text: str) -> list[float]:
         self._move_to(self.token_ids(text), need_hidden=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mentorcollab_langchain.backends.sampling import Sampling
 from mentorcollab_langchain.errors import ConfigError
@@ -14,7 +14,17 @@ class CollabConfig(BaseModel):
     """Settings of one collaboration run (see DESIGN.md, "The method, exactly").
 
     Attributes:
-        probe_rate: probability that a word step is probed by the mentor.
+        probe_policy: where the mentor is probed: ``random`` (the paper: each word with probability
+            ``probe_rate``) or ``uncertain`` (where the generator is unsure of its word, see
+            ``engine.policies``).
+        probe_rate: probability that a word step is probed by the mentor (``random`` policy).
+        uncertainty_signal: the ``uncertain`` policy's measure of the generator's doubt at a word's
+            first token: ``top_share`` (top probability renormalised over the top two tokens),
+            ``top_probability`` or ``entropy``.
+        uncertainty_threshold: the ``uncertain`` policy probes below this ``top_share`` or
+            ``top_probability``, or above this ``entropy`` (nats).
+        probe_floor: the ``uncertain`` policy also probes each word with this probability, so confident
+            mistakes are still sampled.
         segment_tokens: length of each model's lookahead segment at a divergence.
         max_word_tokens: the most tokens one word step may take.
         max_new_tokens: the most tokens committed to the answer (both sources together).
@@ -35,11 +45,15 @@ class CollabConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    probe_policy: str = "random"
     probe_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    uncertainty_signal: Literal["top_share", "top_probability", "entropy"] = "top_share"
+    uncertainty_threshold: float = Field(default=0.8, ge=0.0)
+    probe_floor: float = Field(default=0.0, ge=0.0, le=1.0)
     segment_tokens: int = Field(default=16, ge=1)
     max_word_tokens: int = Field(default=12, ge=1)
     max_new_tokens: int = Field(default=512, ge=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     temperature: float = Field(default=0.0, ge=0.0, le=10.0)
     match: Literal["exact", "normalized"] = "exact"
     stop: tuple[str, ...] = ()
@@ -48,6 +62,15 @@ class CollabConfig(BaseModel):
     on_mentor_error: Literal["fallback", "raise"] = "fallback"
     max_mentor_calls: int | None = Field(default=None, ge=0)
     max_mentor_tokens: int | None = Field(default=None, ge=0)
+
+    @field_validator("probe_policy")
+    @classmethod
+    def _known_policy(cls, name: str) -> str:
+        from mentorcollab_langchain.engine.policies import NAMED_POLICIES
+
+        if name not in NAMED_POLICIES:
+            raise ValueError(f"unknown probe policy; choose one of {', '.join(NAMED_POLICIES)}")
+        return name
 
     def __init__(self, **fields: Any) -> None:
         """Validate ``fields``, raising ``ConfigError`` that names each bad field and its value."""
@@ -65,6 +88,7 @@ class CollabConfig(BaseModel):
         """The paper's official settings: probe rate 0.04 per word, 16-token segments, raw completion
         prompts, exact match, no repetition guard; pair it with the paper's verifier, ``PAPER_VERIFIER``."""
         settings: dict[str, Any] = {
+            "probe_policy": "random",
             "probe_rate": 0.04,
             "segment_tokens": 16,
             "match": "exact",

@@ -8,6 +8,7 @@ from contextlib import ExitStack, closing
 from mentorcollab_langchain.backends.base import Backend, Prompt
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.events import Event
+from mentorcollab_langchain.engine.policies import ProbePolicy, get_probe_policy
 from mentorcollab_langchain.engine.state import CollabState
 from mentorcollab_langchain.engine.steps import Team, run_steps
 from mentorcollab_langchain.verifiers import Verifier, get_verifier
@@ -21,11 +22,13 @@ def collaborate(
     verifier: str | Verifier | None = None,
     config: CollabConfig | None = None,
     state: CollabState | None = None,
+    probe_policy: ProbePolicy | None = None,
 ) -> Iterator[Event]:
     """Yield the events of one collaboration as they happen.
 
     Pass your own ``state`` to read the record afterwards, or a checkpointed one to resume it: the
-    cursors rebuild their caches from its text.
+    cursors rebuild their caches from its text. ``probe_policy`` replaces the policy that
+    ``config.probe_policy`` names with your own object.
     """
     config = config or CollabConfig()
     state = state if state is not None else CollabState()
@@ -35,6 +38,7 @@ def collaborate(
             mentor=cursors.enter_context(closing(mentor.open(prompt, config.prompt_style, config.sampling))),
             verifier=get_verifier(verifier),
             config=config,
+            policy=get_probe_policy(probe_policy or config.probe_policy),
         )
         yield from run_steps(state, team)
 

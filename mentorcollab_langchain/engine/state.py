@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from mentorcollab_langchain.backends.base import Piece
+from mentorcollab_langchain.backends.base import Confidence, Piece
 from mentorcollab_langchain.verifiers.base import Source
+
 FinishReason = Literal["eos", "length", "stop", "repetition", "error"]
 
 
@@ -31,10 +32,11 @@ class Candidate(BaseModel):
     text: str
     tokens: int
     eos: bool = False
+    confidence: Confidence | None = None
 
     @classmethod
     def of(cls, piece: Piece) -> Candidate:
-        return cls(text=piece.text, tokens=piece.tokens, eos=piece.eos)
+        return cls(text=piece.text, tokens=piece.tokens, eos=piece.eos, confidence=piece.confidence)
 
 
 class Decision(BaseModel):
@@ -47,6 +49,7 @@ class Decision(BaseModel):
     generator_segment: str
     mentor_segment: str
     score: float | None = Field(default=None, description="the verifier's probability of adopting the mentor")
+    evidence: dict[str, float] = Field(default_factory=dict, description="what the verifier's score was made from")
     choice: Source
     verifier: str
 
@@ -71,6 +74,8 @@ class Stats(BaseModel):
     adoptions: int = 0
     generator_tokens_generated: int = 0
     mentor_tokens_generated: int = 0
+    generator_tokens_read: int = 0
+    mentor_tokens_read: int = 0
     generator_tokens_committed: int = 0
     mentor_tokens_committed: int = 0
     generator_calls: int = 0
@@ -89,6 +94,11 @@ class Stats(BaseModel):
         return self.mentor_tokens_committed / self.tokens_committed if self.tokens_committed else 0.0
 
     @property
+    def mentor_tokens_processed(self) -> int:
+        """Every token the mentor computed: read (prompt, catch-ups, scoring) and generated."""
+        return self.mentor_tokens_read + self.mentor_tokens_generated
+
+    @property
     def wall_seconds(self) -> float:
         return sum(self.seconds.values())
 
@@ -102,6 +112,9 @@ class CollabState(BaseModel):
     stats: Stats = Field(default_factory=Stats)
     words_until_probe: int = 0
     gaps_drawn: int = 0
+    pending_word: Candidate | None = Field(
+        default=None, description="the generator's word that the probe policy chose to probe, not yet committed"
+    )
     divergence: Divergence | None = None
     recent_steps: list[str] = Field(default_factory=list, description="the last committed steps, for the guard")
     emitted: int = Field(default=0, description="how many characters of text have been streamed")
@@ -119,10 +132,11 @@ class CollabState(BaseModel):
 
     def record(self) -> dict:
         """The whole record as JSON-ready data: text, spans, decisions, stats and derived figures."""
-        data = self.model_dump(exclude={"recent_steps", "emitted", "divergence", "prepared", "words_until_probe"})
+        data = self.model_dump(exclude={"recent_steps", "emitted", "divergence", "prepared", "words_until_probe", "pending_word"})
         data["stats"] |= {
             "tokens_committed": self.stats.tokens_committed,
             "mentor_share": self.stats.mentor_share,
             "wall_seconds": self.stats.wall_seconds,
+            "mentor_tokens_processed": self.stats.mentor_tokens_processed,
         }
         return data

@@ -10,40 +10,44 @@ follow the same route:
     any step that ends the answer -> finish
 
 ``continue`` runs the generator alone for the whole gap to the next probe (drawn once, from the seed),
-so a graph built on these steps takes one superstep per probe, never one per word.
+so a graph built on these steps takes one superstep per probe, never one per word. A content-aware
+probe policy (``engine.policies``) may end the gap early at a word it wants probed; that word is held
+in the state and the probe takes it from there instead of asking the generator again.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-
 from mentorcollab_langchain.backends.base import Cursor
+from mentorcollab_langchain.errors import MentorCollabError
 from mentorcollab_langchain.engine.config import CollabConfig
+from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, ProbePolicy
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
 from mentorcollab_langchain.engine.state import Candidate, CollabState, Decision, Divergence, Span
 from mentorcollab_langchain.verifiers.base import Source, Verdict, Verifier, VerifyRequest
 
 StepName = Literal["prepare", "continue", "probe", "lookahead", "verify", "finish"]
 
-# The gap used once the mentor is out of the run (probe rate 0, or it failed): never probe again.
-NO_MORE_PROBES = sys.maxsize
-
 
 @dataclass
 class Team:
-    """The heavy, per-request parts of a run: never stored in the state, rebuilt after a resume."""
+    """The heavy, per-request parts of a run: never stored in the state, rebuilt after a resume.
+
+    ``read_seen`` remembers how many tokens each cursor had read when the engine last looked, so the
+    reading a step causes is added to the stats exactly once (a rebuilt cursor starts from zero).
+    """
 
     generator: Cursor
     mentor: Cursor
     verifier: Verifier
     config: CollabConfig
+    policy: ProbePolicy
+    read_seen: dict[str, int] = field(default_factory=lambda: {"generator": 0, "mentor": 0})
 
 
 def next_step(state: CollabState) -> StepName:
@@ -53,7 +57,7 @@ def next_step(state: CollabState) -> StepName:
         return "prepare"
     if state.divergence is not None:
         return "verify" if state.divergence.mentor_segment is not None else "lookahead"
-    return "probe" if state.words_until_probe == 0 else "continue"
+    return "probe" if state.words_until_probe == 0 or state.pending_word is not None else "continue"
 
 
 # -- the steps ---------------------------------------------------------------------------------
@@ -61,30 +65,35 @@ def next_step(state: CollabState) -> StepName:
 
 def prepare(state: CollabState, team: Team) -> Iterator[Event]:
     """Draw the first probe gap."""
-    _draw_gap(state, team.config)
+    _draw_gap(state, team)
     state.prepared = True
     yield from ()
 
 
 def continue_words(state: CollabState, team: Team) -> Iterator[Event]:
-    """The generator writes alone, word by word, until the next probe position or the end."""
+    """The generator writes alone, word by word, until the next probe position, a word the probe policy
+    wants probed (held back for the probe), or the end."""
     while not state.finished and state.words_until_probe > 0:
         word = _generator_word(state, team, phase="continue")
         state.words_until_probe -= 1
+        if _probing(state) and team.policy.probe_word(word, team.config):
+            state.pending_word = word
+            return
         yield from _commit(state, team.config, word, "generator")
 
 
 def probe(state: CollabState, team: Team) -> Iterator[Event]:
     """Both models propose their next word; agreement commits it, divergence opens a lookahead."""
-    generator_word = _generator_word(state, team, phase="probe")
+    generator_word = state.pending_word or _generator_word(state, team, phase="probe")
+    state.pending_word = None
     state.stats.probes += 1
     try:
-        with _timed(state, "probe"):
+        with _timed(state, team, "probe"):
             mentor_piece = team.mentor.next_word(state.text, _word_budget(state, team.config))
-    except Exception as error:  # noqa: BLE001 - any backend failure is the mentor failing
+    except MentorCollabError as error:  # a backend's typed failure; a programming error still raises
         yield from _mentor_failed(state, team.config, error)
         yield from _commit(state, team.config, generator_word, "generator")
-        _draw_gap(state, team.config)
+        _draw_gap(state, team)
         return
     state.stats.mentor_calls += 1
     state.stats.mentor_tokens_generated += mentor_piece.cost
@@ -93,7 +102,7 @@ def probe(state: CollabState, team: Team) -> Iterator[Event]:
     yield Probed(state.stats.words - 1, len(state.text), generator_word.text, mentor_word.text, diverged)
     if not diverged:
         yield from _commit(state, team.config, generator_word, "generator")
-        _draw_gap(state, team.config)
+        _draw_gap(state, team)
         return
     state.stats.divergences += 1
     state.divergence = Divergence(
@@ -108,14 +117,14 @@ def lookahead(state: CollabState, team: Team) -> Iterator[Event]:
     """Each model extends its own first word (reused, not recomputed) to a segment of ``segment_tokens``."""
     divergence = _pending(state)
     length = min(team.config.segment_tokens, _remaining_tokens(state, team.config))
-    with _timed(state, "lookahead"):
+    with _timed(state, team, "lookahead"):
         divergence.generator_segment, spent = _extend(team.generator, state.text, divergence.generator_word, length)
     state.stats.generator_tokens_generated += spent
     state.stats.generator_calls += 1
     try:
-        with _timed(state, "lookahead"):
+        with _timed(state, team, "lookahead"):
             divergence.mentor_segment, spent = _extend(team.mentor, state.text, divergence.mentor_word, length)
-    except Exception as error:  # noqa: BLE001 - any backend failure is the mentor failing
+    except MentorCollabError as error:  # a backend's typed failure; a programming error still raises
         yield from _mentor_failed(state, team.config, error)
         yield from commit_verdict(state, team, Verdict("generator"), verifier="mentor-failed")
         return
@@ -132,8 +141,10 @@ def score_divergence(state: CollabState, team: Team) -> Verdict:
         generator_segment=divergence.generator_segment.text,
         mentor_segment=divergence.mentor_segment.text,
         generator=team.generator,
+        mentor=team.mentor,
+        generator_confidence=divergence.generator_word.confidence,
     )
-    with _timed(state, "verify"):
+    with _timed(state, team, "verify"):
         verdict = team.verifier.decide(request)
     state.stats.verifier_calls += 1
     return verdict
@@ -152,6 +163,7 @@ def commit_verdict(state: CollabState, team: Team, verdict: Verdict, verifier: s
         generator_segment=generator_segment.text,
         mentor_segment=mentor_segment.text,
         score=verdict.score,
+        evidence=dict(verdict.evidence),
         choice=verdict.choice,
         verifier=verifier,
     )
@@ -161,7 +173,7 @@ def commit_verdict(state: CollabState, team: Team, verdict: Verdict, verifier: s
         state.stats.adoptions += 1
     yield Decided(decision)
     yield from _commit(state, team.config, mentor_segment if verdict.choice == "mentor" else generator_segment, verdict.choice)
-    _draw_gap(state, team.config)
+    _draw_gap(state, team)
 
 
 def verify(state: CollabState, team: Team) -> Iterator[Event]:
@@ -283,24 +295,24 @@ def _repeats(recent_steps: list[str]) -> bool:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _draw_gap(state: CollabState, config: CollabConfig) -> None:
-    """Draw how many words the generator writes before the next probe.
+def _draw_gap(state: CollabState, team: Team) -> None:
+    """Ask the probe policy how many words the generator writes before the next scheduled probe.
 
-    The k-th gap comes from its own generator seeded by ``(seed, k)``: deterministic, independent of
-    threads and other requests, and nothing but the counter ``gaps_drawn`` needs to be checkpointed.
-    Probing each word with probability ``p`` means a geometric number of unprobed words in between.
+    Only the counter ``gaps_drawn`` needs to be checkpointed: the policy draws the k-th gap from
+    ``(seed, k)``. Once the mentor is out of the run, no gap ends and no word is probed.
     """
-    rate = config.probe_rate
     if state.probing_stopped is None:
-        state.probing_stopped = _spent_budget(state, config)
-    if rate <= 0.0 or state.probing_stopped is not None:
+        state.probing_stopped = _spent_budget(state, team.config)
+    if state.probing_stopped is not None:
         state.words_until_probe = NO_MORE_PROBES
-    elif rate >= 1.0:
-        state.words_until_probe = 0
     else:
-        rng = np.random.default_rng([config.seed, state.gaps_drawn])
-        state.words_until_probe = int(rng.geometric(rate)) - 1
+        state.words_until_probe = team.policy.words_until_probe(team.config, state.gaps_drawn)
     state.gaps_drawn += 1
+
+
+def _probing(state: CollabState) -> bool:
+    """Whether the mentor may still be probed (no failure and no spent budget has stopped it)."""
+    return state.probing_stopped is None
 
 
 def _spent_budget(state: CollabState, config: CollabConfig) -> str | None:
@@ -324,8 +336,10 @@ def _word_budget(state: CollabState, config: CollabConfig) -> int:
 
 
 def _generator_word(state: CollabState, team: Team, phase: str) -> Candidate:
-    with _timed(state, phase):
-        piece = team.generator.next_word(state.text, _word_budget(state, team.config))
+    with _timed(state, team, phase):
+        piece = team.generator.next_word(
+            state.text, _word_budget(state, team.config), with_confidence=team.policy.needs_confidence and _probing(state)
+        )
     state.stats.words += 1
     state.stats.generator_calls += 1
     state.stats.generator_tokens_generated += piece.cost
@@ -361,9 +375,17 @@ def _mentor_failed(state: CollabState, config: CollabConfig, error: Exception) -
 
 
 @contextmanager
-def _timed(state: CollabState, phase: str) -> Iterator[None]:
+def _timed(state: CollabState, team: Team, phase: str) -> Iterator[None]:
+    """Account the wall time of a phase and the tokens each model read during it."""
     began = time.perf_counter()
     try:
         yield
     finally:
         state.stats.seconds[phase] = state.stats.seconds.get(phase, 0.0) + time.perf_counter() - began
+        for role, cursor in (("generator", team.generator), ("mentor", team.mentor)):
+            read = cursor.tokens_read - team.read_seen[role]
+            team.read_seen[role] = cursor.tokens_read
+            if role == "mentor":
+                state.stats.mentor_tokens_read += read
+            else:
+                state.stats.generator_tokens_read += read

@@ -14,6 +14,7 @@ from mentorcollab_langchain.verifiers.base import (
     Verifier,
     VerifyRequest,
 )
+from mentorcollab_langchain.verifiers.mentor_margin import MentorMarginVerifier
 from mentorcollab_langchain.verifiers.self_consult import SelfConsultVerifier
 
 DEFAULT_VERIFIER = "self-consult-both-orders"
@@ -28,6 +29,7 @@ PAPER_VERIFIER = "self-consult"
 NAMED_VERIFIERS: dict[str, Callable[[], Verifier]] = {
     "self-consult": SelfConsultVerifier,
     "self-consult-both-orders": partial(SelfConsultVerifier, both_orders=True),
+    MentorMarginVerifier.name: MentorMarginVerifier,
     AlwaysMentor.name: AlwaysMentor,
     NeverMentor.name: NeverMentor,
 }
@@ -50,6 +52,7 @@ __all__ = [
     "AlwaysMentor",
     "CallableVerifier",
     "DEFAULT_VERIFIER",
+    "MentorMarginVerifier",
     "PAPER_VERIFIER",
     "NAMED_VERIFIERS",
     "NeverMentor",

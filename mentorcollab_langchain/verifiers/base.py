@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from mentorcollab_langchain.backends.base import Cursor
+from mentorcollab_langchain.backends.base import Confidence, Cursor
 
 Source = Literal["generator", "mentor"]
 """Which model wrote a piece of the answer, and so which one a verdict chooses."""
@@ -16,22 +16,28 @@ Source = Literal["generator", "mentor"]
 class VerifyRequest:
     """A divergence as a verifier sees it.
 
-    ``generator`` is the generator's cursor, for verifiers that consult the generator itself; asking it
-    at any text is safe, because the engine positions cursors by text before every use.
+    ``generator`` and ``mentor`` are the two cursors, for verifiers that consult a model (the generator
+    judging itself, the mentor scoring both segments); asking either at any text is safe, because the
+    engine positions cursors by text before every use. ``generator_confidence`` is the generator's
+    certainty at the first token of its diverging word, where the probe policy read it.
     """
 
     text: str
     generator_segment: str
     mentor_segment: str
     generator: Cursor
+    mentor: Cursor | None = None
+    generator_confidence: Confidence | None = None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The choice, and the verifier's probability of adopting the mentor where it has one."""
+    """The choice, the verifier's score for adopting the mentor where it has one, and what the score
+    was made from (named figures, e.g. both segments' log-probabilities under the mentor)."""
 
     choice: Source
     score: float | None = None
+    evidence: Mapping[str, float] = field(default_factory=dict)
 
 
 @runtime_checkable
