@@ -82,7 +82,11 @@ PER_CALL_CONFIG = frozenset(
         "max_tokens",
         "seed",
         "temperature",
+        "probe_policy",
         "probe_rate",
+        "uncertainty_signal",
+        "uncertainty_threshold",
+        "probe_floor",
         "segment_tokens",
         "max_word_tokens",
         "match",
@@ -584,7 +588,16 @@ class ChatMentorCollab(BaseChatModel):
     device: str = "auto"
     dtype: str = "auto"
 
+    probe_policy: str = "random"
+    """Where the mentor is probed: ``random`` (the paper) or ``uncertain`` (where the generator is unsure)."""
     probe_rate: float = 0.1
+    """``random`` policy: the probability of probing each word."""
+    uncertainty_signal: Literal["top_share", "top_probability", "entropy"] = "top_share"
+    """``uncertain`` policy: the measure of the generator's doubt at a word's first token."""
+    uncertainty_threshold: float = 0.8
+    """``uncertain`` policy: probe below this ``top_share``/``top_probability``, or above this entropy."""
+    probe_floor: float = 0.0
+    """``uncertain`` policy: the probability of probing any word as well, so confident mistakes are sampled."""
     segment_tokens: int = 16
     max_word_tokens: int = 12
     max_tokens: int = 512
@@ -634,7 +647,11 @@ class ChatMentorCollab(BaseChatModel):
 
     def _config(self, **overrides: Any) -> CollabConfig:
         fields = {
+            "probe_policy": self.probe_policy,
             "probe_rate": self.probe_rate,
+            "uncertainty_signal": self.uncertainty_signal,
+            "uncertainty_threshold": self.uncertainty_threshold,
+            "probe_floor": self.probe_floor,
             "segment_tokens": self.segment_tokens,
             "max_word_tokens": self.max_word_tokens,
             "max_new_tokens": self.max_tokens,

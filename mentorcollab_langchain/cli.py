@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mentor", default=DEFAULT_MENTOR, help="packaged name, Hugging Face id or folder")
     run.add_argument("--verifier", choices=sorted(NAMED_VERIFIERS),
                      help=f"default: {DEFAULT_VERIFIER} ({PAPER_VERIFIER} with --faithful)")
-    run.add_argument("--probe-rate", type=float, help="probability of probing the mentor at a word (default 0.1)")
+    _add_probe_policy_arguments(run)
     run.add_argument("--segment-tokens", type=int, help="lookahead length at a divergence (default 16)")
     run.add_argument("--max-new-tokens", type=int, help="most tokens in the answer (default 512)")
     run.add_argument("--seed", type=int, help="seeds the probe positions (default 0)")
@@ -70,6 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(commands)
     return parser
+
+
+def _add_probe_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where to probe (CollabConfig's probe fields); unset flags keep the config's defaults."""
+    from mentorcollab_langchain.engine.policies import NAMED_POLICIES
+
+    parser.add_argument("--probe-policy", choices=sorted(NAMED_POLICIES),
+                        help="random (the paper) or uncertain (where the generator is unsure of its word)")
+    parser.add_argument("--probe-rate", type=float, help="random policy: probability of probing a word")
+    parser.add_argument("--uncertainty-signal", choices=["top_share", "top_probability", "entropy"],
+                        help="uncertain policy: the measure of the generator's doubt at a word's first token")
+    parser.add_argument("--uncertainty-threshold", type=float,
+                        help="uncertain policy: probe below this top_share/top_probability, above this entropy")
+    parser.add_argument("--probe-floor", type=float, help="uncertain policy: random probes per word on top")
+
+
+def probe_policy_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The probe settings given on the command line, by CollabConfig field name."""
+    names = ("probe_policy", "probe_rate", "uncertainty_signal", "uncertainty_threshold", "probe_floor")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def _add_remote_mentor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,10 +140,9 @@ def run_command(args: argparse.Namespace) -> int:
     from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, TextCommitted, collaborate
     from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, PAPER_VERIFIER
 
-    overrides = {
+    overrides = probe_policy_overrides(args) | {
         field: value
         for field, value in {
-            "probe_rate": args.probe_rate,
             "segment_tokens": args.segment_tokens,
             "max_new_tokens": args.max_new_tokens,
             "seed": args.seed,

@@ -22,7 +22,7 @@ DEFAULT_MAX_NEW_TOKENS = {"number": 256, "math": 512, "choice": 16}
 
 def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``eval`` sub-command to the main parser's sub-commands."""
-    from mentorcollab_langchain.cli import _add_remote_mentor_arguments
+    from mentorcollab_langchain.cli import _add_probe_policy_arguments, _add_remote_mentor_arguments
     from mentorcollab_langchain.evals.data import BENCHMARKS
     from mentorcollab_langchain.evals.runner import METHOD_NAMES
     from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
@@ -51,7 +51,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     evaluate.add_argument("--mentor-backend", choices=["auto", "llama.cpp", "transformers"], default="auto",
                           help="auto: a local llama.cpp server when llama-cpp-python is installed (5x faster here)")
     evaluate.add_argument("--verifier", default=DEFAULT_VERIFIER, choices=sorted(NAMED_VERIFIERS))
-    evaluate.add_argument("--probe-rate", type=float, help="default: CollabConfig's")
+    _add_probe_policy_arguments(evaluate)
     evaluate.add_argument("--segment-tokens", type=int, help="default: CollabConfig's")
     evaluate.add_argument("--max-new-tokens", type=int, help="default: 256 GSM8K, 512 MATH, 16 multiple choice")
     evaluate.add_argument("--seed", type=int, default=0)
@@ -84,6 +84,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def _run_benchmark(args: argparse.Namespace, benchmark: str, players, out: Path) -> None:  # noqa: ANN001
+    from mentorcollab_langchain.cli import probe_policy_overrides
     from mentorcollab_langchain.engine import CollabConfig
     from mentorcollab_langchain.evals.data import load_questions
     from mentorcollab_langchain.evals.runner import SWEEP_VERIFIERS, EvalRun, make_methods, sweep_methods
@@ -95,10 +96,9 @@ def _run_benchmark(args: argparse.Namespace, benchmark: str, players, out: Path)
     prompt = args.prompt
     if prompt == "auto":
         prompt = "fewshot"
-    overrides = {
+    overrides = probe_policy_overrides(args) | {
         "max_new_tokens": args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[kind],
         "seed": args.seed,
-        "probe_rate": args.probe_rate,
         "segment_tokens": args.segment_tokens,
         "max_mentor_calls": args.max_mentor_calls,
         "max_mentor_tokens": args.max_mentor_tokens,

@@ -30,6 +30,11 @@ METHOD_NAMES = ("generator", "mentor", "mentorcollab", "faithful")
 SWEEP_PROBE_RATES = (0.02, 0.05, 0.1, 0.2)
 SWEEP_SEGMENT_TOKENS = (4, 8, 16)
 SWEEP_VERIFIERS = ("self-consult", "self-consult-both-orders", "always-mentor")
+# A model answering alone: nothing is ever probed, whatever the base config's policy.
+ALONE = {"probe_policy": "random", "probe_rate": 0.0}
+# The collaboration settings a method's label names when they differ from the defaults.
+LABELLED_SETTINGS = ("probe_policy", "probe_rate", "uncertainty_signal", "uncertainty_threshold", "probe_floor",
+                     "segment_tokens")
 
 
 # How a question's probe seed is made from the method's seed. With one seed for every question, every
@@ -98,9 +103,9 @@ def make_methods(
     methods = []
     for name in names:
         if name == "generator":
-            methods.append(Method("generator", "generator", base.model_copy(update={"probe_rate": 0.0}), prompt))
+            methods.append(Method("generator", "generator", base.model_copy(update=ALONE), prompt))
         elif name == "mentor":
-            methods.append(Method("mentor", "mentor", base.model_copy(update={"probe_rate": 0.0}), prompt))
+            methods.append(Method("mentor", "mentor", base.model_copy(update=ALONE), prompt))
         elif name == "mentorcollab":
             methods.append(Method(_collab_label(base, verifier), "collab", base, prompt, verifier))
         elif name == "faithful":
@@ -118,18 +123,27 @@ def label_for_key(key: dict[str, Any]) -> str | None:
     """
     if key.get("role") != "collab":
         return None
-    config = {name: value for name, value in key.get("config", {}).items() if name in ("probe_rate", "segment_tokens")}
+    recorded = key.get("config", {})
+    config = {name: value for name, value in recorded.items() if name in LABELLED_SETTINGS}
+    if "probe_policy" not in recorded:  # recorded before probe policies existed: the paper's random probes
+        config["probe_policy"] = "random"
     return _collab_label(CollabConfig(**config), key.get("verifier") or DEFAULT_VERIFIER)
 
 
 def _collab_label(config: CollabConfig, verifier: str) -> str:
-    """``mentorcollab``, with the settings that differ from the defaults, e.g. ``mentorcollab (p=1)``."""
+    """``mentorcollab``, with the settings that differ from the defaults, e.g. ``mentorcollab (p=1)``.
+
+    Only the settings of the policy in use are named: a random policy's label never mentions thresholds.
+    """
     defaults = CollabConfig()
-    changed = []
-    if config.probe_rate != defaults.probe_rate:
-        changed.append(f"p={config.probe_rate:g}")
-    if config.segment_tokens != defaults.segment_tokens:
-        changed.append(f"seg={config.segment_tokens}")
+    names = {"probe_policy", "segment_tokens"}
+    names |= {"probe_rate"} if config.probe_policy == "random" else {
+        "uncertainty_signal", "uncertainty_threshold", "probe_floor"}
+    short = {"probe_policy": "", "probe_rate": "p=", "uncertainty_signal": "", "uncertainty_threshold": "t=",
+             "probe_floor": "floor=", "segment_tokens": "seg="}
+    changed = [f"{short[name]}{getattr(config, name):g}" if isinstance(getattr(config, name), float)
+               else f"{short[name]}{getattr(config, name)}"
+               for name in LABELLED_SETTINGS if name in names and getattr(config, name) != getattr(defaults, name)]
     if verifier != DEFAULT_VERIFIER:
         changed.append(verifier)
     return f"mentorcollab ({', '.join(changed)})" if changed else "mentorcollab"
