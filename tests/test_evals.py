@@ -7,12 +7,13 @@ Real model outputs used as extraction cases live in ``tests/fixtures/evals/real_
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from mentorcollab_langchain.backends.base import Prompt, PromptStyle
+from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.scripted import ScriptedBackend, ScriptedCursor
 from mentorcollab_langchain.engine import CollabConfig
@@ -332,7 +333,7 @@ class _ReadingCursor(ScriptedCursor):
 
     READ_PER_CALL = 10
 
-    def generate(self, text: str, max_tokens: int, stop: tuple[str, ...] = ()):  # noqa: ANN201 - a Piece
+    def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
         self.tokens_read += self.READ_PER_CALL
         return super().generate(text, max_tokens, stop)
 

@@ -346,7 +346,7 @@ def _share(ratio: PairedRatio | None) -> str:
 
 
 def _times(ratio: PairedRatio | None) -> str:
-    """A cost ratio; "n/a" where no question has the figure on both sides (older records)."""
+    """A cost ratio; "n/a" where no question has the figure on both sides (older records, no mentor alone)."""
     return "n/a" if ratio is None else f"{ratio.value:.2f}× on {ratio.questions}"
 
 
@@ -407,8 +407,9 @@ EXPLANATION = (
     "per question. Mentor compute vs mentor alone = the mentor's tokens read + generated, each one forward "
     "position, over the mentor-alone row's on the questions both answered (a ratio of totals). Seconds are the "
     "whole question's wall time, measured: they depend on the machine's load at the time, the token counts do "
-    "not. \"n/a\": the records predate the tokens-read figure (or those runs failed); such questions are left "
-    "out of the ratios, and \"(k of n)\" says how many questions a mean covers when some lack it."
+    "not. \"n/a\": no figure to go on, because the records predate the tokens-read figure (or those runs "
+    "failed) or the benchmark has no mentor-alone run; questions without the figure are left out of the ratios, "
+    "and \"(k of n)\" says how many questions a mean covers when some lack it."
 )
 
 
