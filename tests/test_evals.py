@@ -7,12 +7,15 @@ Real model outputs used as extraction cases live in ``tests/fixtures/evals/real_
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from mentorcollab_langchain.backends.scripted import ScriptedBackend
+from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
+from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
+from mentorcollab_langchain.backends.scripted import ScriptedBackend, ScriptedCursor
 from mentorcollab_langchain.engine import CollabConfig
 from mentorcollab_langchain.evals import data as eval_data
 from mentorcollab_langchain.evals.data import INSTALL_COMMAND, MissingBenchmarkData, Question, load_questions
@@ -26,7 +29,15 @@ from mentorcollab_langchain.evals.extract import (
     score,
 )
 from mentorcollab_langchain.evals.prompts import build_prompt
-from mentorcollab_langchain.evals.report import build_report, summarize, wilson_interval
+from mentorcollab_langchain.evals.report import (
+    PLOT_NAME,
+    build_report,
+    plot,
+    sign_test,
+    summarize,
+    summary_table,
+    wilson_interval,
+)
 from mentorcollab_langchain.evals.runner import (
     EvalRun,
     ModelInfo,
@@ -317,6 +328,33 @@ def test_collaboration_records_mentor_share_probes_and_adoptions(tmp_path: Path)
     assert record["decisions"][0]["choice"] == "mentor" and record["decisions"][0]["mentor_word"].strip() == "C."
 
 
+class _ReadingCursor(ScriptedCursor):
+    """A scripted cursor that reads, as a real one does: ``READ_PER_CALL`` tokens of context per call."""
+
+    READ_PER_CALL = 10
+
+    def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
+        self.tokens_read += self.READ_PER_CALL
+        return super().generate(text, max_tokens, stop)
+
+
+class _ReadingBackend(ScriptedBackend):
+    def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> _ReadingCursor:
+        self.prompts.append(prompt)
+        return _ReadingCursor(self)
+
+
+def test_records_hold_tokens_read_seen_from_the_roles(tmp_path: Path) -> None:
+    players = Players(_ReadingBackend("B", name="g"), _ReadingBackend("C", name="m"), GEN, MEN)
+    methods = make_methods(["generator", "mentor"], CollabConfig(max_new_tokens=4), "chat")
+    records = EvalRun(tmp_path / "r.jsonl", players, show_progress=False, log=lambda line: None).run([CHOICE], methods)
+    stats = {record["method"]: record["stats"] for record in records}
+    # The mentor alone writes in the generator's slot: its reading is the mentor's, the generator reads nothing.
+    assert stats["mentor"]["mentor_tokens_read"] > 0 and stats["mentor"]["generator_tokens_read"] == 0
+    assert stats["mentor"]["mentor_tokens_read"] % _ReadingCursor.READ_PER_CALL == 0
+    assert stats["generator"]["generator_tokens_read"] > 0 and stats["generator"]["mentor_tokens_read"] == 0
+
+
 def test_each_question_gets_its_own_probe_seed(tmp_path: Path) -> None:
     from mentorcollab_langchain.evals.runner import question_seed
 
@@ -335,6 +373,7 @@ def test_a_failing_question_is_recorded_as_an_error_not_raised(tmp_path: Path) -
     [record] = EvalRun(tmp_path / "r.jsonl", players, show_progress=False, log=lambda line: None).run(
         [CHOICE], make_methods(["generator"], CollabConfig(max_new_tokens=4), "chat"))
     assert record["error"].startswith("BackendError") and not record["correct"] and not record["parsed"]
+    assert record["stats"]["mentor_tokens_read"] is None  # a failed run has no accounting: unknown, not zero
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -347,33 +386,131 @@ def test_wilson_interval() -> None:
 
 
 def _record(method: str, role: str, qid: str, correct: bool, mentor_committed: int, committed: int, mentor_generated: int,
-            seconds: float, parsed: bool = True) -> dict:
+            seconds: float, parsed: bool = True, mentor_read: int | None = None) -> dict:
+    """A result record; without ``mentor_read`` it is shaped like one written before tokens read were recorded."""
+    stats = {"tokens_committed": committed, "mentor_tokens_committed": mentor_committed, "mentor_tokens_generated": mentor_generated,
+             "probes": 2, "adoptions": 1}
+    if mentor_read is not None:
+        stats["mentor_tokens_read"] = mentor_read
     return {
         "benchmark": "csqa", "split": "validation", "question_id": qid, "config_hash": f"h-{method}", "method": method,
         "method_key": {"role": role, "models": {}, "config": {"probe_rate": 0.1}, "prompt": "chat"},
-        "correct": correct, "parsed": parsed, "seconds": seconds, "error": None,
-        "stats": {"tokens_committed": committed, "mentor_tokens_committed": mentor_committed, "mentor_tokens_generated": mentor_generated,
-                  "probes": 2, "adoptions": 1},
+        "correct": correct, "parsed": parsed, "seconds": seconds, "error": None, "stats": stats,
     }
 
 
-def test_report_figures_and_files(tmp_path: Path) -> None:
+def _three_methods(read: bool) -> list[dict]:
+    """Four questions: generator right on 1, mentor on 3, collaboration on 2 (+1/-0 against the generator).
+
+    Per question the mentor alone reads 90 and generates 10 tokens (100 processed); the collaboration's
+    mentor reads 30 and generates 5 (35 processed): generated alone would say 0.5×, read alone 0.33×.
+    """
     records = []
     for index in range(4):
-        records.append(_record("generator", "generator", str(index), index == 0, 0, 10, 0, 1.0, parsed=index != 3))
-        records.append(_record("mentor", "mentor", str(index), index < 3, 10, 10, 10, 4.0))
-        records.append(_record("mentorcollab", "collab", str(index), index < 2, 2, 10, 5, 2.0))
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    rows = {row.method: row for row in summarize(read_results(tmp_path))}
+        qid = str(index)
+        records.append(_record("generator", "generator", qid, index == 0, 0, 10, 0, 1.0, parsed=index != 3))
+        records.append(_record("mentor", "mentor", qid, index < 3, 10, 10, 10, 4.0, mentor_read=90 if read else None))
+        records.append(_record("mentorcollab", "collab", qid, index < 2, 2, 10, 5, 2.0, mentor_read=30 if read else None))
+    return records
+
+
+def _write(folder: Path, records: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    return folder
+
+
+def test_mentor_compute_counts_tokens_read_and_generated(tmp_path: Path) -> None:
+    rows = {row.method: row for row in summarize(read_results(_write(tmp_path, _three_methods(read=True))))}
     collab = rows["mentorcollab"]
     assert collab.n == 4 and collab.accuracy == 0.5 and collab.mentor_share == pytest.approx(0.2)
-    assert collab.cost_vs_mentor == pytest.approx(0.5) and collab.time_vs_mentor == pytest.approx(0.5)
-    assert collab.paired == "+25.0% on 4 (+1/-0)"
-    assert rows["generator"].unparsed == 1 and rows["mentor"].mentor_share == 1.0
+    assert collab.mentor_read_per_q == (30.0, 4) and collab.mentor_generated_per_q == 5.0
+    assert collab.compute_vs_mentor.value == pytest.approx(0.35) and collab.compute_vs_mentor.questions == 4
+    assert collab.seconds_vs_mentor.value == pytest.approx(0.5)
+    assert rows["mentor"].compute_vs_mentor.value == 1.0 and rows["generator"].compute_vs_mentor.value == 0.0
+    assert str(collab.vs_generator) == "+25.0% on 4 (+1/-0, p=1)"
+    assert rows["generator"].vs_generator is None and rows["generator"].unparsed == 1
+    text = build_report(tmp_path)[0].read_text()
+    assert "| mentorcollab | 4 | 50.0% |" in text and "| 30.0 | 5.0 | 0.35× on 4 | 2.0 | 0.50× on 4 |" in text
+
+
+def test_older_records_without_tokens_read_show_n_a(tmp_path: Path) -> None:
+    rows = {row.method: row for row in summarize(read_results(_write(tmp_path, _three_methods(read=False))))}
+    collab = rows["mentorcollab"]
+    assert collab.mentor_read_per_q == (None, 0) and collab.compute_vs_mentor is None
+    assert collab.seconds_vs_mentor.value == pytest.approx(0.5)  # seconds were always recorded
+    # The generator alone never calls the mentor: its mentor compute is known to be zero, not missing.
+    assert rows["generator"].mentor_read_per_q == (0.0, 4)
     report, image = build_report(tmp_path)
     text = report.read_text()
-    assert "### csqa (validation)" in text and "| mentorcollab | 4 | 50.0% |" in text
-    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| n/a | 5.0 | n/a | 2.0 | 0.50× on 4 |" in text
+    assert "Not in the plot (no mentor compute ratio): generator (csqa), mentor (csqa), mentorcollab (csqa)." in text
+    assert image.name == PLOT_NAME and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_grown_across_the_change_pairs_only_the_questions_with_tokens_read(tmp_path: Path) -> None:
+    old, new = _three_methods(read=False), _three_methods(read=True)
+    mixed = old[:6] + new[6:]  # questions 0 and 1 recorded before the change, 2 and 3 after
+    rows = {row.method: row for row in summarize(read_results(_write(tmp_path, mixed)))}
+    collab = rows["mentorcollab"]
+    assert collab.mentor_read_per_q == (30.0, 2)
+    assert collab.compute_vs_mentor.value == pytest.approx(0.35) and collab.compute_vs_mentor.questions == 2
+    assert "| 30.0 (2 of 4) | 5.0 | 0.35× on 2 |" in build_report(tmp_path)[0].read_text()
+
+
+def test_share_of_the_gap_recovered_on_the_questions_all_three_answered(tmp_path: Path) -> None:
+    rows = {row.method: row for row in summarize(read_results(_write(tmp_path, _three_methods(read=True))))}
+    assert rows["mentorcollab"].gap_recovered.value == pytest.approx(0.5)  # (2 - 1) / (3 - 1)
+    assert rows["generator"].gap_recovered.value == 0.0 and rows["mentor"].gap_recovered.value == 1.0
+    # Run on questions 2 and 3 only: there the generator has 0, the mentor 1 and the method 0 right.
+    fewer = [record for record in _three_methods(read=True) if record["method"] != "mentorcollab" or record["question_id"] in "23"]
+    rows = {row.method: row for row in summarize(read_results(_write(tmp_path / "fewer", fewer)))}
+    assert rows["mentorcollab"].gap_recovered.value == 0.0 and rows["mentorcollab"].gap_recovered.questions == 2
+    # No gap where the mentor is not ahead.
+    level = [record | {"correct": record["question_id"] == "0"} for record in _three_methods(read=True)]
+    assert all(row.gap_recovered is None for row in summarize(level))
+
+
+@pytest.mark.parametrize(
+    ("wins", "losses", "expected"),
+    [
+        (8, 0, 2 / 256),  # the published result: 8 gained, 0 lost
+        (0, 8, 2 / 256),
+        (4, 0, 2 / 16),
+        (1, 0, 1.0),
+        (0, 0, 1.0),
+        (3, 3, 1.0),  # 2 * P(X <= 3) = 84/64, capped
+        (10, 2, 2 * (1 + 12 + 66) / 4096),
+        (15, 5, 2 * 21700 / 2**20),  # 2 * P(X <= 5) for Binomial(20, 1/2) = 0.041389...
+    ],
+)
+def test_sign_test_is_the_two_sided_exact_binomial(wins: int, losses: int, expected: float) -> None:
+    assert sign_test(wins, losses) == pytest.approx(expected, rel=1e-12)
+
+
+def test_summary_table_leads_with_one_line_per_benchmark_and_collaboration(tmp_path: Path) -> None:
+    records = _three_methods(read=True)
+    for index in range(4):
+        record = _record("mentorcollab (always-mentor)", "collab", str(index), index < 3, 5, 10, 10, 3.0, mentor_read=60)
+        record["method_key"]["verifier"] = "always-mentor"  # labels are rebuilt from the key
+        records.append(record)
+    rows = summarize(records)
+    table = summary_table(rows).splitlines()
+    assert table[0] == ("| benchmark | generator | mentor | method | share of gap recovered | mentor compute vs mentor alone | "
+                        "paired vs generator (+w/-l, p) |")
+    assert table[2] == ("| csqa (validation) | 25.0% (n=4) | 75.0% (n=4) | mentorcollab: 50.0% (n=4) | 50.0% on 4 | "
+                        "0.35× on 4 | +1/-0 on 4, p=1 |")
+    assert table[3] == ("| csqa (validation) | 25.0% (n=4) | 75.0% (n=4) | mentorcollab (always-mentor): 75.0% (n=4) | "
+                        "100.0% on 4 | 0.70× on 4 | +2/-0 on 4, p=0.5 |")
+    assert len(table) == 4  # the generator and the mentor are columns, not lines
+    assert summary_table(rows, methods={"mentorcollab"}).splitlines()[2:] == table[2:3]
+    assert "## Summary" in build_report(_write(tmp_path, records))[0].read_text()
+
+
+def test_the_plot_is_written_even_when_no_row_has_a_compute_ratio(tmp_path: Path) -> None:
+    for read in (True, False):
+        path = plot(summarize(_three_methods(read=read)), tmp_path / f"{read}" / PLOT_NAME)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
 def test_eval_cli_report_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -387,10 +524,10 @@ def test_eval_cli_report_and_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     add_eval_parser(parser.add_subparsers(dest="command"))
     assert eval_command(parser.parse_args(["eval", "--report", str(tmp_path)])) == 0
     assert "| generator | 1 | 100.0% |" in capsys.readouterr().out
-    assert (tmp_path / "accuracy_vs_mentor_share.png").is_file()
+    assert (tmp_path / PLOT_NAME).is_file()
     elsewhere = tmp_path / "docs"
     assert eval_command(parser.parse_args(["eval", "--report", str(tmp_path), "--report-out", str(elsewhere)])) == 0
-    assert (elsewhere / "report.md").is_file() and (elsewhere / "accuracy_vs_mentor_share.png").is_file()
+    assert (elsewhere / "report.md").is_file() and (elsewhere / PLOT_NAME).is_file()
     with pytest.raises(ConfigError, match="--benchmark"):
         eval_command(parser.parse_args(["eval"]))
     args = parser.parse_args(["eval", "--benchmark", "gsm8k", "--limit", "5", "--methods", "generator,mentorcollab",

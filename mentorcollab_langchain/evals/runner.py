@@ -245,17 +245,24 @@ def answer(question: Question, method: Method, players: Players) -> dict[str, An
 
 
 def _normalized_stats(role: Role, stats: Any) -> dict[str, Any]:
-    """The cost figures seen from the roles: when the mentor writes alone, its tokens are mentor tokens."""
+    """The cost figures seen from the roles: when the mentor writes alone, its tokens are mentor tokens.
+
+    Tokens read (prompt, catch-ups, scoring) are recorded beside tokens generated: on few-shot prompts
+    reading is most of the mentor's compute. A question whose run failed has no accounting, so its
+    reading is recorded as unknown (``None``), not as zero.
+    """
     if stats is None:
         return {"tokens_committed": 0, "mentor_tokens_committed": 0, "mentor_share": 0.0, "mentor_tokens_generated": 0,
-                "generator_tokens_generated": 0, "probes": 0, "divergences": 0, "adoptions": 0, "mentor_calls": 0,
-                "mentor_errors": 0}
+                "generator_tokens_generated": 0, "mentor_tokens_read": None, "generator_tokens_read": None,
+                "probes": 0, "divergences": 0, "adoptions": 0, "mentor_calls": 0, "mentor_errors": 0}
     figures = {
         "tokens_committed": stats.tokens_committed,
         "mentor_tokens_committed": stats.mentor_tokens_committed,
         "mentor_share": stats.mentor_share,
         "mentor_tokens_generated": stats.mentor_tokens_generated,
         "generator_tokens_generated": stats.generator_tokens_generated,
+        "mentor_tokens_read": stats.mentor_tokens_read,
+        "generator_tokens_read": stats.generator_tokens_read,
         "probes": stats.probes,
         "divergences": stats.divergences,
         "adoptions": stats.adoptions,
@@ -269,6 +276,8 @@ def _normalized_stats(role: Role, stats: Any) -> dict[str, Any]:
             "mentor_share": 1.0 if stats.tokens_committed else 0.0,
             "mentor_tokens_generated": stats.generator_tokens_generated,
             "generator_tokens_generated": 0,
+            "mentor_tokens_read": stats.generator_tokens_read,
+            "generator_tokens_read": 0,
             "mentor_calls": stats.generator_calls,
         }
     return figures
