@@ -35,7 +35,6 @@ from mentorcollab_langchain.backends.base import Backend, ChatMessage
 from mentorcollab_langchain.chat_model import answer_message as chat_answer_message
 from mentorcollab_langchain.chat_model import stream_chunk, to_engine_messages
 from mentorcollab_langchain.engine.config import CollabConfig
-from mentorcollab_langchain.engine.policies import get_probe_policy
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
 from mentorcollab_langchain.engine.state import Candidate, CollabState, Decision, Divergence, Span, Stats
 from mentorcollab_langchain.engine.steps import STEPS, StepName, Team, commit_verdict, next_step, score_divergence
@@ -167,7 +166,6 @@ class _Teams:
                     mentor=self.mentor.open(request, self.config.prompt_style, self.config.sampling),
                     verifier=self.verifier,
                     config=self.config,
-                    policy=get_probe_policy(self.config.probe_policy),
                 )
                 entry = self._teams[key] = (team, threading.Lock())
                 while len(self._teams) > self.size:

@@ -151,3 +151,51 @@ def test_sampling_follows_the_temperature(backend: TransformersBackend) -> None:
     share = draws.count(top) / len(draws)
     expected = float(probabilities[top])
     assert abs(share - expected) < 4 * (expected * (1 - expected) / len(draws)) ** 0.5 + 1e-3
+
+
+def test_confidence_is_read_from_the_first_tokens_distribution(backend: TransformersBackend) -> None:
+    cursor = backend.open(PROMPT)
+    word = cursor.next_word(" Five", 8, with_confidence=True)
+    probabilities = torch.softmax(full_forward(backend, cursor.token_ids(" Five"))[0].double(), dim=-1)
+    top = torch.topk(probabilities, 2).values
+    assert word.confidence is not None
+    assert word.confidence.top_probability == pytest.approx(float(top[0]), rel=1e-4)
+    assert word.confidence.runner_up_probability == pytest.approx(float(top[1]), rel=1e-4)
+    entropy = float(-(probabilities * probabilities.log()).nansum())
+    assert word.confidence.entropy == pytest.approx(entropy, rel=1e-4)
+    again = cursor.next_word(" Five", 8, with_confidence=True)  # asked again: the same word and confidence
+    assert again.text == word.text and again.confidence is not None
+    assert again.confidence.top_probability == pytest.approx(word.confidence.top_probability, rel=1e-4)
+    assert cursor.next_word(" Five", 8).confidence is None
+
+
+def test_score_continuation_adds_up_each_tokens_log_probability(backend: TransformersBackend) -> None:
+    cursor = backend.open(PROMPT)
+    text, continuation = " Five apples", " in all, I think."
+    cursor.generate(text, 6)  # the cache holds an unrelated lookahead to roll back first
+    score = cursor.score_continuation(text, continuation)
+    target, prefix = cursor.token_ids(text + continuation), cursor.token_ids(text)
+    assert target[: len(prefix)] == prefix
+    expected = 0.0
+    for position in range(len(prefix), len(target)):
+        logprobs = torch.log_softmax(full_forward(backend, target[:position])[0], dim=-1)
+        expected += float(logprobs[target[position]])
+    assert score.tokens == len(target) - len(prefix)
+    assert score.logprob == pytest.approx(expected, abs=1e-3)
+    assert cursor.score_continuation(text, "").tokens == 0
+
+
+def test_tokens_read_counts_what_the_model_read_but_did_not_write(tiny_byte_level_model: str) -> None:
+    # Byte-level BPE re-encodes a decoded word to the same tokens, so the counts are exact here.
+    cursor = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32").open(PROMPT)
+    word = cursor.next_word("", 8)
+    assert cursor.tokens_read == len(cursor.prompt_ids)  # the prompt, read once
+    cursor.next_word(word.text, 8)
+    assert cursor.tokens_read == len(cursor.prompt_ids)  # its own word was already in the cache
+    adopted = " seven pears"
+    cursor.next_word(word.text + adopted, 8)
+    read = len(cursor.prompt_ids)
+    ids = cursor.token_ids(word.text + adopted)
+    own = cursor.token_ids(word.text)
+    common = next((i for i, (a, b) in enumerate(zip(ids, own)) if a != b), min(len(ids), len(own)))
+    assert cursor.tokens_read == read + len(ids) - common  # only the other model's text, from where it differs

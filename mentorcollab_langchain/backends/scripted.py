@@ -29,7 +29,8 @@ class ScriptedBackend:
         confidence: Sequence[float] = (),
         word_logprob: float = -1.0,
     ) -> None:
-        """``confidence[i]`` is the top-1 probability of the i-th word (1.0 past the list); a scored
+        """``confidence[i]`` is the top-1 probability of the i-th word (1.0 past the list; its entropy is
+        scripted as one minus that); a scored
         continuation gets ``word_logprob`` for each of its words that the script would write there, and
         ten times that for each other word."""
         self.words = _WORD.findall(answer)
@@ -86,7 +87,7 @@ class ScriptedCursor:
             return piece
         index = self._position(text)
         top = self.backend.confidence[index] if index < len(self.backend.confidence) else 1.0
-        return replace(piece, confidence=Confidence(top, (1.0 - top) / 2, 0.0))
+        return replace(piece, confidence=Confidence(top, (1.0 - top) / 2, entropy=1.0 - top))
 
     def score_continuation(self, text: str, continuation: str) -> ContinuationScore:
         self._call()

@@ -8,7 +8,7 @@ from contextlib import ExitStack, closing
 from mentorcollab_langchain.backends.base import Backend, Prompt
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.events import Event
-from mentorcollab_langchain.engine.policies import ProbePolicy, get_probe_policy
+from mentorcollab_langchain.engine.policies import ProbePolicy
 from mentorcollab_langchain.engine.state import CollabState
 from mentorcollab_langchain.engine.steps import Team, run_steps
 from mentorcollab_langchain.verifiers import Verifier, get_verifier
@@ -38,7 +38,7 @@ def collaborate(
             mentor=cursors.enter_context(closing(mentor.open(prompt, config.prompt_style, config.sampling))),
             verifier=get_verifier(verifier),
             config=config,
-            policy=get_probe_policy(probe_policy or config.probe_policy),
+            policy=probe_policy,
         )
         yield from run_steps(state, team)
 

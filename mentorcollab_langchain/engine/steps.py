@@ -26,7 +26,7 @@ from typing import Literal
 from mentorcollab_langchain.backends.base import Cursor
 from mentorcollab_langchain.errors import MentorCollabError
 from mentorcollab_langchain.engine.config import CollabConfig
-from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, ProbePolicy
+from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, ProbePolicy, get_probe_policy
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
 from mentorcollab_langchain.engine.state import Candidate, CollabState, Decision, Divergence, Span
 from mentorcollab_langchain.verifiers.base import Source, Verdict, Verifier, VerifyRequest
@@ -38,16 +38,20 @@ StepName = Literal["prepare", "continue", "probe", "lookahead", "verify", "finis
 class Team:
     """The heavy, per-request parts of a run: never stored in the state, rebuilt after a resume.
 
-    ``read_seen`` remembers how many tokens each cursor had read when the engine last looked, so the
-    reading a step causes is added to the stats exactly once (a rebuilt cursor starts from zero).
+    ``policy`` defaults to the one ``config.probe_policy`` names. ``read_seen`` remembers how many
+    tokens each cursor had read when the engine last looked, so the reading a step causes is added to
+    the stats exactly once (a rebuilt cursor starts from zero).
     """
 
     generator: Cursor
     mentor: Cursor
     verifier: Verifier
     config: CollabConfig
-    policy: ProbePolicy
+    policy: ProbePolicy | None = None
     read_seen: dict[str, int] = field(default_factory=lambda: {"generator": 0, "mentor": 0})
+
+    def __post_init__(self) -> None:
+        self.policy = get_probe_policy(self.policy or self.config.probe_policy)
 
 
 def next_step(state: CollabState) -> StepName:
