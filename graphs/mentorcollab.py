@@ -242,6 +242,8 @@ def _attributes(step: str, before: CollabState, after: CollabState, events: list
             }
             if decision.score is not None:
                 attributes["mentorcollab.verifier_score"] = decision.score
+            # What the score was made from, e.g. both segments' log-probabilities under the mentor.
+            attributes |= {f"mentorcollab.verifier_evidence.{name}": value for name, value in decision.evidence.items()}
         elif isinstance(event, MentorFailed):
             attributes["mentorcollab.mentor_error"] = event.error
     divergence = after.divergence
@@ -358,7 +360,8 @@ def build_mentorcollab_graph(
                     # Score the divergence here, so the verify node only asks the person, and resuming
                     # after the interrupt recomputes nothing.
                     verdict = score_divergence(collab, team)
-                    update["machine_verdict"] = {"choice": verdict.choice, "score": verdict.score, "verifier": machine.name}
+                    update["machine_verdict"] = {"choice": verdict.choice, "score": verdict.score, "verifier": machine.name,
+                                                 "evidence": dict(verdict.evidence)}
         finally:
             if exact_resume:
                 teams.release(state["request"], config)
@@ -368,6 +371,8 @@ def build_mentorcollab_graph(
             attributes["mentorcollab.verifier_choice"] = update["machine_verdict"]["choice"]
             if update["machine_verdict"]["score"] is not None:
                 attributes["mentorcollab.verifier_score"] = update["machine_verdict"]["score"]
+            attributes |= {f"mentorcollab.verifier_evidence.{name}": value
+                           for name, value in update["machine_verdict"]["evidence"].items()}
         annotate_node_span(attributes)
         return update | {"collab": collab, "step": attributes}
 
@@ -387,6 +392,7 @@ def build_mentorcollab_graph(
             "verifier": machine_verdict.get("verifier", machine.name),
             "verifier_score": machine_verdict.get("score"),
             "verifier_choice": machine_verdict.get("choice"),
+            "verifier_evidence": machine_verdict.get("evidence", {}),
             "choices": list(CHOICES),
         }
         try:
@@ -396,7 +402,8 @@ def build_mentorcollab_graph(
             problem = error.errors()[0].get("ctx", {}).get("error")
             raise (problem if isinstance(problem, InvalidResumeError) else InvalidResumeError(str(error))) from None
         choice, score = value.choice, value.score
-        yield from commit_verdict(collab, team, Verdict(choice, machine_verdict.get("score") if score is None else score), verifier=HUMAN)
+        verdict = Verdict(choice, machine_verdict.get("score") if score is None else score, machine_verdict.get("evidence", {}))
+        yield from commit_verdict(collab, team, verdict, verifier=HUMAN)
 
     def prepare_node(state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:
         prompt, messages = state.get("prompt"), state.get("messages") or []

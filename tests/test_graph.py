@@ -400,3 +400,23 @@ async def test_async_streaming_gives_the_same_answer() -> None:
     texts = [c["text"] async for c in graph.astream({"messages": PROMPT}, stream_mode="custom") if c["type"] == "text"]
     assert "".join(texts) == reference().text
     assert (await graph.ainvoke({"messages": PROMPT}))["answer"].content == reference().text
+
+
+def test_verify_spans_say_what_the_score_was_made_of_under_the_uncertain_policy() -> None:
+    config = CollabConfig(probe_policy="uncertain", uncertainty_threshold=0.6, segment_tokens=2, max_new_tokens=40)
+    generator = ScriptedBackend(GENERATOR_ANSWER, name="gen", confidence=[0.9, 0.3])  # unsure at " cat"
+    graph = build_mentorcollab_graph(generator, ScriptedBackend(MENTOR_ANSWER, name="men"), verifier="mentor-margin",
+                                     config=config)
+    with in_memory_tracing() as exporter:
+        graph.invoke({"messages": PROMPT})
+    spans = node_spans(exporter.get_finished_spans())
+    probes = [dict(span.attributes) for span in spans if span.name == "probe"]
+    assert [p["mentorcollab.probe.word_index"] for p in probes] == [1]  # only where the generator was unsure
+    verify = next(dict(span.attributes) for span in spans if span.name == "verify")
+    assert verify["mentorcollab.verifier"] == "mentor-margin" and verify["mentorcollab.choice"] == "mentor"
+    assert verify["mentorcollab.verifier_evidence.mean_logprob_margin"] == pytest.approx(9.0)
+    assert verify["mentorcollab.verifier_evidence.threshold"] == 0.5
+    standalone = run_collaboration(
+        PROMPT, ScriptedBackend(GENERATOR_ANSWER, confidence=[0.9, 0.3]), ScriptedBackend(MENTOR_ANSWER),
+        verifier="mentor-margin", config=config)
+    assert standalone.decisions[0].evidence["mean_logprob_margin"] == verify["mentorcollab.verifier_evidence.mean_logprob_margin"]

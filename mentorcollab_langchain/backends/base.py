@@ -88,6 +88,8 @@ class Piece:
     away) and a later piece may cost nothing because it was already generated. Cost figures add up
     ``cost``, so over a run they count exactly the tokens the model generated. ``confidence`` is the
     model's certainty at the piece's first token, where the cursor was asked for it and can read it.
+    ``stopped`` says ``generate`` met one of its stop strings and cut the text before it; ``tokens``
+    then counts the tokens kept, ``generated`` all that were written.
     """
 
     text: str
@@ -95,6 +97,7 @@ class Piece:
     eos: bool = False
     generated: int | None = None
     confidence: Confidence | None = None
+    stopped: bool = False
 
     @property
     def cost(self) -> int:

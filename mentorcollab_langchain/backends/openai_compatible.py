@@ -233,7 +233,7 @@ class OpenAICompatibleCursor:
         cut = min((written.index(marker) for marker in stop if marker and marker in written), default=None)
         if cut is not None:
             kept = sum(1 for start in itertools.accumulate([0, *map(len, tokens[:-1])]) if start < cut)
-            return Piece(written[:cut], kept, generated=generated)
+            return Piece(written[:cut], kept, generated=generated, stopped=True)
         return Piece(written, len(tokens), eos=ended == "stop", generated=generated)
 
     def _read(self, text: str, wanted: int) -> int:

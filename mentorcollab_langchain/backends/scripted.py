@@ -78,7 +78,8 @@ class ScriptedCursor:
         written = "".join(words)
         cut = min((written.index(marker) for marker in stop if marker in written), default=None)
         if cut is not None:
-            return Piece(written[:cut], len(words))
+            kept = sum(1 for index in range(len(words)) if len("".join(words[:index])) < cut)
+            return Piece(written[:cut], kept, generated=len(words), stopped=True)
         return Piece(written, len(words), eos=start + len(words) >= len(self.backend.words) and len(words) < max_tokens)
 
     def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:

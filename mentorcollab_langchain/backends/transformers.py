@@ -276,7 +276,8 @@ class TransformersCursor:
             decoded = tokenizer.decode(produced)
             if stop and any(marker in decoded for marker in stop):
                 cut = min(decoded.index(marker) for marker in stop if marker in decoded)
-                return Piece(decoded[:cut], len(produced))
+                kept = next(count for count in range(len(produced) + 1) if len(tokenizer.decode(produced[:count])) >= cut)
+                return Piece(decoded[:cut], kept, generated=len(produced), stopped=True)
         return Piece(decoded, len(produced))
 
     def _pick(self, logits: torch.Tensor, text: str) -> int:

@@ -32,11 +32,13 @@ class Candidate(BaseModel):
     text: str
     tokens: int
     eos: bool = False
+    stopped: bool = False
     confidence: Confidence | None = None
 
     @classmethod
     def of(cls, piece: Piece) -> Candidate:
-        return cls(text=piece.text, tokens=piece.tokens, eos=piece.eos, confidence=piece.confidence)
+        return cls(text=piece.text, tokens=piece.tokens, eos=piece.eos, stopped=piece.stopped,
+                   confidence=piece.confidence)
 
 
 class Decision(BaseModel):

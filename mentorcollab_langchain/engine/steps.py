@@ -18,7 +18,7 @@ in the state and the probe takes it from there instead of asking the generator a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -122,12 +122,12 @@ def lookahead(state: CollabState, team: Team) -> Iterator[Event]:
     divergence = _pending(state)
     length = min(team.config.segment_tokens, _remaining_tokens(state, team.config))
     with _timed(state, team, "lookahead"):
-        divergence.generator_segment, spent = _extend(team.generator, state.text, divergence.generator_word, length)
+        divergence.generator_segment, spent = _extend(team.generator, state.text, divergence.generator_word, length, team.config.stop)
     state.stats.generator_tokens_generated += spent
     state.stats.generator_calls += 1
     try:
         with _timed(state, team, "lookahead"):
-            divergence.mentor_segment, spent = _extend(team.mentor, state.text, divergence.mentor_word, length)
+            divergence.mentor_segment, spent = _extend(team.mentor, state.text, divergence.mentor_word, length, team.config.stop)
     except MentorCollabError as error:  # a backend's typed failure; a programming error still raises
         yield from _mentor_failed(state, team.config, error)
         yield from commit_verdict(state, team, Verdict("generator"), verifier="mentor-failed")
@@ -233,6 +233,8 @@ def _commit(state: CollabState, config: CollabConfig, piece: Candidate, source: 
     if stop_at is not None:
         _uncount_cut_tokens(state, piece, source, kept=max(stop_at - start, 0))
         _cut(state, stop_at)
+        state.finish_reason = "stop"
+    elif piece.stopped:  # a segment its model cut before a stop string: the answer ends with it
         state.finish_reason = "stop"
     elif piece.eos:
         state.finish_reason = "eos"
@@ -350,15 +352,17 @@ def _generator_word(state: CollabState, team: Team, phase: str) -> Candidate:
     return Candidate.of(piece)
 
 
-def _extend(cursor: Cursor, text: str, word: Candidate, length: int) -> tuple[Candidate, int]:
+def _extend(cursor: Cursor, text: str, word: Candidate, length: int, stop: Sequence[str]) -> tuple[Candidate, int]:
     """Continue a model's own first word to ``length`` tokens (the word itself is not recomputed).
 
+    The segment ends at a stop string, as the answer would: a verifier compares what each model would
+    add to the answer, not text past its end (on a one-letter answer, the next few-shot question).
     Returns the segment and how many tokens the model generated for the continuation.
     """
     if word.eos or word.tokens >= length:
         return word, 0
-    more = cursor.generate(text + word.text, length - word.tokens)
-    segment = Candidate(text=word.text + more.text, tokens=word.tokens + more.tokens, eos=more.eos)
+    more = cursor.generate(text + word.text, length - word.tokens, stop=stop)
+    segment = Candidate(text=word.text + more.text, tokens=word.tokens + more.tokens, eos=more.eos, stopped=more.stopped)
     return segment, more.cost
 
 
