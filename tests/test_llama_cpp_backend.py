@@ -12,6 +12,7 @@ moves whole distributions, far beyond that noise; the tolerances below sit betwe
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,7 +23,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by script
 
 from mentorcollab_langchain.backends import LlamaCppBackend, TransformersBackend, make_backend  # noqa: E402
 from mentorcollab_langchain.backends.base import Conversation  # noqa: E402
-from mentorcollab_langchain.backends.llama_cpp import LlamaCppCursor, _log_softmax  # noqa: E402
+from mentorcollab_langchain.backends.llama_cpp import LlamaCppCursor, _load_chat_tokenizer, _log_softmax  # noqa: E402
 from mentorcollab_langchain.backends.prompts import render_chat  # noqa: E402
 from mentorcollab_langchain.backends.sampling import Sampling  # noqa: E402
 from mentorcollab_langchain.backends.transformers import TransformersCursor  # noqa: E402
@@ -114,6 +115,20 @@ def test_rendered_prompt_ids_match_the_transformers_tokenizer(name: str) -> None
         assert backend.loaded.tokenize(text, add_special=False) == tokenizer.encode(text, add_special_tokens=False)
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert end_of_turn in backend.loaded.eog_ids
+
+
+def test_chat_tokenizer_comes_from_the_gguf_without_converting_weights(
+    generator: LlamaCppBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MENTORCOLLAB_CACHE", str(tmp_path))  # nothing converted, nothing saved yet
+    loaded = generator.loaded
+    first = _load_chat_tokenizer(loaded.packaged, loaded.path)
+    saved = list((tmp_path / "tokenizers").iterdir())
+    assert len(saved) == 1 and not (tmp_path / "models").exists(), "only the tokenizer is saved, no weights"
+    again = _load_chat_tokenizer(loaded.packaged, loaded.path)
+    assert render_chat(again, HARD_PROMPT) == render_chat(first, HARD_PROMPT)
+    text = render_chat(again, HARD_PROMPT)
+    assert loaded.tokenize(text, add_special=False) == again.encode(text, add_special_tokens=False)
 
 
 def test_raw_prompt_style_skips_the_chat_template(generator: LlamaCppBackend) -> None:
@@ -378,3 +393,28 @@ def test_mentor_cursor_matches_recompute_after_rollback(mentor: LlamaCppBackend)
     start = len(stepper.token_ids(text))
     stepwise = sum(float(_log_softmax(stepper._move_to(target[:p]))[target[p]]) for p in range(start, len(target)))
     assert score.logprob == pytest.approx(stepwise, abs=0.05 * score.tokens)
+
+
+@pytest.mark.slow
+@needs("gemma3-270m")
+def test_sentencepiece_base_model_with_sliding_window_rolls_back() -> None:
+    """Gemma 3: SentencePiece word starts (▁), no chat template, sliding-window layers kept croppable."""
+    from transformers import AutoTokenizer
+
+    from mentorcollab_langchain.models.registry import ensure_converted
+
+    backend = LlamaCppBackend("gemma3-270m", n_ctx=1024, n_threads=THREADS)
+    prompt = "Question: Anna has two red apples and three green apples. How many apples does she have?\nAnswer:"
+    tokenizer = AutoTokenizer.from_pretrained(ensure_converted(PACKAGED_MODELS["gemma3-270m"]))
+    assert backend.prompt_ids(prompt, "raw") == tokenizer.encode(prompt, add_special_tokens=True)
+    assert backend.prompt_ids(prompt) == backend.prompt_ids(f"User: {prompt}\n\nAssistant:", "raw"), "no template"
+
+    cursor = backend.open(prompt, "raw")
+    word = cursor.next_word("", 12)
+    segment = cursor.generate(word.text, 10)
+    assert segment.text and backend.open(prompt, "raw").generate("", word.tokens + segment.tokens).text == word.text + segment.text
+    table = backend.loaded.whitespace_start
+    assert table[backend.loaded.tokenize(" apples", add_special=False)[0]]
+    assert not table[backend.loaded.tokenize("apples", add_special=False)[0]]
+    after = cursor.next_token_logits(word.text)
+    assert_same_state(after, backend.open(prompt, "raw").next_token_logits(word.text))
