@@ -418,3 +418,18 @@ def test_sentencepiece_base_model_with_sliding_window_rolls_back() -> None:
     assert not table[backend.loaded.tokenize("apples", add_special=False)[0]]
     after = cursor.next_token_logits(word.text)
     assert_same_state(after, backend.open(prompt, "raw").next_token_logits(word.text))
+
+
+@pytest.mark.slow
+def test_engine_runs_on_both_llama_cpp_models(generator: LlamaCppBackend, mentor: LlamaCppBackend) -> None:
+    from mentorcollab_langchain.engine import CollabConfig, CollabState, TextCommitted, collaborate
+    from tests.conftest import GSM8K_NATALIA
+
+    state = CollabState()
+    config = CollabConfig(probe_rate=0.5, max_new_tokens=24, seed=0)
+    events = list(collaborate(GSM8K_NATALIA, generator, mentor, config=config, state=state))
+    stats = state.stats
+    assert state.text.strip() and "".join(e.text for e in events if isinstance(e, TextCommitted)) == state.text
+    assert stats.probes >= 1 and stats.mentor_tokens_generated >= stats.probes
+    assert stats.mentor_tokens_read >= len(mentor.prompt_ids(GSM8K_NATALIA)), "the mentor read its prompt at least"
+    assert stats.generator_tokens_read >= len(generator.prompt_ids(GSM8K_NATALIA))
