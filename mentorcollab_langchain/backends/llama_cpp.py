@@ -151,7 +151,7 @@ _LOADING_LOCK = threading.Lock()
 
 
 def load_gguf(name: str, report: Callable[[str], None] = lambda message: None) -> LoadedGguf:
-    """Load a packaged model's weights once per process and share them.
+    """Load a packaged model's weights once per process and share them (kept for the process's life).
 
     Each model has its own loading lock: a request on an already loaded model never waits for another
     model's (slow) first load. The weights do not depend on the context size, so contexts of any size
@@ -215,9 +215,9 @@ def _load_chat_tokenizer(packaged: PackagedModel, gguf: Path) -> Any:
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
         tokenizer.save_pretrained(staging)
-        staging.replace(folder)  # another process may have won the race; either folder is the same
+        staging.replace(folder)
     except OSError:
-        pass
+        pass  # only a cache: another process saved it first, or the cache is read-only; ours still works
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return tokenizer
