@@ -334,6 +334,11 @@ def test_prompt_longer_than_context_is_refused() -> None:
         LlamaCppBackend(GENERATOR, n_ctx=64, n_threads=THREADS).open("apples " * 100)
 
 
+def test_an_empty_raw_prompt_is_refused(generator: LlamaCppBackend) -> None:
+    with pytest.raises(ConfigError, match="no tokens"):
+        generator.open("", "raw")  # SmolLM2 adds no BOS, so nothing would precede the first token
+
+
 def test_generation_past_context_is_refused() -> None:
     cursor = LlamaCppBackend(GENERATOR, n_ctx=64, n_threads=THREADS).open("apples")
     with pytest.raises(ContextTooLongError):

@@ -42,7 +42,7 @@ from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, 
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.words import whitespace_start_table
-from mentorcollab_langchain.errors import BackendError, ContextTooLongError
+from mentorcollab_langchain.errors import BackendError, ConfigError, ContextTooLongError
 from mentorcollab_langchain.models.registry import (
     DEFAULT_GENERATOR,
     PackagedModel,
@@ -259,6 +259,8 @@ class LlamaCppBackend:
 
     def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> LlamaCppCursor:
         prompt_ids = self.prompt_ids(prompt, style)
+        if not prompt_ids:
+            raise ConfigError(f"the prompt renders to no tokens for {self.model}: a model needs text to continue")
         if len(prompt_ids) >= self.n_ctx:
             raise ContextTooLongError(
                 f"the prompt is {len(prompt_ids)} tokens for {self.model}, whose context holds {self.n_ctx} "
