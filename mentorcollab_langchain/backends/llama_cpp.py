@@ -434,7 +434,9 @@ class LlamaCppCursor:
             decoded = raw.decode("utf-8", errors="replace")  # a split character shows as \ufffd until complete
             if stop and any(marker in decoded for marker in stop):
                 cut = min(decoded.index(marker) for marker in stop if marker in decoded)
-                return Piece(decoded[:cut], len(produced), confidence=confidence)
+                kept = next(count for count in range(len(produced) + 1)
+                            if len(b"".join(map(self._model.piece, produced[:count])).decode("utf-8", "replace")) >= cut)
+                return Piece(decoded[:cut], kept, generated=len(produced), confidence=confidence, stopped=True)
         return Piece(decoded, len(produced), confidence=confidence)
 
     def _pick(self, logits: np.ndarray, text: str) -> int:
