@@ -343,9 +343,10 @@ def _word_budget(state: CollabState, config: CollabConfig) -> int:
 
 def _generator_word(state: CollabState, team: Team, phase: str) -> Candidate:
     with _timed(state, team, phase):
-        piece = team.generator.next_word(
-            state.text, _word_budget(state, team.config), with_confidence=team.policy.needs_confidence and _probing(state)
-        )
+        if team.policy.needs_confidence and _probing(state):
+            piece = team.generator.next_word(state.text, _word_budget(state, team.config), with_confidence=True)
+        else:  # asked as before confidences existed, so cursors written without them still work
+            piece = team.generator.next_word(state.text, _word_budget(state, team.config))
     state.stats.words += 1
     state.stats.generator_calls += 1
     state.stats.generator_tokens_generated += piece.cost
@@ -391,8 +392,8 @@ def _timed(state: CollabState, team: Team, phase: str) -> Iterator[None]:
     finally:
         state.stats.seconds[phase] = state.stats.seconds.get(phase, 0.0) + time.perf_counter() - began
         for role, cursor in (("generator", team.generator), ("mentor", team.mentor)):
-            read = cursor.tokens_read - team.read_seen[role]
-            team.read_seen[role] = cursor.tokens_read
+            total = getattr(cursor, "tokens_read", 0)  # a cursor that does not count its reading reports none
+            read, team.read_seen[role] = total - team.read_seen[role], total
             if role == "mentor":
                 state.stats.mentor_tokens_read += read
             else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 
 from mentorcollab_langchain.errors import ConfigError
@@ -22,7 +21,7 @@ DEFAULT_MAX_NEW_TOKENS = {"number": 256, "math": 512, "choice": 16}
 
 def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``eval`` sub-command to the main parser's sub-commands."""
-    from mentorcollab_langchain.cli import _add_probe_policy_arguments, _add_remote_mentor_arguments
+    from mentorcollab_langchain.cli import _add_backend_argument, _add_probe_policy_arguments, _add_remote_mentor_arguments
     from mentorcollab_langchain.evals.data import BENCHMARKS
     from mentorcollab_langchain.evals.runner import METHOD_NAMES
     from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
@@ -48,8 +47,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     evaluate.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
     evaluate.add_argument("--generator", default=DEFAULT_GENERATOR)
     evaluate.add_argument("--mentor", default=DEFAULT_MENTOR)
-    evaluate.add_argument("--mentor-backend", choices=["auto", "llama.cpp", "transformers"], default="auto",
-                          help="auto: a local llama.cpp server when llama-cpp-python is installed (5x faster here)")
+    _add_backend_argument(evaluate)
     evaluate.add_argument("--verifier", default=DEFAULT_VERIFIER, choices=sorted(NAMED_VERIFIERS))
     _add_probe_policy_arguments(evaluate)
     evaluate.add_argument("--segment-tokens", type=int, help="default: CollabConfig's")
@@ -74,10 +72,9 @@ def eval_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     names = {name.strip() for name in args.methods.split(",")}
     needs_mentor = args.sweep or bool(names & {"mentor", "mentorcollab", "faithful"})
-    with ExitStack() as stack:
-        players = _players(args, stack, needs_mentor)
-        for benchmark in [name.strip() for name in args.benchmark.split(",") if name.strip()]:
-            _run_benchmark(args, benchmark, players, out)
+    players = _players(args, needs_mentor)
+    for benchmark in [name.strip() for name in args.benchmark.split(",") if name.strip()]:
+        _run_benchmark(args, benchmark, players, out)
     report, image = build_report(out)
     print(f"wrote {report} and {image}", file=sys.stderr)
     return 0
@@ -124,23 +121,20 @@ def _floats(text: str | None) -> list[float]:
     return [float(value) for value in text.split(",") if value.strip()] if text else []
 
 
-def _players(args: argparse.Namespace, stack: ExitStack, needs_mentor: bool = True):  # noqa: ANN202
-    """Load the generator (transformers) and the mentor (a server URL, a local llama.cpp server, or torch).
+def _players(args: argparse.Namespace, needs_mentor: bool = True):  # noqa: ANN202
+    """Load the generator and the mentor in process (``--backend``), or reach the mentor at ``--mentor-url``.
 
-    Without a method that calls the mentor, the generator stands in for it and nothing else starts."""
-    import tempfile
-
-    from mentorcollab_langchain.backends import TransformersBackend
+    Without a method that calls the mentor, the generator stands in for it and nothing else loads."""
+    from mentorcollab_langchain.backends import make_backend
     from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
-    from mentorcollab_langchain.cli import _quiet_transformers, progress
+    from mentorcollab_langchain.cli import _quiet_transformers, backend_label, progress
     from mentorcollab_langchain.evals.runner import ModelInfo, Players
 
     _quiet_transformers()
     with progress("loading models", sys.stderr) as report:
-        generator = TransformersBackend(args.generator, device=args.device, dtype=args.dtype, report=report)
+        generator = make_backend(args.generator, args.backend, device=args.device, dtype=args.dtype, report=report)
         generator.loaded
-        generator_info = ModelInfo(args.generator, f"transformers {generator.loaded.network.dtype}".replace("torch.", ""))
-        backend = args.mentor_backend
+        generator_info = ModelInfo(args.generator, backend_label(generator))
         if not needs_mentor:
             mentor, mentor_info = generator, ModelInfo(args.mentor, "not loaded")
         elif args.mentor_url:
@@ -148,28 +142,10 @@ def _players(args: argparse.Namespace, stack: ExitStack, needs_mentor: bool = Tr
                                              timeout=args.mentor_timeout, report=report)
             mentor_info = ModelInfo(args.mentor, f"server {args.mentor_url}")
         else:
-            if backend == "auto":
-                backend = "llama.cpp" if _llama_cpp_available() else "transformers"
-            if backend == "llama.cpp":
-                from mentorcollab_langchain.serving import llama_server
-
-                report("starting a llama.cpp server for the mentor")
-                log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "llama-server.log"
-                server = stack.enter_context(llama_server(args.mentor, log))
-                mentor = OpenAICompatibleBackend(server.url, model="mentor", tokenizer=args.mentor,
-                                                 timeout=args.mentor_timeout, report=report)
-                mentor_info = ModelInfo(args.mentor, "llama.cpp Q4_K_M")
-            else:
-                mentor = TransformersBackend(args.mentor, device=args.device, dtype=args.dtype, report=report)
-                mentor.loaded
-                mentor_info = ModelInfo(args.mentor, f"transformers {mentor.loaded.network.dtype}".replace("torch.", ""))
+            mentor = make_backend(args.mentor, args.backend, device=args.device, dtype=args.dtype, report=report)
+            mentor.loaded
+            mentor_info = ModelInfo(args.mentor, backend_label(mentor))
     return Players(generator, mentor, generator_info, mentor_info)
-
-
-def _llama_cpp_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def main(argv: list[str] | None = None) -> int:
