@@ -86,7 +86,6 @@ PER_CALL_CONFIG = frozenset(
         "probe_rate",
         "uncertainty_signal",
         "uncertainty_threshold",
-        "probe_floor",
         "segment_tokens",
         "max_word_tokens",
         "match",
@@ -598,13 +597,11 @@ class ChatMentorCollab(BaseChatModel):
     probe_policy: str = "random"
     """Where the mentor is probed: ``random`` (the paper) or ``uncertain`` (where the generator is unsure)."""
     probe_rate: float = 0.1
-    """``random`` policy: the probability of probing each word."""
+    """The probability of a random probe at each word (with ``uncertain``, a floor under its own probes)."""
     uncertainty_signal: Literal["top_share", "top_probability", "entropy"] = "top_share"
     """``uncertain`` policy: the measure of the generator's doubt at a word's first token."""
     uncertainty_threshold: float = 0.8
     """``uncertain`` policy: probe below this ``top_share``/``top_probability``, or above this entropy."""
-    probe_floor: float = 0.0
-    """``uncertain`` policy: the probability of probing any word as well, so confident mistakes are sampled."""
     segment_tokens: int = 16
     max_word_tokens: int = 12
     max_tokens: int = 512
@@ -658,7 +655,6 @@ class ChatMentorCollab(BaseChatModel):
             "probe_rate": self.probe_rate,
             "uncertainty_signal": self.uncertainty_signal,
             "uncertainty_threshold": self.uncertainty_threshold,
-            "probe_floor": self.probe_floor,
             "segment_tokens": self.segment_tokens,
             "max_word_tokens": self.max_word_tokens,
             "max_new_tokens": self.max_tokens,

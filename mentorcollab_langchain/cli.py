@@ -79,17 +79,16 @@ def _add_probe_policy_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--probe-policy", choices=sorted(NAMED_POLICIES),
                         help="random (the paper) or uncertain (where the generator is unsure of its word)")
-    parser.add_argument("--probe-rate", type=float, help="random policy: probability of probing a word")
+    parser.add_argument("--probe-rate", type=float, help="probability of a random probe at each word (both policies)")
     parser.add_argument("--uncertainty-signal", choices=["top_share", "top_probability", "entropy"],
                         help="uncertain policy: the measure of the generator's doubt at a word's first token")
     parser.add_argument("--uncertainty-threshold", type=float,
                         help="uncertain policy: probe below this top_share/top_probability, above this entropy")
-    parser.add_argument("--probe-floor", type=float, help="uncertain policy: random probes per word on top")
 
 
 def probe_policy_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The probe settings given on the command line, by CollabConfig field name."""
-    names = ("probe_policy", "probe_rate", "uncertainty_signal", "uncertainty_threshold", "probe_floor")
+    names = ("probe_policy", "probe_rate", "uncertainty_signal", "uncertainty_threshold")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

@@ -403,7 +403,8 @@ async def test_async_streaming_gives_the_same_answer() -> None:
 
 
 def test_verify_spans_say_what_the_score_was_made_of_under_the_uncertain_policy() -> None:
-    config = CollabConfig(probe_policy="uncertain", uncertainty_threshold=0.6, segment_tokens=2, max_new_tokens=40)
+    config = CollabConfig(probe_policy="uncertain", uncertainty_threshold=0.6, probe_rate=0.0, segment_tokens=2,
+                          max_new_tokens=40)
     generator = ScriptedBackend(GENERATOR_ANSWER, name="gen", confidence=[0.9, 0.3])  # unsure at " cat"
     graph = build_mentorcollab_graph(generator, ScriptedBackend(MENTOR_ANSWER, name="men"), verifier="mentor-margin",
                                      config=config)

@@ -20,7 +20,8 @@ CONFIDENCE = [0.99, 0.98, 0.97, 0.30, 0.95, 0.99, 0.99]
 
 
 def uncertain(**overrides) -> CollabConfig:
-    return CollabConfig(probe_policy="uncertain", uncertainty_threshold=0.6, segment_tokens=1, **overrides)
+    settings = {"probe_policy": "uncertain", "uncertainty_threshold": 0.6, "probe_rate": 0.0, "segment_tokens": 1}
+    return CollabConfig(**(settings | overrides))
 
 
 def generator() -> ScriptedBackend:
@@ -51,17 +52,16 @@ def test_the_probed_word_is_not_asked_of_the_generator_twice() -> None:
     ("entropy", 0.5, [3]),  # the scripted entropy is 1 - top probability: 0.7 at " B"
 ])
 def test_each_signal_probes_where_it_says(signal: str, threshold: float, probed: list[int]) -> None:
-    config = CollabConfig(probe_policy="uncertain", uncertainty_signal=signal, uncertainty_threshold=threshold,
-                          segment_tokens=1)
+    config = uncertain(uncertainty_signal=signal, uncertainty_threshold=threshold)
     events = list(collaborate("q", generator(), ScriptedBackend(GENERATOR), config=config))
     assert [event.word_index for event in events if isinstance(event, Probed)] == probed
 
 
-def test_the_random_floor_still_probes_confident_words() -> None:
+def test_random_probes_still_sample_confident_words() -> None:
     answer = " ".join(f"w{i}" for i in range(2000))
     sure = ScriptedBackend(answer)  # confidence 1.0 everywhere
     state = run_collaboration("q", sure, ScriptedBackend(answer),
-                              config=uncertain(probe_floor=0.05, max_new_tokens=5000, seed=3))
+                              config=uncertain(probe_rate=0.05, max_new_tokens=5000, seed=3))
     assert state.stats.probes / state.stats.words == pytest.approx(0.05, abs=4 * (0.05 * 0.95 / 2000) ** 0.5)
     without = run_collaboration("q", ScriptedBackend(answer), ScriptedBackend(answer), config=uncertain(max_new_tokens=5000))
     assert without.stats.probes == 0

@@ -15,16 +15,15 @@ class CollabConfig(BaseModel):
 
     Attributes:
         probe_policy: where the mentor is probed: ``random`` (the paper: each word with probability
-            ``probe_rate``) or ``uncertain`` (where the generator is unsure of its word, see
-            ``engine.policies``).
-        probe_rate: probability that a word step is probed by the mentor (``random`` policy).
+            ``probe_rate``) or ``uncertain`` (where the generator is unsure of its word, and at random
+            words as well; see ``engine.policies``).
+        probe_rate: probability that a word step is probed at random, whatever it says (with the
+            ``uncertain`` policy, a floor that still samples confident mistakes).
         uncertainty_signal: the ``uncertain`` policy's measure of the generator's doubt at a word's
             first token: ``top_share`` (top probability renormalised over the top two tokens),
             ``top_probability`` or ``entropy``.
         uncertainty_threshold: the ``uncertain`` policy probes below this ``top_share`` or
             ``top_probability``, or above this ``entropy`` (nats).
-        probe_floor: the ``uncertain`` policy also probes each word with this probability, so confident
-            mistakes are still sampled.
         segment_tokens: length of each model's lookahead segment at a divergence.
         max_word_tokens: the most tokens one word step may take.
         max_new_tokens: the most tokens committed to the answer (both sources together).
@@ -49,7 +48,6 @@ class CollabConfig(BaseModel):
     probe_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     uncertainty_signal: Literal["top_share", "top_probability", "entropy"] = "top_share"
     uncertainty_threshold: float = Field(default=0.8, ge=0.0)
-    probe_floor: float = Field(default=0.0, ge=0.0, le=1.0)
     segment_tokens: int = Field(default=16, ge=1)
     max_word_tokens: int = Field(default=12, ge=1)
     max_new_tokens: int = Field(default=512, ge=1)

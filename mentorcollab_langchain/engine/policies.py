@@ -69,20 +69,17 @@ class RandomPolicy:
         return False
 
 
-class UncertainPolicy:
-    """Probe where the generator is unsure of its word's first token, plus a small random floor.
+class UncertainPolicy(RandomPolicy):
+    """Probe where the generator is unsure of its word's first token, and at random words as well.
 
     ``uncertainty_signal`` picks the measure: ``top_share`` (the top token's probability renormalised
     over the two most likely tokens), ``top_probability`` (over the whole vocabulary), both probed
-    below ``uncertainty_threshold``; or ``entropy`` (nats), probed above it. The floor probes each word
-    with probability ``probe_floor`` as well, so confident mistakes are still sampled now and then.
+    below ``uncertainty_threshold``; or ``entropy`` (nats), probed above it. Each word is also probed at
+    random with probability ``probe_rate``, as the paper does, so confident mistakes are still sampled.
     """
 
     name = "uncertain"
     needs_confidence = True
-
-    def words_until_probe(self, config: CollabConfig, gap_index: int) -> int:
-        return geometric_gap(config.probe_floor, config.seed, gap_index)
 
     def probe_word(self, word: Candidate, config: CollabConfig) -> bool:
         confidence = word.confidence

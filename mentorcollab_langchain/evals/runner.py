@@ -33,8 +33,7 @@ SWEEP_VERIFIERS = ("self-consult", "self-consult-both-orders", "always-mentor")
 # A model answering alone: nothing is ever probed, whatever the base config's policy.
 ALONE = {"probe_policy": "random", "probe_rate": 0.0}
 # The collaboration settings a method's label names when they differ from the defaults.
-LABELLED_SETTINGS = ("probe_policy", "probe_rate", "uncertainty_signal", "uncertainty_threshold", "probe_floor",
-                     "segment_tokens")
+LABELLED_SETTINGS = ("probe_policy", "probe_rate", "uncertainty_signal", "uncertainty_threshold", "segment_tokens")
 
 
 # How a question's probe seed is made from the method's seed. With one seed for every question, every
@@ -136,11 +135,10 @@ def _collab_label(config: CollabConfig, verifier: str) -> str:
     Only the settings of the policy in use are named: a random policy's label never mentions thresholds.
     """
     defaults = CollabConfig()
-    names = {"probe_policy", "segment_tokens"}
-    names |= {"probe_rate"} if config.probe_policy == "random" else {
-        "uncertainty_signal", "uncertainty_threshold", "probe_floor"}
+    names = {"probe_policy", "probe_rate", "segment_tokens"}
+    names |= {"uncertainty_signal", "uncertainty_threshold"} if config.probe_policy == "uncertain" else set()
     short = {"probe_policy": "", "probe_rate": "p=", "uncertainty_signal": "", "uncertainty_threshold": "t=",
-             "probe_floor": "floor=", "segment_tokens": "seg="}
+             "segment_tokens": "seg="}
     changed = [f"{short[name]}{getattr(config, name):g}" if isinstance(getattr(config, name), float)
                else f"{short[name]}{getattr(config, name)}"
                for name in LABELLED_SETTINGS if name in names and getattr(config, name) != getattr(defaults, name)]

@@ -22,45 +22,42 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-from mentorcollab_langchain.backends import TransformersBackend
-from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
+from mentorcollab_langchain.backends import make_backend
 from mentorcollab_langchain.evals.data import load_questions
 from mentorcollab_langchain.evals.extract import extract_choice
 from mentorcollab_langchain.evals.prompts import build_prompt
 from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
-from mentorcollab_langchain.serving import llama_server
 
 THRESHOLDS = (0.6, 0.7, 0.8, 0.9, 0.95, 1.01)
 MARGINS = (0.0, 0.5, 1.0, 2.0)
 
 
 def record(benchmark: str, split: str, offset: int, limit: int) -> None:
-    generator = TransformersBackend(DEFAULT_GENERATOR)
-    with tempfile.TemporaryDirectory() as folder, llama_server(DEFAULT_MENTOR, Path(folder) / "server.log") as server:
-        mentor = OpenAICompatibleBackend(server.url, model="mentor", tokenizer=DEFAULT_MENTOR)
-        for question in load_questions(benchmark, split, limit, offset=offset):
-            built = build_prompt(question, "fewshot")
-            ours = generator.open(built.prompt, built.style)
-            theirs = mentor.open(built.prompt, built.style)
-            word = ours.next_word("", 12, with_confidence=True)
-            mentor_word = theirs.next_word("", 12)
-            row = {
-                "benchmark": benchmark, "split": split, "question_id": question.id, "gold": question.gold,
-                "generator_word": word.text, "mentor_word": mentor_word.text,
-                "generator_choice": extract_choice(word.text, question.labels),
-                "mentor_choice": extract_choice(mentor_word.text, question.labels),
-                "top_probability": word.confidence.top_probability,
-                "runner_up_probability": word.confidence.runner_up_probability,
-                "entropy": word.confidence.entropy,
-                "mentor_prompt_tokens": theirs.tokens_read,
-            }
-            if word.text != mentor_word.text:
-                row["mentor_logprob_of_mentor_word"] = theirs.score_continuation("", mentor_word.text).mean_logprob
-                row["mentor_logprob_of_generator_word"] = theirs.score_continuation("", word.text).mean_logprob
-            print(json.dumps(row), flush=True)
+    generator, mentor = make_backend(DEFAULT_GENERATOR), make_backend(DEFAULT_MENTOR)  # as `mentorcollab eval` runs them
+    for question in load_questions(benchmark, split, limit, offset=offset):
+        built = build_prompt(question, "fewshot")
+        ours = generator.open(built.prompt, built.style)
+        theirs = mentor.open(built.prompt, built.style)
+        word = ours.next_word("", 12, with_confidence=True)
+        mentor_word = theirs.next_word("", 12)
+        row = {
+            "benchmark": benchmark, "split": split, "question_id": question.id, "gold": question.gold,
+            "generator_word": word.text, "mentor_word": mentor_word.text,
+            "generator_choice": extract_choice(word.text, question.labels),
+            "mentor_choice": extract_choice(mentor_word.text, question.labels),
+            "top_probability": word.confidence.top_probability,
+            "runner_up_probability": word.confidence.runner_up_probability,
+            "entropy": word.confidence.entropy,
+            "mentor_prompt_tokens": theirs.tokens_read,
+        }
+        if word.text != mentor_word.text:
+            row["mentor_logprob_of_mentor_word"] = theirs.score_continuation("", mentor_word.text).mean_logprob
+            row["mentor_logprob_of_generator_word"] = theirs.score_continuation("", word.text).mean_logprob
+        print(json.dumps(row), flush=True)
+        ours.close()
+        theirs.close()
 
 
 def summary(files: list[Path]) -> None:

@@ -1,0 +1,48 @@
+"""Honest evaluation: the questions that tuned a default never appear in an evaluation sample.
+
+The published evaluations take the first ``EVALUATION_LIMIT`` questions of each benchmark's fixed
+shuffled order (``mentorcollab eval --limit 100``). Tuning used other splits (ARC-Challenge validation)
+or questions past that range (CommonsenseQA validation from 200 on, GSM8K from 1000 on). This test reads
+the question ids recorded by the tuning runs and checks them against the evaluation samples.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mentorcollab_langchain.evals.data import load_questions
+
+TUNING = Path(__file__).resolve().parent.parent / "docs" / "results" / "tuning"
+EVALUATION_LIMIT = 100
+EVALUATED = {"arc_challenge": "test", "csqa": "validation", "gsm8k": "test"}
+
+
+def tuning_ids() -> dict[tuple[str, str], set[str]]:
+    ids: dict[tuple[str, str], set[str]] = {}
+    for file in sorted(TUNING.glob("*.jsonl")):
+        for line in file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                ids.setdefault((row["benchmark"], row["split"]), set()).add(str(row["question_id"]))
+    return ids
+
+
+def test_tuning_runs_were_recorded() -> None:
+    recorded = tuning_ids()
+    assert ("arc_challenge", "validation") in recorded and ("csqa", "validation") in recorded
+    assert all(len(ids) >= 50 for ids in recorded.values())
+
+
+@pytest.mark.parametrize("benchmark", sorted(EVALUATED))
+def test_no_tuning_question_is_in_the_evaluation_sample(benchmark: str) -> None:
+    split = EVALUATED[benchmark]
+    evaluated = {question.id for question in load_questions(benchmark, split, EVALUATION_LIMIT)}
+    assert len(evaluated) == EVALUATION_LIMIT
+    for (tuned_benchmark, tuned_split), ids in tuning_ids().items():
+        if tuned_benchmark == benchmark and tuned_split == split:
+            assert not ids & evaluated, f"{benchmark}/{split}: tuned on evaluated questions {sorted(ids & evaluated)[:5]}"
+    # The test can tell: the evaluation sample itself would overlap.
+    assert evaluated & {question.id for question in load_questions(benchmark, split, 10)}
