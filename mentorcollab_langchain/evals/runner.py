@@ -26,7 +26,10 @@ from mentorcollab_langchain.evals.prompts import PROMPT_VERSION, PromptKind, bui
 from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, PAPER_VERIFIER
 
 Role = Literal["generator", "mentor", "collab"]
-METHOD_NAMES = ("generator", "mentor", "mentorcollab", "faithful")
+METHOD_NAMES = ("generator", "mentor", "mentorcollab", "faithful", "previous-default")
+# The defaults before the uncertain policy and the mentor-margin verifier, kept for comparison.
+PREVIOUS_DEFAULT = {"probe_policy": "random", "probe_rate": 0.1}
+PREVIOUS_VERIFIER = "self-consult-both-orders"
 SWEEP_PROBE_RATES = (0.02, 0.05, 0.1, 0.2)
 SWEEP_SEGMENT_TOKENS = (4, 8, 16)
 SWEEP_VERIFIERS = ("self-consult", "self-consult-both-orders", "always-mentor")
@@ -110,6 +113,9 @@ def make_methods(
         elif name == "faithful":
             faithful = CollabConfig.faithful(max_new_tokens=base.max_new_tokens, seed=base.seed)
             methods.append(Method("faithful", "collab", faithful, "fewshot", PAPER_VERIFIER))
+        elif name == "previous-default":
+            previous = base.model_copy(update=PREVIOUS_DEFAULT)
+            methods.append(Method("previous-default", "collab", previous, prompt, PREVIOUS_VERIFIER))
         else:
             raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
     return methods

@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from mentorcollab_langchain.backends import make_backend
+from mentorcollab_langchain.backends import LlamaCppBackend
 from mentorcollab_langchain.evals.data import load_questions
 from mentorcollab_langchain.evals.extract import extract_choice
 from mentorcollab_langchain.evals.prompts import build_prompt
@@ -35,7 +35,9 @@ MARGINS = (0.0, 0.5, 1.0, 2.0)
 
 
 def record(benchmark: str, split: str, offset: int, limit: int) -> None:
-    generator, mentor = make_backend(DEFAULT_GENERATOR), make_backend(DEFAULT_MENTOR)  # as `mentorcollab eval` runs them
+    # As `mentorcollab eval` runs them (llama.cpp in process); one thread each, since this ran beside other
+    # jobs, where llama.cpp's threads wait for each other (the results do not depend on the thread count).
+    generator, mentor = LlamaCppBackend(DEFAULT_GENERATOR, n_threads=1), LlamaCppBackend(DEFAULT_MENTOR, n_threads=1)
     for question in load_questions(benchmark, split, limit, offset=offset):
         built = build_prompt(question, "fewshot")
         ours = generator.open(built.prompt, built.style)
