@@ -64,6 +64,10 @@ def count(backend: OpenAICompatibleBackend, text: str) -> int:
     return len(backend.tokenizer.encode(text, add_special_tokens=False))
 
 
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    return next((index for index, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def exact_logprobs(exact: Any, ids: list[int], first: int) -> list[np.ndarray]:
     """Log-softmax of the next-token logits after each of ``ids[first - 1:]``, computed in process.
 
@@ -71,19 +75,21 @@ def exact_logprobs(exact: Any, ids: list[int], first: int) -> list[np.ndarray]:
     read once per module; from ``first - 1`` on everything is evaluated afresh.
     """
     held = exact.input_ids[: exact.n_tokens].tolist()
-    exact.n_tokens = min(first - 1, next((i for i, (a, b) in enumerate(zip(held, ids)) if a != b), min(len(held), len(ids))))
+    exact.n_tokens = min(first - 1, shared_prefix(held, ids))
     exact.eval(ids[exact.n_tokens :])
     rows = np.asarray(exact.scores[first - 1 : len(ids)], dtype=np.float64)
     peak = rows.max(axis=1, keepdims=True)
     return list(rows - peak - np.log(np.exp(rows - peak).sum(axis=1, keepdims=True)))
 
 
-def exact_score(exact: Any, backend: OpenAICompatibleBackend, prompt: str, text: str, continuation: str) -> tuple[float, int]:
+def exact_score(
+    exact: Any, backend: OpenAICompatibleBackend, prompt: str, text: str, continuation: str
+) -> tuple[float, int]:
     """The continuation's summed logprob by the contract's token rule, computed in process."""
     tokenizer = backend.tokenizer
     whole = tokenizer.encode(text + continuation, add_special_tokens=False)
     alone = tokenizer.encode(text, add_special_tokens=False)
-    start = next((index for index, (a, b) in enumerate(zip(alone, whole)) if a != b), min(len(alone), len(whole)))
+    start = shared_prefix(alone, whole)
     ids = tokenizer.encode(prompt, add_special_tokens=False) + whole
     first = len(ids) - len(whole) + start
     rows = exact_logprobs(exact, ids, first)
@@ -108,7 +114,7 @@ def test_tokens_read_counts_what_a_prefix_caching_server_reads(server: ModelServ
     kept = next(index for index in range(len(first.text) // 2, len(first.text)) if not first.text[index].isspace())
     rolled_back = first.text[:kept] + " and then forty-eight"
     cursor.generate(rolled_back, 2)
-    assert cursor.tokens_read == read + count(backend, " and then forty-eight"), "a rollback reads from where it diverges"
+    assert cursor.tokens_read == read + count(backend, " and then forty-eight"), "a rollback reads from the divergence"
 
     read = cursor.tokens_read
     word = cursor.next_word(rolled_back, 12)
@@ -158,7 +164,11 @@ def test_word_confidence_matches_the_in_process_model(server: ModelServer, exact
 def test_word_confidence_needs_a_server_that_returns_logprobs(server: ModelServer) -> None:
     backend = remote(server)
     complete = backend.complete
-    backend.complete = lambda prompt, max_tokens, **options: complete(prompt, max_tokens, **options) | {"logprobs": None}  # type: ignore[method-assign]
+
+    def without_logprobs(prompt: str, max_tokens: int, **options: Any) -> dict[str, Any]:
+        return complete(prompt, max_tokens, **options) | {"logprobs": None}
+
+    backend.complete = without_logprobs  # type: ignore[method-assign]
     with pytest.raises(BackendError, match="uncertain probe policy needs a server that returns"):
         backend.open(GSM8K_NATALIA).next_word(TEXT, 4, with_confidence=True)
 

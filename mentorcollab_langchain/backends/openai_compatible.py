@@ -6,7 +6,8 @@ server continues it through ``/v1/completions``. Word boundaries come from the g
 (never from prompt echo, which some servers shift by one), split into tokens by the same local
 tokenizer. Generated-token ``logprobs`` would name the tokens too, but llama.cpp's server spends about
 0.1 s per token computing them over the whole vocabulary in Python, which made a remote model three
-times slower here; they are asked for only where the engine needs probabilities (option labels).
+times slower here; they are asked for only where the engine needs probabilities (option labels, a
+word's confidence, continuation scores).
 
 A round trip costs time and the server re-reads the prompt, so the cursor reads ahead: it keeps the
 tokens the server wrote past the word it was asked for. A probe asks for a few tokens (most words are
@@ -29,7 +30,11 @@ is another token's, and it sorts the whole vocabulary in Python at every prompt 
 47-token prompt here). Generated-token logprobs are right on every server, and a logit bias forces a
 chosen token without changing the logprob the server reports, so the cursor walks the continuation:
 greedy runs while the model writes the continuation itself, a forced token where it would not
-(``score_continuation``). The result is exact, and costs one logprob per scored token on the server.
+(``score_continuation``). The result is the server's own logprob of each token at its own position
+(vLLM reports logprobs before logit bias by default, llama.cpp always), and costs one logprob per scored
+token on the server. Mirroring the server's batches in process reproduces its sum to 1e-6; llama.cpp's
+quantized kernels move a logit by up to a few tenths of a nat with the batch a token was evaluated in,
+so a fresh in-process pass agrees only to that.
 """
 
 from __future__ import annotations
