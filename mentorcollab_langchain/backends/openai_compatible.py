@@ -128,6 +128,10 @@ class OpenAICompatibleBackend:
         except (KeyError, IndexError, TypeError):
             raise BackendError(f"{self.model_name}: unexpected completion response {str(answer)[:200]}") from None
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the model reads for ``text`` (no special tokens added)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+
     def split_tokens(self, text: str) -> list[str]:
         """Generated text as the model's token texts, cut where the local tokenizer's tokens begin."""
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -170,8 +174,7 @@ class OpenAICompatibleCursor:
             unread = self.prompt + text
         else:
             unread = text[_common_prefix_length(self._held, text) :]
-        if unread:
-            self.tokens_read += len(self.backend.tokenizer.encode(unread, add_special_tokens=False))
+        self.tokens_read += self.backend.count_tokens(unread)
         choice = self.backend.complete(
             self.prompt + text, max_tokens, logprobs=logprobs, logit_bias=logit_bias, sampling=sampling
         )
