@@ -312,8 +312,8 @@ class OpenAICompatibleCursor:
             prompt_tokens_at_start = self._check_position(choice, done, prompt_tokens_at_start)
             written, logprobs = _token_logprobs(choice, self.backend.model_name)
             matched = 0
-            for token, logprob in zip(written, logprobs):
-                if done + matched == len(scored) or token != pieces[done + matched]:
+            for token, logprob in zip(written, logprobs):  # a run never asks past the continuation's end
+                if token != pieces[done + matched]:
                     break
                 total += logprob
                 matched += 1
