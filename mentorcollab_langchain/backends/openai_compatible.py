@@ -6,7 +6,8 @@ server continues it through ``/v1/completions``. Word boundaries come from the g
 (never from prompt echo, which some servers shift by one), split into tokens by the same local
 tokenizer. Generated-token ``logprobs`` would name the tokens too, but llama.cpp's server spends about
 0.1 s per token computing them over the whole vocabulary in Python, which made a remote model three
-times slower here; they are asked for only where the engine needs probabilities (option labels).
+times slower here; they are asked for only where the engine needs probabilities (option labels, a
+word's confidence, continuation scores).
 
 A round trip costs time and the server re-reads the prompt, so the cursor reads ahead: it keeps the
 tokens the server wrote past the word it was asked for. A probe asks for a few tokens (most words are
@@ -29,7 +30,11 @@ is another token's, and it sorts the whole vocabulary in Python at every prompt 
 47-token prompt here). Generated-token logprobs are right on every server, and a logit bias forces a
 chosen token without changing the logprob the server reports, so the cursor walks the continuation:
 greedy runs while the model writes the continuation itself, a forced token where it would not
-(``score_continuation``). The result is exact, and costs one logprob per scored token on the server.
+(``score_continuation``). The result is the server's own logprob of each token at its own position
+(vLLM reports logprobs before logit bias by default, llama.cpp always), and costs one logprob per scored
+token on the server. Mirroring the server's batches in process reproduces its sum to 1e-6; llama.cpp's
+quantized kernels move a logit by up to a few tenths of a nat with the batch a token was evaluated in,
+so a fresh in-process pass agrees only to that.
 """
 
 from __future__ import annotations
@@ -123,6 +128,10 @@ class OpenAICompatibleBackend:
         except (KeyError, IndexError, TypeError):
             raise BackendError(f"{self.model_name}: unexpected completion response {str(answer)[:200]}") from None
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the model reads for ``text`` (no special tokens added)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+
     def split_tokens(self, text: str) -> list[str]:
         """Generated text as the model's token texts, cut where the local tokenizer's tokens begin."""
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -165,8 +174,7 @@ class OpenAICompatibleCursor:
             unread = self.prompt + text
         else:
             unread = text[_common_prefix_length(self._held, text) :]
-        if unread:
-            self.tokens_read += len(self.backend.tokenizer.encode(unread, add_special_tokens=False))
+        self.tokens_read += self.backend.count_tokens(unread)
         choice = self.backend.complete(
             self.prompt + text, max_tokens, logprobs=logprobs, logit_bias=logit_bias, sampling=sampling
         )
@@ -304,8 +312,8 @@ class OpenAICompatibleCursor:
             prompt_tokens_at_start = self._check_position(choice, done, prompt_tokens_at_start)
             written, logprobs = _token_logprobs(choice, self.backend.model_name)
             matched = 0
-            for token, logprob in zip(written, logprobs):
-                if done + matched == len(scored) or token != pieces[done + matched]:
+            for token, logprob in zip(written, logprobs):  # a run never asks past the continuation's end
+                if token != pieces[done + matched]:
                     break
                 total += logprob
                 matched += 1
