@@ -96,6 +96,7 @@ def _add_backend_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["auto", "llama.cpp", "transformers"], default="auto",
                         help="how the local models run: auto takes llama.cpp in process for packaged models on the "
                              "CPU (about 3x faster here), transformers for GPUs, Hugging Face ids and hidden states")
+    parser.add_argument("--threads", type=int, help="llama.cpp threads per model (default: the cores)")
 
 
 def backend_label(backend: object) -> str:
@@ -178,7 +179,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     _quiet_transformers()
     with progress("loading models", sys.stderr) as report:
-        generator = make_backend(args.generator, args.backend, device=args.device, dtype=args.dtype, report=report)
+        generator = make_backend(args.generator, args.backend, device=args.device, dtype=args.dtype,
+                                 threads=args.threads, report=report)
         generator.loaded  # load now, under the progress indicator
         if args.mentor_url:
             mentor = OpenAICompatibleBackend(
@@ -190,7 +192,8 @@ def run_command(args: argparse.Namespace) -> int:
             )
             mentor.tokenizer
         else:
-            mentor = make_backend(args.mentor, args.backend, device=args.device, dtype=args.dtype, report=report)
+            mentor = make_backend(args.mentor, args.backend, device=args.device, dtype=args.dtype,
+                                  threads=args.threads, report=report)
             mentor.loaded
 
     state = CollabState()

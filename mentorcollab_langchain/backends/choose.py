@@ -36,9 +36,13 @@ def make_backend(
     *,
     device: str = "auto",
     dtype: str = "auto",
+    threads: int | None = None,
     report: Callable[[str], None] = lambda message: None,
 ) -> LlamaCppBackend | TransformersBackend:
-    """A backend for ``model``: ``backend`` names one, or ``auto`` picks as the module docstring says."""
+    """A backend for ``model``: ``backend`` names one, or ``auto`` picks as the module docstring says.
+
+    ``threads`` sets llama.cpp's threads (default: the cores); two jobs sharing the cores run best with
+    one thread each."""
     if backend not in BACKEND_NAMES:
         raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKEND_NAMES)}")
     if backend == "auto":
@@ -52,4 +56,4 @@ def make_backend(
             f"the llama.cpp backend runs GGUF weights as they are, on the CPU; device={device!r} and "
             f"dtype={dtype!r} need backend='transformers'"
         )
-    return LlamaCppBackend(model, report=report)
+    return LlamaCppBackend(model, n_threads=threads, report=report)

@@ -132,7 +132,8 @@ def _players(args: argparse.Namespace, needs_mentor: bool = True):  # noqa: ANN2
 
     _quiet_transformers()
     with progress("loading models", sys.stderr) as report:
-        generator = make_backend(args.generator, args.backend, device=args.device, dtype=args.dtype, report=report)
+        generator = make_backend(args.generator, args.backend, device=args.device, dtype=args.dtype,
+                                 threads=args.threads, report=report)
         generator.loaded
         generator_info = ModelInfo(args.generator, backend_label(generator))
         if not needs_mentor:
@@ -142,7 +143,8 @@ def _players(args: argparse.Namespace, needs_mentor: bool = True):  # noqa: ANN2
                                              timeout=args.mentor_timeout, report=report)
             mentor_info = ModelInfo(args.mentor, f"server {args.mentor_url}")
         else:
-            mentor = make_backend(args.mentor, args.backend, device=args.device, dtype=args.dtype, report=report)
+            mentor = make_backend(args.mentor, args.backend, device=args.device, dtype=args.dtype,
+                                  threads=args.threads, report=report)
             mentor.loaded
             mentor_info = ModelInfo(args.mentor, backend_label(mentor))
     return Players(generator, mentor, generator_info, mentor_info)
