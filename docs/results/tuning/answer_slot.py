@@ -30,8 +30,8 @@ from mentorcollab_langchain.evals.extract import extract_choice
 from mentorcollab_langchain.evals.prompts import build_prompt
 from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
 
-THRESHOLDS = (0.6, 0.7, 0.8, 0.9, 0.95, 1.01)
-MARGINS = (0.0, 0.5, 1.0, 2.0)
+THRESHOLDS = (0.52, 0.53, 0.54, 0.55, 0.56, 0.58, 0.6, 1.01)
+MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 def record(benchmark: str, split: str, offset: int, limit: int) -> None:
