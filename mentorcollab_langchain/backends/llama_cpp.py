@@ -107,7 +107,7 @@ class LoadedGguf:
     chat_template: str  # from the GGUF's metadata; empty for base models
     _tokenizer: Any = None
     _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
-    _pieces: dict[int, bytes] = field(default_factory=dict)
+    _pieces: dict[int, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def chat_tokenizer(self) -> Any:
