@@ -23,7 +23,8 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by script
 
 from mentorcollab_langchain.backends import LlamaCppBackend, TransformersBackend, make_backend  # noqa: E402
 from mentorcollab_langchain.backends.base import Conversation  # noqa: E402
-from mentorcollab_langchain.backends.llama_cpp import LlamaCppCursor, _load_chat_tokenizer, _log_softmax  # noqa: E402
+from mentorcollab_langchain.backends.llama_cpp import LlamaCppCursor, _load_chat_tokenizer  # noqa: E402
+from mentorcollab_langchain.backends.local import log_softmax  # noqa: E402
 from mentorcollab_langchain.backends.prompts import render_chat  # noqa: E402
 from mentorcollab_langchain.backends.sampling import Sampling  # noqa: E402
 from mentorcollab_langchain.backends.transformers import TransformersCursor  # noqa: E402
@@ -78,7 +79,7 @@ def recompute(cursor: LlamaCppCursor, ids: list[int]) -> np.ndarray:
 
 
 def total_variation(a: np.ndarray, b: np.ndarray) -> float:
-    return 0.5 * float(np.abs(np.exp(_log_softmax(a)) - np.exp(_log_softmax(b))).sum())
+    return 0.5 * float(np.abs(np.exp(log_softmax(a)) - np.exp(log_softmax(b))).sum())
 
 
 def assert_same_state(logits: np.ndarray, expected: np.ndarray) -> None:
@@ -249,7 +250,7 @@ def test_score_continuation_equals_the_stepwise_sum(generator: LlamaCppBackend) 
     stepper = generator.open(PROMPT)
     stepwise = 0.0
     for position in range(start, len(target)):
-        stepwise += float(_log_softmax(stepper._move_to(target[:position]))[target[position]])
+        stepwise += float(log_softmax(stepper._move_to(target[:position]))[target[position]])
     assert score.logprob == pytest.approx(stepwise, abs=0.05 * score.tokens)
     assert stepper.decode_calls == score.tokens, "the stepper read the text once, then one token per step"
 
@@ -272,7 +273,7 @@ def test_confidence_is_read_at_the_greedy_words_first_token(generator: LlamaCppB
     confidence = word.confidence
     assert confidence is not None and word.tokens >= 1
     first = cursor.cached_ids[len(cursor.token_ids(text))]
-    probabilities = np.exp(_log_softmax(generator.open(PROMPT).next_token_logits(text)))
+    probabilities = np.exp(log_softmax(generator.open(PROMPT).next_token_logits(text)))
     assert probabilities[first] == pytest.approx(confidence.top_probability, abs=0.02)
     assert confidence.top_probability >= confidence.runner_up_probability > 0
     assert 0 < confidence.entropy < np.log(len(probabilities))
@@ -396,7 +397,7 @@ def test_mentor_cursor_matches_recompute_after_rollback(mentor: LlamaCppBackend)
     stepper = mentor.open(PROMPT)
     target = stepper.token_ids(text + " in total.")
     start = len(stepper.token_ids(text))
-    stepwise = sum(float(_log_softmax(stepper._move_to(target[:p]))[target[p]]) for p in range(start, len(target)))
+    stepwise = sum(float(log_softmax(stepper._move_to(target[:p]))[target[p]]) for p in range(start, len(target)))
     assert score.logprob == pytest.approx(stepwise, abs=0.05 * score.tokens)
 
 

@@ -1,10 +1,9 @@
 """Packaged GGUF models in process on llama.cpp, with a per-request KV cache that follows the text.
 
 On a CPU this is the fastest way to run the packaged models: llama.cpp decodes their quantized weights
-directly, about three times faster than torch on the de-quantized ones (MODELS.md). The cursor keeps the
-contract of ``transformers.py``, the reference backend: asked at a response text, it tokenizes
-``prompt + text``, keeps the longest common token prefix of what its KV cache holds, removes the rest of
-the sequence from the cache and feeds only the new tail.
+directly, about three times faster than torch on the de-quantized ones (MODELS.md). The cursor's
+token-level logic (the cache rule, the decode loop, sampling, scores) is ``backends.local``'s, shared
+with the transformers backend, so both write the same text from the same logits.
 
 The pieces, top to bottom:
 
@@ -14,8 +13,9 @@ The pieces, top to bottom:
   transformers tokenizer for the packaged model, so both backends see the same prompt text) and opens
   cursors;
 - ``LlamaCppCursor``: one ``llama_context`` per cursor, so each request has its own KV cache while the
-  weights are shared; its decode loop feeds one token per ``llama_decode`` and picks the next token from
-  a view of llama.cpp's logits buffer, without copying the vocabulary into Python.
+  weights are shared; it feeds ids with ``llama_decode``, crops the cache with ``llama_memory_seq_rm``,
+  and hands the decode loop a view of llama.cpp's logits buffer, without copying the vocabulary into
+  Python.
 
 llama-cpp-python is an optional dependency, so it is imported on first use, not with this module.
 """
@@ -31,14 +31,15 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece, Prompt, PromptStyle
+from mentorcollab_langchain.backends.base import Prompt, PromptStyle
+from mentorcollab_langchain.backends.local import LocalCursor
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.words import whitespace_start_table
@@ -52,9 +53,6 @@ from mentorcollab_langchain.models.registry import (
     is_converted,
     verified_gguf,
 )
-
-# How many extra tokens a segment may take to finish a character split across tokens (as transformers.py).
-_MAX_TOKENS_TO_COMPLETE_CHARACTER = 4
 
 # Tokens per llama_decode call when a long text is fed; also the most logits rows one call returns.
 _BATCH_TOKENS = 512
@@ -109,6 +107,7 @@ class LoadedGguf:
     chat_template: str  # from the GGUF's metadata; empty for base models
     _tokenizer: Any = None
     _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
+    _pieces: dict[int, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def chat_tokenizer(self) -> Any:
@@ -135,14 +134,20 @@ class LoadedGguf:
             capacity = -count  # too small: llama.cpp says how many tokens it needs
 
     def piece(self, token: int) -> bytes:
-        """The bytes a token stands for (special tokens as their text, as a transformers decode gives)."""
+        """The bytes a token stands for (special tokens as their text, as a transformers decode gives).
+
+        Remembered per token: the decode loop re-reads a segment's text from all its tokens at every step.
+        """
+        if token in self._pieces:
+            return self._pieces[token]
         llama = llama_library()
         buffer = ctypes.create_string_buffer(64)
         size = llama.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True)
         if size < 0:
             buffer = ctypes.create_string_buffer(-size)
             size = llama.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, True)
-        return buffer.raw[:size]
+        self._pieces[token] = buffer.raw[:size]
+        return self._pieces[token]
 
 
 _LOADED: dict[str, LoadedGguf] = {}
@@ -269,37 +274,15 @@ class LlamaCppBackend:
         return LlamaCppCursor(self.loaded, prompt_ids, n_ctx=self.n_ctx, n_threads=self.n_threads, sampling=sampling)
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities in float64 from one row (or rows) of logits."""
-    wide = logits.astype(np.float64)
-    top = wide.max(axis=-1, keepdims=True)
-    return wide - top - np.log(np.exp(wide - top).sum(axis=-1, keepdims=True))
-
-
-def _confidence(logits: np.ndarray) -> Confidence:
-    """The top two probabilities and the entropy of the next-token distribution."""
-    logprobs = _log_softmax(logits)
-    probabilities = np.exp(logprobs)
-    runner_up, top = np.partition(probabilities, -2)[-2:]
-    entropy = -float(np.sum(probabilities * logprobs))
-    return Confidence(float(top), float(runner_up), entropy)
-
-
-def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    length = min(len(a), len(b))
-    for index in range(length):
-        if a[index] != b[index]:
-            return index
-    return length
-
-
 def _free_context(llama: ModuleType, context: Any, batch: Any) -> None:
     llama.llama_batch_free(batch)
     llama.llama_free(context)
 
 
-class LlamaCppCursor:
+class LlamaCppCursor(LocalCursor[LoadedGguf]):
     """One request's KV cache (a ``llama_context``) on a shared llama.cpp model, moved by text."""
+
+    context_advice = " (raise n_ctx)"
 
     def __init__(
         self, loaded: LoadedGguf, prompt_ids: list[int], *, n_ctx: int, n_threads: int, sampling: Sampling = GREEDY
@@ -313,76 +296,45 @@ class LlamaCppCursor:
         context = llama.llama_init_from_model(loaded.model, params)
         if context is None:
             raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens for {loaded.name}")
+        super().__init__(loaded, prompt_ids, end_ids=loaded.eog_ids, context_length=n_ctx, sampling=sampling)
         self._llama = llama
-        self._model = loaded
         self._context = context
         self._memory = llama.llama_get_memory(context)
         self._batch = llama.llama_batch_init(params.n_batch, 0, 1)
         self._batch_size = params.n_batch
         # Freed by close(), or when the cursor is garbage collected if nobody closed it.
         self._finalizer = weakref.finalize(self, _free_context, llama, context, self._batch)
-        self.context_length = n_ctx
-        self.sampling = sampling
-        self.prompt_ids = prompt_ids
-        self.cached_ids: list[int] = []
-        self._logits: np.ndarray | None = None  # next-token logits after cached_ids (a view of llama.cpp's buffer)
         self.decode_calls = 0
-        self.tokens_read = 0
 
-    # -- the cache -----------------------------------------------------------------------------
+    def _encode(self, text: str) -> list[int]:
+        return self._model.tokenize(text, add_special=False)
 
-    def token_ids(self, text: str) -> list[int]:
-        """The token ids a model sees for the response ``text``: prompt ids, then the text's own ids."""
-        return self.prompt_ids + self._model.tokenize(text, add_special=False)
+    def _decode_ids(self, ids: Sequence[int]) -> str:
+        return b"".join(map(self._model.piece, ids)).decode("utf-8", errors="replace")
 
-    def _move_to(self, target: list[int], outputs: int = 1) -> np.ndarray:
-        """Bring the cache to exactly ``target`` and return the next-token logits there.
-
-        With ``outputs`` above 1, at least that many of the last tokens are fed again and the logits
-        after each of them are returned, one row per token (for scoring a continuation).
-        """
+    def _move_to(self, target: list[int], outputs: int = 1, hidden: bool = False) -> np.ndarray:
         if self._context is None:
             raise BackendError(f"{self._model.name}: the cursor was closed")
-        common = _common_prefix_length(self.cached_ids, target)
-        if common == len(target) == len(self.cached_ids) and self._logits is not None and outputs == 1:
-            return self._logits
-        self._crop(min(common, len(target) - outputs))  # feed at least what we need the output of
-        fed = target[len(self.cached_ids) :]
-        self.tokens_read += len(fed)
-        return self._feed(fed, outputs)
+        return super()._move_to(target, outputs, hidden)
 
-    def _crop(self, keep: int) -> None:
-        """Remove every cached position from ``keep`` on (or all of them, where that is not possible)."""
-        if keep >= len(self.cached_ids):
-            return
-        if self._llama.llama_memory_seq_rm(self._memory, 0, keep, -1):
-            self.cached_ids = self.cached_ids[:keep]
-        else:
-            self._llama.llama_memory_clear(self._memory, True)
-            self.cached_ids = []
-        self._logits = None
+    def _forward(self, ids: list[int], outputs: int, hidden: bool) -> np.ndarray:
+        """Decode ``ids`` in batches of at most ``_BATCH_TOKENS``, asking for logits at the last ``outputs``.
 
-    def _feed(self, ids: list[int], outputs: int = 1) -> np.ndarray:
-        """Decode ``ids`` after the cache; logits of the last ``outputs`` of them (one row if 1)."""
-        total = len(self.cached_ids) + len(ids)
-        if total > self.context_length:
-            raise ContextTooLongError(
-                f"{self._model.name} would need {total} tokens of context; it holds {self.context_length} (raise n_ctx)"
-            )
+        A single row stays a view of llama.cpp's buffer (the decode loop's case: no copy per token); several
+        are copied, since each batch's decode overwrites the previous one's.
+        """
         rows: list[np.ndarray] = []
         first_output = len(ids) - outputs
         for start in range(0, len(ids), self._batch_size):
             chunk = ids[start : start + self._batch_size]
             wanted = [index for index in range(len(chunk)) if start + index >= first_output]
-            self._decode_batch(chunk, wanted)
-            # Rows are views of a buffer the next decode overwrites: keep copies where several are wanted.
+            self._decode_batch(chunk, len(self.cached_ids) + start, wanted)
             rows.extend(self._logits_row(index) if outputs == 1 else self._logits_row(index).copy() for index in wanted)
-        self._logits = rows[-1]
-        return self._logits if outputs == 1 else np.stack(rows)
+        return rows[0][np.newaxis] if outputs == 1 else np.stack(rows)
 
-    def _decode_batch(self, chunk: list[int], wanted: list[int]) -> None:
-        """One ``llama_decode`` of ``chunk`` at the next positions, asking for logits at ``wanted``."""
-        batch, position, outputs = self._batch, len(self.cached_ids), set(wanted)
+    def _decode_batch(self, chunk: list[int], position: int, wanted: list[int]) -> None:
+        """One ``llama_decode`` of ``chunk`` from ``position`` on, asking for logits at ``wanted``."""
+        batch, outputs = self._batch, set(wanted)
         batch.n_tokens = len(chunk)
         for index, token in enumerate(chunk):
             batch.token[index] = token
@@ -393,89 +345,21 @@ class LlamaCppCursor:
         status = self._llama.llama_decode(self._context, batch)
         self.decode_calls += 1
         if status != 0:
-            # A failed decode may leave part of the batch in the cache: start over from the text next time.
+            # A failed decode may leave part of the ids in the cache: start over from the text next time.
             self._llama.llama_memory_clear(self._memory, True)
             self.cached_ids, self._logits = [], None
             raise BackendError(f"{self._model.name}: llama_decode failed with status {status}")
-        self.cached_ids.extend(chunk)
 
     def _logits_row(self, index: int) -> np.ndarray:
         """The logits after the batch's ``index``-th token: a view, valid until the next decode."""
         pointer = self._llama.llama_get_logits_ith(self._context, index)
         return np.ctypeslib.as_array(pointer, shape=(self._model.n_vocab,))
 
-    def next_token_logits(self, text: str) -> np.ndarray:
-        """A copy of the next-token logits after ``text`` (used by tests to compare with a fresh cursor)."""
-        return self._move_to(self.token_ids(text)).copy()
-
-    # -- the operations the engine uses --------------------------------------------------------
-
-    def _decode(
-        self, text: str, max_tokens: int, *, one_word: bool, stop: Sequence[str] = (), with_confidence: bool = False
-    ) -> Piece:
-        """The decode loop: tokens from ``text``, one ``llama_decode`` per token."""
-        logits = self._move_to(self.token_ids(text))
-        confidence = _confidence(logits) if with_confidence else None
-        produced: list[int] = []
-        raw = b""
-        decoded = ""
-        while len(produced) < max_tokens + _MAX_TOKENS_TO_COMPLETE_CHARACTER:
-            over_budget = len(produced) >= max_tokens
-            if over_budget and not decoded.endswith("\ufffd"):
-                break
-            token = self._pick(logits, text + decoded)
-            if token in self._model.eog_ids:
-                return Piece(decoded, len(produced), eos=True, confidence=confidence)
-            if one_word and produced and self._model.whitespace_start[token]:
-                break
-            produced.append(token)
-            logits = self._feed([token])
-            raw += self._model.piece(token)
-            decoded = raw.decode("utf-8", errors="replace")  # a split character shows as \ufffd until complete
-            if stop and any(marker in decoded for marker in stop):
-                cut = min(decoded.index(marker) for marker in stop if marker in decoded)
-                kept = next(count for count in range(len(produced) + 1)
-                            if len(b"".join(map(self._model.piece, produced[:count])).decode("utf-8", "replace")) >= cut)
-                return Piece(decoded[:cut], kept, generated=len(produced), confidence=confidence, stopped=True)
-        return Piece(decoded, len(produced), confidence=confidence)
-
-    def _pick(self, logits: np.ndarray, text: str) -> int:
-        """The most likely token, or the one the draw for ``text`` lands on at the sampling temperature."""
-        if self.sampling.greedy:
-            return int(logits.argmax())
-        scaled = logits.astype(np.float64) / self.sampling.temperature
-        probabilities = np.exp(scaled - scaled.max())
-        cumulative = np.cumsum(probabilities / probabilities.sum())
-        draw = self.sampling.uniform(self._model.name, text)
-        return min(int(np.searchsorted(cumulative, draw)), len(cumulative) - 1)
-
-    def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
-        return self._decode(text, max_tokens, one_word=True, with_confidence=with_confidence)
-
-    def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
-        return self._decode(text, max_tokens, one_word=False, stop=stop)
-
-    def label_logprobs(self, text: str, labels: Sequence[str]) -> list[float]:
-        logprobs = _log_softmax(self._move_to(self.token_ids(text)))
-        first_tokens = [self._model.tokenize(label, add_special=False)[0] for label in labels]
-        return [float(logprobs[token]) for token in first_tokens]
-
-    def score_continuation(self, text: str, continuation: str) -> ContinuationScore:
-        """Feed ``text + continuation`` once and add up the log-probabilities of the continuation's tokens.
-
-        The continuation's tokens are those past the longest token prefix that ``text + continuation``
-        shares with ``text`` alone, so a token that spans the boundary is scored as the continuation's.
-        """
-        target = self.token_ids(text + continuation)
-        start = _common_prefix_length(self.token_ids(text), target)
-        scored = target[start:]
-        if not scored:
-            return ContinuationScore(0.0, 0)
-        if start == 0:
-            raise ContextTooLongError(f"{self._model.name}: a continuation needs some text before it to be scored")
-        rows = self._move_to(target, outputs=len(scored) + 1)
-        logprobs = _log_softmax(rows[:-1])  # the row before each scored token predicts it
-        return ContinuationScore(float(logprobs[np.arange(len(scored)), scored].sum()), len(scored))
+    def _crop_cache(self, keep: int) -> int:
+        if self._llama.llama_memory_seq_rm(self._memory, 0, keep, -1):
+            return keep
+        self._llama.llama_memory_clear(self._memory, True)
+        return 0
 
     def hidden_state(self, text: str) -> list[float]:
         raise BackendError(
@@ -487,5 +371,4 @@ class LlamaCppCursor:
         """Free the context and its KV cache now; the shared weights stay loaded."""
         self._finalizer()
         self._context = None
-        self.cached_ids = []
-        self._logits = None
+        super().close()

@@ -1,0 +1,247 @@
+"""What the two in-process backends share: a cursor whose KV cache follows the response text.
+
+``transformers.py`` (torch) and ``llama_cpp.py`` (llama.cpp's C API) run different engines but must make
+the same token-level decisions: a run's text, its token accounting and its sampled draws may not depend on
+which backend wrote it. So ``LocalCursor`` holds those decisions once:
+
+- the cache rule: asked at a response text, tokenize ``prompt + text``, keep the longest common token
+  prefix of what the cache holds, crop the rest and feed only the new tail, counting it in ``tokens_read``;
+  committing a word, rolling back a rejected lookahead and appending a verifier's question all become
+  "crop a little, feed a little";
+- the decode loop: word boundaries, end-of-turn tokens, stop strings, characters split across tokens;
+- picking a token (greedy, or the inverse-CDF draw of ``Sampling.uniform``), the confidence at a word's
+  first token, label log-probabilities and continuation scores.
+
+A backend supplies only what differs: its tokenizer (``_encode``, ``_decode_ids``), one forward pass over
+new ids (``_forward``), cropping its cache (``_crop_cache``), and hidden states where it has them.
+
+Logits are numpy arrays here. llama.cpp writes them into a C buffer that numpy views without a copy, so
+its decode loop never copies the vocabulary into Python; torch's output is converted once per forward
+pass (``.numpy()`` shares a CPU tensor's memory; on a GPU it is one device-to-host copy of the rows asked
+for, small beside the forward pass). All arithmetic on logits is then one numpy implementation in float64,
+so both backends pick the same token and report the same confidence on the same logits.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar, Generic, Protocol, TypeVar
+
+import numpy as np
+
+from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece
+from mentorcollab_langchain.backends.sampling import Sampling
+from mentorcollab_langchain.errors import ContextTooLongError
+
+# How many extra tokens a segment may take to finish a character split across tokens.
+MAX_TOKENS_TO_COMPLETE_CHARACTER = 4
+
+
+class LocalModel(Protocol):
+    """What the shared cursor reads from a loaded model: its name and where its tokens start words."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def whitespace_start(self) -> list[bool]: ...
+
+
+LoadedT = TypeVar("LoadedT", bound=LocalModel)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities in float64 from one row (or rows) of logits."""
+    wide = logits.astype(np.float64)
+    top = wide.max(axis=-1, keepdims=True)
+    return wide - top - np.log(np.exp(wide - top).sum(axis=-1, keepdims=True))
+
+
+def confidence_of(logits: np.ndarray) -> Confidence:
+    """The top two probabilities and the entropy of the next-token distribution.
+
+    ``nansum``: a token a model masks with a logit of -inf has probability 0 and contributes 0, not NaN.
+    """
+    logprobs = log_softmax(logits)
+    probabilities = np.exp(logprobs)
+    runner_up, top = np.partition(probabilities, -2)[-2:]
+    entropy = -float(np.nansum(probabilities * logprobs))
+    return Confidence(float(top), float(runner_up), entropy)
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    length = min(len(a), len(b))
+    for index in range(length):
+        if a[index] != b[index]:
+            return index
+    return length
+
+
+class LocalCursor(ABC, Generic[LoadedT]):
+    """One request's KV cache on one in-process model, moved by text (see the module docstring)."""
+
+    # Appended to "would need N tokens of context" errors: how this backend gets a longer context.
+    context_advice: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        loaded: LoadedT,
+        prompt_ids: list[int],
+        *,
+        end_ids: frozenset[int],
+        context_length: int,
+        sampling: Sampling,
+    ) -> None:
+        self._model = loaded
+        self._end_ids = end_ids  # tokens that end an answer: end-of-sequence and end-of-turn markers
+        self.context_length = context_length
+        self.sampling = sampling
+        self.prompt_ids = prompt_ids
+        self.cached_ids: list[int] = []
+        self._logits: np.ndarray | None = None  # next-token logits after cached_ids
+        self.tokens_read = 0
+
+    # -- what each backend supplies ------------------------------------------------------------
+
+    @abstractmethod
+    def _encode(self, text: str) -> list[int]:
+        """The token ids of ``text`` alone, without special tokens added."""
+
+    @abstractmethod
+    def _decode_ids(self, ids: Sequence[int]) -> str:
+        """The text of ``ids``; a character split across tokens reads as U+FFFD until it is complete."""
+
+    @abstractmethod
+    def _forward(self, ids: list[int], outputs: int, hidden: bool) -> np.ndarray:
+        """Run the model over ``ids`` right after ``cached_ids``: the logits after the last ``outputs`` ids.
+
+        One row per output; a row may be a view that the next forward pass overwrites. The caller then adds
+        ``ids`` to ``cached_ids``. With ``hidden`` the backend keeps the last position's hidden state (only
+        backends that expose one are asked).
+        """
+
+    @abstractmethod
+    def _crop_cache(self, keep: int) -> int:
+        """Remove cached positions from ``keep`` on; how many stay (``keep``, or 0 where it had to start over)."""
+
+    # -- the cache -----------------------------------------------------------------------------
+
+    def token_ids(self, text: str) -> list[int]:
+        """The token ids a model sees for the response ``text``: prompt ids, then the text's own ids."""
+        return self.prompt_ids + self._encode(text)
+
+    def _move_to(self, target: list[int], outputs: int = 1, hidden: bool = False) -> np.ndarray:
+        """Bring the cache to exactly ``target`` and return the next-token logits there.
+
+        With ``outputs`` above 1, at least that many of the last tokens are fed again and the logits
+        after each of them are returned, one row per token (for scoring a continuation). A hidden state
+        comes only out of a forward pass, so with ``hidden`` the last token is fed again even if cached.
+        """
+        common = common_prefix_length(self.cached_ids, target)
+        at_target = common == len(target) == len(self.cached_ids)
+        if at_target and self._logits is not None and outputs == 1 and not hidden:
+            return self._logits
+        self._crop(min(common, len(target) - outputs))  # feed at least what we need the output of
+        fed = target[len(self.cached_ids) :]
+        self.tokens_read += len(fed)
+        return self._feed(fed, outputs, hidden)
+
+    def next_token_logits(self, text: str) -> np.ndarray:
+        """A copy of the next-token logits after ``text`` (used by tests to compare with a recompute)."""
+        return self._move_to(self.token_ids(text)).copy()
+
+    def _crop(self, keep: int) -> None:
+        if keep >= len(self.cached_ids):
+            return
+        self.cached_ids = self.cached_ids[: self._crop_cache(keep)]
+        self._logits = None
+
+    def _feed(self, ids: list[int], outputs: int = 1, hidden: bool = False) -> np.ndarray:
+        """Feed ``ids`` after the cache; the logits after the last ``outputs`` of them (one row if 1)."""
+        total = len(self.cached_ids) + len(ids)
+        if total > self.context_length:
+            raise ContextTooLongError(
+                f"{self._model.name} would need {total} tokens of context; it holds {self.context_length}"
+                f"{self.context_advice}"
+            )
+        rows = self._forward(ids, outputs, hidden)
+        self.cached_ids.extend(ids)
+        self._logits = rows[-1]
+        return self._logits if outputs == 1 else rows
+
+    # -- the operations the engine uses --------------------------------------------------------
+
+    def _decode(
+        self, text: str, max_tokens: int, *, one_word: bool, stop: Sequence[str] = (), with_confidence: bool = False
+    ) -> Piece:
+        """The decode loop: tokens from ``text``, one forward pass per token.
+
+        A word (``one_word``) ends before its next token that starts with whitespace. Past ``max_tokens``
+        the loop goes on only to finish a character split across tokens, so a piece never ends inside one.
+        """
+        logits = self._move_to(self.token_ids(text))
+        confidence = confidence_of(logits) if with_confidence else None
+        produced: list[int] = []
+        decoded = ""
+        while len(produced) < max_tokens + MAX_TOKENS_TO_COMPLETE_CHARACTER:
+            if len(produced) >= max_tokens and not decoded.endswith("\ufffd"):
+                break
+            token = self._pick(logits, text + decoded)
+            if token in self._end_ids:
+                return Piece(decoded, len(produced), eos=True, confidence=confidence)
+            if one_word and produced and self._model.whitespace_start[token]:
+                break
+            produced.append(token)
+            logits = self._feed([token])
+            decoded = self._decode_ids(produced)
+            if stop and any(marker in decoded for marker in stop):
+                cut = min(decoded.index(marker) for marker in stop if marker in decoded)
+                kept = next(
+                    count for count in range(len(produced) + 1) if len(self._decode_ids(produced[:count])) >= cut
+                )
+                return Piece(decoded[:cut], kept, generated=len(produced), confidence=confidence, stopped=True)
+        return Piece(decoded, len(produced), confidence=confidence)
+
+    def _pick(self, logits: np.ndarray, text: str) -> int:
+        """The most likely token, or the one the draw for ``text`` lands on at the sampling temperature."""
+        if self.sampling.greedy:
+            return int(logits.argmax())
+        scaled = np.asarray(logits, dtype=np.float64) / self.sampling.temperature
+        probabilities = np.exp(scaled - scaled.max())
+        cumulative = np.cumsum(probabilities / probabilities.sum())
+        draw = self.sampling.uniform(self._model.name, text)
+        return min(int(np.searchsorted(cumulative, draw)), len(cumulative) - 1)
+
+    def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
+        return self._decode(text, max_tokens, one_word=True, with_confidence=with_confidence)
+
+    def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
+        return self._decode(text, max_tokens, one_word=False, stop=stop)
+
+    def label_logprobs(self, text: str, labels: Sequence[str]) -> list[float]:
+        logprobs = log_softmax(self._move_to(self.token_ids(text)))
+        first_tokens = [self._encode(label)[0] for label in labels]
+        return [float(logprobs[token]) for token in first_tokens]
+
+    def score_continuation(self, text: str, continuation: str) -> ContinuationScore:
+        """Feed ``text + continuation`` once and add up the log-probabilities of the continuation's tokens.
+
+        The continuation's tokens are those past the longest token prefix that ``text + continuation``
+        shares with ``text`` alone, so a token that spans the boundary is scored as the continuation's.
+        """
+        target = self.token_ids(text + continuation)
+        start = common_prefix_length(self.token_ids(text), target)
+        scored = target[start:]
+        if not scored:
+            return ContinuationScore(0.0, 0)
+        if start == 0:
+            raise ContextTooLongError(f"{self._model.name}: a continuation needs some text before it to be scored")
+        rows = self._move_to(target, outputs=len(scored) + 1)
+        logprobs = log_softmax(rows[:-1])  # the row before each scored token predicts it
+        return ContinuationScore(float(logprobs[np.arange(len(scored)), scored].sum()), len(scored))
+
+    def close(self) -> None:
+        """Forget the cached state; a backend frees its cache first."""
+        self.cached_ids = []
+        self._logits = None
