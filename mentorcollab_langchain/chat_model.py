@@ -594,13 +594,13 @@ class ChatMentorCollab(BaseChatModel):
     device: str = "auto"
     dtype: str = "auto"
 
-    probe_policy: str = "random"
+    probe_policy: str = "uncertain"
     """Where the mentor is probed: ``random`` (the paper) or ``uncertain`` (where the generator is unsure)."""
-    probe_rate: float = 0.1
+    probe_rate: float = 0.02
     """The probability of a random probe at each word (with ``uncertain``, a floor under its own probes)."""
     uncertainty_signal: Literal["top_share", "top_probability", "entropy"] = "top_share"
     """``uncertain`` policy: the measure of the generator's doubt at a word's first token."""
-    uncertainty_threshold: float = 0.8
+    uncertainty_threshold: float = 0.55
     """``uncertain`` policy: probe below this ``top_share``/``top_probability``, or above this entropy."""
     segment_tokens: int = 16
     max_word_tokens: int = 12

@@ -309,9 +309,9 @@ class DelayedBackend:
         delay = self.delay
 
         class Cursor:
-            def next_word(self, text: str, max_tokens: int) -> Piece:
+            def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
                 time.sleep(delay)
-                return cursor.next_word(text, max_tokens)
+                return cursor.next_word(text, max_tokens, with_confidence)
 
             def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
                 time.sleep(delay)
@@ -486,7 +486,7 @@ class ContinuationBackend:
         class Cursor:
             written = 0
 
-            def next_word(self, text: str, max_tokens: int) -> Piece:
+            def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
                 if self.written >= len(words):
                     return Piece("", 0, eos=True)
                 self.written += 1

@@ -385,6 +385,10 @@ def test_wilson_interval() -> None:
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 0) == (0.0, 0.0)
 
 
+# A collaboration at today's defaults, as its record's method key holds them.
+DEFAULT_SETTINGS = CollabConfig().model_dump(mode="json", exclude={"prompt_style", "stop"})
+
+
 def _record(method: str, role: str, qid: str, correct: bool, mentor_committed: int, committed: int, mentor_generated: int,
             seconds: float, parsed: bool = True, mentor_read: int | None = None) -> dict:
     """A result record; without ``mentor_read`` it is shaped like one written before tokens read were recorded."""
@@ -394,7 +398,7 @@ def _record(method: str, role: str, qid: str, correct: bool, mentor_committed: i
         stats["mentor_tokens_read"] = mentor_read
     return {
         "benchmark": "csqa", "split": "validation", "question_id": qid, "config_hash": f"h-{method}", "method": method,
-        "method_key": {"role": role, "models": {}, "config": {"probe_rate": 0.1}, "prompt": "chat"},
+        "method_key": {"role": role, "models": {}, "config": DEFAULT_SETTINGS, "prompt": "chat"},
         "correct": correct, "parsed": parsed, "seconds": seconds, "error": None, "stats": stats,
     }
 

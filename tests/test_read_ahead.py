@@ -139,7 +139,7 @@ def test_the_engine_with_a_remote_writer_counts_every_generated_token() -> None:
     server = ScriptedServer()
     state = CollabState()
     list(collaborate("count", ScriptedRemoteBackend(server), ScriptedRemoteBackend(ScriptedServer()),
-                     config=CollabConfig(probe_rate=0.0, max_new_tokens=64), state=state))
+                     config=CollabConfig(probe_policy="random", probe_rate=0.0, max_new_tokens=64), state=state))
     assert state.text == "".join(ANSWER) and state.finish_reason == "eos"
     assert state.stats.generator_tokens_generated == server.generated
     assert len(server.requests) <= 4

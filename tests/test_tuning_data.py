@@ -36,8 +36,9 @@ def test_tuning_runs_were_recorded() -> None:
     assert all(len(ids) >= 50 for ids in recorded.values())
 
 
-@pytest.mark.parametrize("benchmark", sorted(EVALUATED))
-def test_no_tuning_question_is_in_the_evaluation_sample(benchmark: str) -> None:
+@pytest.mark.parametrize("name", sorted(EVALUATED))
+def test_no_tuning_question_is_in_the_evaluation_sample(name: str) -> None:
+    benchmark = name
     split = EVALUATED[benchmark]
     evaluated = {question.id for question in load_questions(benchmark, split, EVALUATION_LIMIT)}
     assert len(evaluated) == EVALUATION_LIMIT

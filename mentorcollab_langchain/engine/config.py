@@ -44,10 +44,10 @@ class CollabConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    probe_policy: str = "random"
-    probe_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    probe_policy: str = "uncertain"
+    probe_rate: float = Field(default=0.02, ge=0.0, le=1.0)
     uncertainty_signal: Literal["top_share", "top_probability", "entropy"] = "top_share"
-    uncertainty_threshold: float = Field(default=0.8, ge=0.0)
+    uncertainty_threshold: float = Field(default=0.55, ge=0.0)
     segment_tokens: int = Field(default=16, ge=1)
     max_word_tokens: int = Field(default=12, ge=1)
     max_new_tokens: int = Field(default=512, ge=1)

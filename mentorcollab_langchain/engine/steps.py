@@ -17,6 +17,7 @@ in the state and the probe takes it from there instead of asking the generator a
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mentorcollab_langchain.backends.base import Cursor
-from mentorcollab_langchain.errors import MentorCollabError
+from mentorcollab_langchain.errors import ConfigError, MentorCollabError
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, ProbePolicy, get_probe_policy
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
@@ -52,6 +53,16 @@ class Team:
 
     def __post_init__(self) -> None:
         self.policy = get_probe_policy(self.policy or self.config.probe_policy)
+        if self.policy.needs_confidence and not _takes_confidence(self.generator):
+            raise ConfigError(
+                f"the {self.policy.name!r} probe policy reads the generator's confidence, but its cursor's "
+                "next_word takes no with_confidence; give it one, or use probe_policy='random'"
+            )
+
+
+def _takes_confidence(cursor: Cursor) -> bool:
+    parameters = inspect.signature(cursor.next_word).parameters.values()
+    return any(p.name == "with_confidence" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def next_step(state: CollabState) -> StepName:
@@ -181,8 +192,18 @@ def commit_verdict(state: CollabState, team: Team, verdict: Verdict, verifier: s
 
 
 def verify(state: CollabState, team: Team) -> Iterator[Event]:
-    """The verifier decides and its choice is committed."""
-    yield from commit_verdict(state, team, score_divergence(state, team), team.verifier.name)
+    """The verifier decides and its choice is committed.
+
+    A verifier that consults the mentor (``mentor-margin``) fails when the mentor does: that is recorded
+    as a mentor failure and the generator keeps its segment, as when the mentor fails in a lookahead.
+    """
+    try:
+        verdict = score_divergence(state, team)
+    except MentorCollabError as error:
+        yield from _mentor_failed(state, team.config, error)
+        yield from commit_verdict(state, team, Verdict("generator"), verifier="mentor-failed")
+        return
+    yield from commit_verdict(state, team, verdict, team.verifier.name)
 
 
 def finish(state: CollabState, team: Team) -> Iterator[Event]:

@@ -17,11 +17,11 @@ from mentorcollab_langchain.verifiers.base import (
 from mentorcollab_langchain.verifiers.mentor_margin import MentorMarginVerifier
 from mentorcollab_langchain.verifiers.self_consult import SelfConsultVerifier
 
-DEFAULT_VERIFIER = "self-consult-both-orders"
-"""The verifier used when none is named. The paper's one-order self-consultation lets a small
-generator's preference for one option label decide (the 135M default picked "(A)" 22 of 23 times
-whatever it stood for); asking in both orders cancels that, for one more forward pass of the
-generator. Evidence in docs/results/README.md."""
+DEFAULT_VERIFIER = "mentor-margin"
+"""The verifier used when none is named. A 135M generator cannot judge its own divergences (asked in
+the paper's order it picked "(A)" whatever it stood for; in both orders it is close to a coin), while the
+mentor's log-probabilities of the two segments separate its right answers from its wrong ones on the
+tuning data. Evidence in docs/results/README.md."""
 
 PAPER_VERIFIER = "self-consult"
 """The paper's verifier, used by the faithful settings."""
