@@ -746,7 +746,7 @@ class ChatMentorCollab(BaseChatModel):
             config=self._config(**overrides),
             generator=self._backend("generator"),
             mentor=self._backend("mentor"),
-            verifier=get_verifier(self.verifier),
+            verifier=get_verifier(self.verifier, generator=self._backend("generator")),
             prefix=prefix,
             tool_names=names,
             tool_choice=tool_choice,
