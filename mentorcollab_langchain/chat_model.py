@@ -628,7 +628,8 @@ class ChatMentorCollab(BaseChatModel):
                 raise ConfigError(
                     f"{role} must be a model name or a backend with open() and model_name, got {type(spec).__name__}"
                 )
-        get_verifier(self.verifier)  # an unknown name or a non-verifier fails here
+        # An unknown name, a non-verifier, or a trained verifier made for another generator fails here.
+        get_verifier(self.verifier, generator=self.generator)
 
     # -- settings ------------------------------------------------------------------------------
 
