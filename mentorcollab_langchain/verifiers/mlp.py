@@ -103,8 +103,8 @@ def _confidence_at(request: VerifyRequest) -> Confidence:
 
 
 def build_network(inputs: int, hidden_units: int, dropout: float = 0.0) -> torch.nn.Sequential:
-    """One hidden layer: enough to combine a few directions of the hidden state, small enough to train on
-    a few hundred divergences without memorising them."""
+    """One hidden layer: enough to combine a few directions of the hidden state with the confidence
+    figures, small enough (about 19k weights for a 576-wide generator) to train in seconds on CPU."""
     return torch.nn.Sequential(
         torch.nn.Linear(inputs, hidden_units),
         torch.nn.GELU(),

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from mentorcollab_langchain.backends.base import Backend, Confidence, ContinuationScore, Cursor, Piece
+from mentorcollab_langchain.backends.base import Backend, ContinuationScore, Cursor, Piece
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, ProbePolicy, get_probe_policy
 from mentorcollab_langchain.engine.state import Candidate
