@@ -338,7 +338,7 @@ def build_mentorcollab_graph(
     "answer": AIMessage}`` whose ``response_metadata["mentorcollab"]`` is the run's record.
     """
     settings = config or CollabConfig()
-    machine = get_verifier(verifier)
+    machine = get_verifier(verifier, generator=generator)
     teams = _Teams(generator, mentor, machine, settings)
 
     def run_step(step: StepName, state: MentorCollabState, config: RunnableConfig) -> dict[str, Any]:

@@ -645,7 +645,8 @@ class ChatMentorCollab(BaseChatModel):
                 raise ConfigError(
                     f"{role} must be a model name or a backend with open() and model_name, got {type(spec).__name__}"
                 )
-        get_verifier(self.verifier)  # an unknown name or a non-verifier fails here
+        # An unknown name, a non-verifier, or a trained verifier made for another generator fails here.
+        get_verifier(self.verifier, generator=self.generator)
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -766,7 +767,7 @@ class ChatMentorCollab(BaseChatModel):
             config=self._config(**overrides),
             generator=self._backend("generator"),
             mentor=self._backend("mentor"),
-            verifier=get_verifier(self.verifier),
+            verifier=get_verifier(self.verifier, generator=self._backend("generator")),
             prefix=prefix,
             tool_names=names,
             tool_choice=tool_choice,

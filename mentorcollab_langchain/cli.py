@@ -6,6 +6,7 @@
     mentorcollab serve MODEL      serve a packaged model's GGUF with llama.cpp (an OpenAI-compatible mentor)
     mentorcollab bench            tokens/s of each setup (generator, mentor, both; local and remote mentor)
     mentorcollab eval ...         accuracy and cost on real benchmarks (see mentorcollab eval --help)
+    mentorcollab train-verifier   train the mlp verifier on divergences from training data
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TextIO
 
 from mentorcollab_langchain.errors import MentorCollabError
 from mentorcollab_langchain.evals.cli import add_eval_parser, eval_command
+from mentorcollab_langchain.verifiers.training import add_train_verifier_parser, train_verifier_command
 
 MENTOR_COLOUR, RESET = "\033[1;36m", "\033[0m"
 
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto")
 
     add_eval_parser(commands)
+    add_train_verifier_parser(commands)
     return parser
 
 
@@ -130,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return bench_command(args)
         if args.command == "eval":
             return eval_command(args)
+        if args.command == "train-verifier":
+            return train_verifier_command(args, argv)
         return run_command(args)
     except MentorCollabError as error:
         print(f"mentorcollab: error: {error}", file=sys.stderr)

@@ -37,3 +37,11 @@ class GenerationCancelled(BaseException):
     A ``BaseException`` on purpose: the engine turns ``Exception`` from a mentor call into a recorded
     mentor failure, and a cancellation must not be mistaken for one.
     """
+
+
+class VerifierMismatchError(ConfigError):
+    """A trained verifier was asked to judge for a generator other than the one it was trained on.
+
+    A learned verifier reads the generator's hidden states, which mean nothing to it under other weights,
+    so loading refuses instead of deciding at random.
+    """

@@ -36,7 +36,7 @@ def collaborate(
         team = Team(
             generator=cursors.enter_context(closing(generator.open(prompt, config.prompt_style, config.sampling))),
             mentor=cursors.enter_context(closing(mentor.open(prompt, config.prompt_style, config.sampling))),
-            verifier=get_verifier(verifier),
+            verifier=get_verifier(verifier, generator=generator),
             config=config,
             policy=probe_policy,
         )

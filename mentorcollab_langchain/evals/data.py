@@ -50,6 +50,7 @@ class Question:
     choices: tuple[str, ...] = ()
     fewshot: str = ""
     stop: tuple[str, ...] = field(default=())
+    reference: str = ""
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -77,9 +78,14 @@ BENCHMARKS: dict[str, dict[str, Source]] = {
         "validation": Source("choice", "oe_eval_tasks/arc_easy/val_mc_5shot"),
     },
     "csqa": {"validation": Source("choice", "oe_eval_tasks/csqa/val_mc_5shot")},
+    "openbookqa": {
+        "test": Source("choice", "oe_eval_tasks/openbookqa/test_mc_5shot"),
+        "validation": Source("choice", "oe_eval_tasks/openbookqa/val_mc_5shot"),
+    },
     "mmlu": {"test": Source("choice", "mmlu"), "validation": Source("choice", "mmlu")},
 }
-DEFAULT_SPLITS = {"gsm8k": "test", "math500": "test", "arc_challenge": "test", "arc_easy": "test", "csqa": "validation", "mmlu": "test"}
+DEFAULT_SPLITS = {"gsm8k": "test", "math500": "test", "arc_challenge": "test", "arc_easy": "test", "csqa": "validation",
+                  "openbookqa": "test", "mmlu": "test"}
 
 
 def data_root() -> Path:
@@ -161,7 +167,7 @@ def _question(benchmark: str, split: str, kind: str, request: dict, stop: tuple[
     native = request.get("native_id", doc.get("id", request.get("doc_id")))
     if kind == "number":
         return Question(benchmark, split, str(native), doc["question"], str(doc["short_answer"]).strip(), kind,
-                        fewshot=context, stop=stop or ("Question:", "\n\n"))
+                        fewshot=context, stop=stop or ("Question:", "\n\n"), reference=doc.get("answer", ""))
     if kind == "math":
         from mentorcollab_langchain.evals.extract import last_boxed
 
