@@ -170,7 +170,12 @@ class Row:
         config = self.key.get("config", {})
         if self.role != "collab":
             return f"{self.key.get('prompt')} prompt, max {config.get('max_new_tokens')} tokens"
-        return (f"p={config.get('probe_rate')}, seg={config.get('segment_tokens')}, {self.key.get('verifier')}, "
+        policy = config.get("probe_policy", "random")  # records from before probe policies probed at random
+        signal = config.get("uncertainty_signal")
+        below = ">" if signal == "entropy" else "<"
+        where = (f"uncertain ({signal} {below} {config.get('uncertainty_threshold')}) + "
+                 if policy == "uncertain" else "random ")
+        return (f"{where}p={config.get('probe_rate')}, seg={config.get('segment_tokens')}, {self.key.get('verifier')}, "
                 f"{self.key.get('prompt')} prompt, max {config.get('max_new_tokens')} tokens")
 
 
