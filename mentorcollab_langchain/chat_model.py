@@ -371,11 +371,13 @@ class _Assembler:
                 "input_tokens": run.mentor_input_tokens,
                 "output_tokens": stats.mentor_tokens_generated,
                 "committed_tokens": stats.mentor_tokens_committed,
+                "read_tokens": stats.mentor_tokens_read,
             },
             "generator_usage": {
                 "input_tokens": run.input_tokens,
                 "output_tokens": stats.generator_tokens_generated,
                 "committed_tokens": stats.generator_tokens_committed,
+                "read_tokens": stats.generator_tokens_read,
             },
         }
         finish = run.state.finish_reason or "eos"

@@ -283,7 +283,7 @@ def summary_line(state, seconds: float) -> str:  # noqa: ANN001 - CollabState, i
     return (
         f"-- probes {stats.probes} | divergences {stats.divergences} | adoptions {stats.adoptions} | "
         f"mentor share {stats.mentor_share:.1%} of {stats.tokens_committed} tokens | "
-        f"mentor generated {stats.mentor_tokens_generated} tokens | "
+        f"mentor read {stats.mentor_tokens_read} and generated {stats.mentor_tokens_generated} tokens | "
         f"{stats.tokens_committed / seconds if seconds else 0.0:.1f} tokens/s | {seconds:.1f} s | "
         f"stop: {state.finish_reason}"
     )

@@ -253,7 +253,10 @@ def test_usage_counts_on_real_tokenizers(tiny_pair: ChatMentorCollab) -> None:
         "input_tokens": len(mentor.prompt_ids(prompt)),
         "output_tokens": stats["mentor_tokens_generated"],
         "committed_tokens": stats["mentor_tokens_committed"],
+        "read_tokens": stats["mentor_tokens_read"],
     }
+    # The mentor read at least its prompt (once) to be probed.
+    assert stats["mentor_tokens_read"] >= len(mentor.prompt_ids(prompt))
     streamed = list(tiny_pair.stream([SystemMessage("You count."), HumanMessage("Count the apples.")]))
     assert merge(streamed).usage_metadata == message.usage_metadata
     assert merge(streamed).content == message.content
