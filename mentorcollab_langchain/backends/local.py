@@ -70,7 +70,8 @@ def confidence_of(logits: np.ndarray) -> Confidence:
     return Confidence(float(top), float(runner_up), entropy)
 
 
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_length(a: Sequence, b: Sequence) -> int:
+    """How many leading items (token ids, or characters) ``a`` and ``b`` share."""
     length = min(len(a), len(b))
     for index in range(length):
         if a[index] != b[index]:

@@ -47,6 +47,7 @@ from typing import Any
 
 from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece, Prompt, PromptStyle
 from mentorcollab_langchain.backends.http_client import CircuitBreaker, OpenAICompatibleClient
+from mentorcollab_langchain.backends.local import common_prefix_length
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.errors import BackendError
@@ -173,7 +174,7 @@ class OpenAICompatibleCursor:
         if self._held is None:
             unread = self.prompt + text
         else:
-            unread = text[_common_prefix_length(self._held, text) :]
+            unread = text[common_prefix_length(self._held, text) :]
         self.tokens_read += self.backend.count_tokens(unread)
         choice = self.backend.complete(
             self.prompt + text, max_tokens, logprobs=logprobs, logit_bias=logit_bias, sampling=sampling
@@ -291,7 +292,7 @@ class OpenAICompatibleCursor:
         tokenizer = self.backend.tokenizer
         encoded = tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
         ids: list[int] = encoded["input_ids"]
-        start = _common_prefix_length(tokenizer.encode(text, add_special_tokens=False), ids)
+        start = common_prefix_length(tokenizer.encode(text, add_special_tokens=False), ids)
         scored = ids[start:]
         if not scored:
             return ContinuationScore(0.0, 0)
@@ -356,14 +357,6 @@ class OpenAICompatibleCursor:
 
     def close(self) -> None:
         pass
-
-
-def _common_prefix_length(a: Sequence[Any], b: Sequence[Any]) -> int:
-    length = min(len(a), len(b))
-    for index in range(length):
-        if a[index] != b[index]:
-            return index
-    return length
 
 
 def _confidence(top_logprobs: Any) -> Confidence:
