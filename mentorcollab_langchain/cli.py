@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompt", help="the question or instruction")
     run.add_argument("--generator", default=DEFAULT_GENERATOR, help="packaged name, Hugging Face id or folder")
     run.add_argument("--mentor", default=DEFAULT_MENTOR, help="packaged name, Hugging Face id or folder")
-    run.add_argument("--verifier", choices=sorted(NAMED_VERIFIERS),
-                     help=f"default: {DEFAULT_VERIFIER} ({PAPER_VERIFIER} with --faithful)")
+    run.add_argument("--verifier", metavar="NAME", help=f"{', '.join(sorted(NAMED_VERIFIERS))}, or mlp:PATH for a "
+                     f"trained verifier; default: {DEFAULT_VERIFIER} ({PAPER_VERIFIER} with --faithful)")
     _add_probe_policy_arguments(run)
     run.add_argument("--segment-tokens", type=int, help="lookahead length at a divergence (default 16)")
     run.add_argument("--max-new-tokens", type=int, help="most tokens in the answer (default 512)")
@@ -161,7 +161,7 @@ def run_command(args: argparse.Namespace) -> int:
     from mentorcollab_langchain.backends import make_backend
     from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
     from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, TextCommitted, collaborate
-    from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, PAPER_VERIFIER
+    from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, PAPER_VERIFIER, get_verifier
 
     overrides = probe_policy_overrides(args) | {
         field: value
@@ -178,6 +178,7 @@ def run_command(args: argparse.Namespace) -> int:
     }
     config = CollabConfig.faithful(**overrides) if args.faithful else CollabConfig(**overrides)
     args.verifier = args.verifier or (PAPER_VERIFIER if args.faithful else DEFAULT_VERIFIER)
+    get_verifier(args.verifier, generator=args.generator)  # an unknown name fails before any model loads
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}
     ]

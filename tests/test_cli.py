@@ -34,3 +34,11 @@ def test_cli_run_records_the_verifier_it_used(tiny_byte_level_model: str) -> Non
     faithful = record("--faithful")
     assert faithful["verifier"] == PAPER_VERIFIER and faithful["config"]["probe_rate"] == 0.04
     assert record("--faithful", "--verifier", "always-mentor")["verifier"] == "always-mentor"
+
+
+def test_an_unknown_verifier_is_a_clear_error_before_any_model_loads(capsys) -> None:  # noqa: ANN001
+    from mentorcollab_langchain.cli import main
+
+    assert main(["eval", "--benchmark", "csqa", "--limit", "1", "--verifier", "oracle"]) == 2
+    message = capsys.readouterr().err
+    assert "unknown verifier 'oracle'" in message and "mentor-margin" in message and "mlp:PATH" in message

@@ -48,7 +48,8 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPa
     evaluate.add_argument("--generator", default=DEFAULT_GENERATOR)
     evaluate.add_argument("--mentor", default=DEFAULT_MENTOR)
     _add_backend_argument(evaluate)
-    evaluate.add_argument("--verifier", default=DEFAULT_VERIFIER, choices=sorted(NAMED_VERIFIERS))
+    evaluate.add_argument("--verifier", default=DEFAULT_VERIFIER, metavar="NAME",
+                          help=f"{', '.join(sorted(NAMED_VERIFIERS))}, or mlp:PATH (default: {DEFAULT_VERIFIER})")
     _add_probe_policy_arguments(evaluate)
     evaluate.add_argument("--segment-tokens", type=int, help="default: CollabConfig's")
     evaluate.add_argument("--max-new-tokens", type=int, help="default: 256 GSM8K, 512 MATH, 16 multiple choice")
@@ -69,6 +70,9 @@ def eval_command(args: argparse.Namespace) -> int:
         return 0
     if not args.benchmark:
         raise ConfigError("name a --benchmark (or pass --report DIR)")
+    from mentorcollab_langchain.verifiers import get_verifier
+
+    get_verifier(args.verifier, generator=args.generator)  # an unknown name fails now, not once per question
     out = Path(args.out)
     names = {name.strip() for name in args.methods.split(",")}
     needs_mentor = args.sweep or bool(names & {"mentor", "mentorcollab", "faithful"})
