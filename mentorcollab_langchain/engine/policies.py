@@ -25,7 +25,8 @@ from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.state import Candidate
 from mentorcollab_langchain.errors import ConfigError
 
-# The gap used once the mentor is out of the run (probe rate 0, or it failed): never probe again.
+# The gap when no random probe is scheduled: the rate is 0, or the mentor is out of the run (failed or
+# over budget, when the engine also stops asking probe_word).
 NO_MORE_PROBES = sys.maxsize
 
 
