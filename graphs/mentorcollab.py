@@ -36,7 +36,8 @@ from mentorcollab_langchain.chat_model import answer_message as chat_answer_mess
 from mentorcollab_langchain.chat_model import stream_chunk, to_engine_messages
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
-from mentorcollab_langchain.engine.state import Candidate, CollabState, Decision, Divergence, Span, Stats
+from mentorcollab_langchain.backends.base import Confidence, Piece
+from mentorcollab_langchain.engine.state import CollabState, Decision, Divergence, Span, Stats
 from mentorcollab_langchain.engine.steps import STEPS, StepName, Team, commit_verdict, next_step, score_divergence
 from mentorcollab_langchain.errors import MentorCollabError
 from mentorcollab_langchain.verifiers import Verdict, Verifier, get_verifier
@@ -96,7 +97,7 @@ class MentorCollabState(TypedDict):
 # The types a checkpoint of this graph holds beyond LangChain's messages (LangGraph's strict msgpack
 # loading refuses any type not on its allowlist).
 STATE_TYPES: frozenset[tuple[str, str]] = frozenset(
-    (model.__module__, model.__name__) for model in (CollabState, Span, Candidate, Decision, Divergence, Stats)
+    (model.__module__, model.__name__) for model in (CollabState, Span, Piece, Confidence, Decision, Divergence, Stats)
 )
 
 

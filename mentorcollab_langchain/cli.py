@@ -23,7 +23,7 @@ from typing import TextIO
 
 from mentorcollab_langchain.errors import MentorCollabError
 from mentorcollab_langchain.evals.cli import add_eval_parser, eval_command
-from mentorcollab_langchain.verifiers.training import add_train_verifier_parser, train_verifier_command
+from mentorcollab_langchain.evals.verifier_training import add_train_verifier_parser, train_verifier_command
 
 MENTOR_COLOUR, RESET = "\033[1;36m", "\033[0m"
 

@@ -29,6 +29,7 @@ async def test_cancelling_an_astream_cuts_off_the_mentor_call_in_flight() -> Non
     plan = FaultPlan(delay=HELD_FOR)
     with fault_proxy(f"http://127.0.0.1:{free_port()}", plan) as url:
         mentor = OpenAICompatibleBackend(url, model="mentor", tokenizer=DEFAULT_MENTOR, timeout=60.0, max_retries=0)
+        mentor.tokenizer  # loaded before the clock starts: on a fresh cache it is converted from the GGUF first
         model = ChatMentorCollab(generator=ScriptedBackend("one two three four"), mentor=mentor, probe_rate=1.0)
 
         async def consume() -> list[str]:

@@ -20,7 +20,7 @@ from mentorcollab_langchain.evals.data import BENCHMARKS, DEFAULT_SPLITS, Questi
 from mentorcollab_langchain.models import DEFAULT_GENERATOR
 from mentorcollab_langchain.verifiers import MLPVerifier, VerifyRequest, get_verifier
 from mentorcollab_langchain.verifiers.mlp import FEATURE_GROUPS, divergence_features, shipped_verifier_path
-from mentorcollab_langchain.verifiers.training import (
+from mentorcollab_langchain.evals.verifier_training import (
     DEFAULT_SOURCES,
     EVALUATION_LIMIT,
     DivergenceRecord,

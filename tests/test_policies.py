@@ -7,7 +7,7 @@ import pytest
 from mentorcollab_langchain.backends import ScriptedBackend
 from mentorcollab_langchain.engine import CollabConfig, CollabState, Probed, collaborate, run_collaboration
 from mentorcollab_langchain.engine.policies import NAMED_POLICIES, UncertainPolicy, get_probe_policy
-from mentorcollab_langchain.engine.state import Candidate
+from mentorcollab_langchain.backends.base import Piece
 from mentorcollab_langchain.engine.steps import STEPS, Team, next_step
 from mentorcollab_langchain.errors import ConfigError
 from mentorcollab_langchain.backends.base import Confidence
@@ -100,7 +100,7 @@ def test_a_custom_policy_object_decides_where_to_probe() -> None:
         def words_until_probe(self, config: CollabConfig, gap_index: int) -> int:
             return 10**9
 
-        def probe_word(self, word: Candidate, config: CollabConfig) -> bool:
+        def probe_word(self, word: Piece, config: CollabConfig) -> bool:
             return word.text.strip().isdigit()
 
     events = list(collaborate("q", ScriptedBackend("sold 48 clips and 24 more"), ScriptedBackend("sold 48 clips"),

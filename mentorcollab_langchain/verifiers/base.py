@@ -8,8 +8,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 from mentorcollab_langchain.backends.base import Confidence, Cursor
 
-Source = Literal["generator", "mentor"]
-"""Which model wrote a piece of the answer, and so which one a verdict chooses."""
+Choice = Literal["generator", "mentor"]
+"""Whose lookahead segment a verdict keeps."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Verdict:
     """The choice, the verifier's score for adopting the mentor where it has one, and what the score
     was made from (named figures, e.g. both segments' log-probabilities under the mentor)."""
 
-    choice: Source
+    choice: Choice
     score: float | None = None
     evidence: Mapping[str, float] = field(default_factory=dict)
 

@@ -52,15 +52,15 @@ import torch
 from mentorcollab_langchain.backends.base import Backend, ContinuationScore, Cursor, Piece
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, ProbePolicy, get_probe_policy
-from mentorcollab_langchain.engine.state import Candidate
 from mentorcollab_langchain.engine.state import CollabState
-from mentorcollab_langchain.engine.steps import Team, run_steps
+from mentorcollab_langchain.engine.steps import run_steps
+from mentorcollab_langchain.engine.team import Team
 from mentorcollab_langchain.errors import ConfigError
 from mentorcollab_langchain.evals.data import DEFAULT_SPLITS, Question, load_questions, resolve_split
 from mentorcollab_langchain.evals.extract import _NUMBER, _clean_number, extract_choice
 from mentorcollab_langchain.evals.prompts import build_prompt
 from mentorcollab_langchain.evals.runner import question_seed
-from mentorcollab_langchain.verifiers.base import Source, Verdict, VerifyRequest
+from mentorcollab_langchain.verifiers.base import Choice, Verdict, VerifyRequest
 from mentorcollab_langchain.verifiers.mlp import (
     CARD_FORMAT,
     MLPVerifier,
@@ -149,10 +149,10 @@ class DivergenceRecord:
     mentor_segment: str
     features: list[float]
     self_consult_both_orders: float
-    label: Source | None = None
+    label: Choice | None = None
 
 
-def label_choice(question: Question, generator_segment: str, mentor_segment: str) -> Source | None:
+def label_choice(question: Question, generator_segment: str, mentor_segment: str) -> Choice | None:
     """The segment that answers the gold letter (read before the answer's stop string), else None."""
 
     def letter(segment: str) -> str | None:
@@ -165,7 +165,7 @@ def label_choice(question: Question, generator_segment: str, mentor_segment: str
     return "mentor" if mentor_right else "generator"
 
 
-def label_number(question: Question, generator_segment: str, mentor_segment: str) -> Source | None:
+def label_number(question: Question, generator_segment: str, mentor_segment: str) -> Choice | None:
     """The segment whose numbers all appear in the problem or its worked solution, against one that writes
     a number found in neither (see the module docstring); else None."""
     known = _numbers(question.question) | _numbers(question.reference)
@@ -189,7 +189,7 @@ def _cut_at_stops(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-LABELLERS: dict[str, Callable[[Question, str, str], Source | None]] = {"choice": label_choice, "number": label_number}
+LABELLERS: dict[str, Callable[[Question, str, str], Choice | None]] = {"choice": label_choice, "number": label_number}
 
 
 # -- collection ------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ class FirstWordPolicy:
     def words_until_probe(self, config: CollabConfig, gap_index: int) -> int:
         return 0 if gap_index == 0 else NO_MORE_PROBES
 
-    def probe_word(self, word: Candidate, config: CollabConfig) -> bool:
+    def probe_word(self, word: Piece, config: CollabConfig) -> bool:
         return False
 
 

@@ -1,0 +1,95 @@
+"""The team: the two models' open cursors, the verifier and the config that one request works with.
+
+The state is plain data; the team is everything heavy beside it. ``open_team`` is the one way to build
+it, for the run loop (``engine.run``) and the LangGraph graph alike, so both open the cursors the same
+way. A team is never stored: after a resume it is opened again and the cursors rebuild their caches
+from the state's text.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from mentorcollab_langchain.backends.base import Backend, Cursor, Prompt
+from mentorcollab_langchain.engine.config import CollabConfig
+from mentorcollab_langchain.engine.policies import ProbePolicy, get_probe_policy
+from mentorcollab_langchain.errors import ConfigError
+from mentorcollab_langchain.verifiers import Verifier, get_verifier
+
+
+@dataclass
+class Team:
+    """The heavy, per-request parts of a run: never stored in the state, rebuilt after a resume.
+
+    ``policy`` defaults to the one ``config.probe_policy`` names. ``read_seen`` remembers how many
+    tokens each cursor had read when the engine last looked, so the reading a step causes is added to
+    the stats exactly once (a rebuilt cursor starts from zero). Use it as a context manager, or call
+    ``close`` to free both cursors' caches.
+    """
+
+    generator: Cursor
+    mentor: Cursor
+    verifier: Verifier
+    config: CollabConfig
+    policy: ProbePolicy | None = None
+    read_seen: dict[str, int] = field(default_factory=lambda: {"generator": 0, "mentor": 0})
+
+    def __post_init__(self) -> None:
+        self.policy = get_probe_policy(self.policy or self.config.probe_policy)
+        if self.policy.needs_confidence and not _takes_confidence(self.generator):
+            raise ConfigError(
+                f"the {self.policy.name!r} probe policy reads the generator's confidence, but its cursor's "
+                "next_word takes no with_confidence; give it one, or use probe_policy='random'"
+            )
+
+    def close(self) -> None:
+        """Close both cursors (the mentor's even if closing the generator's fails)."""
+        try:
+            self.generator.close()
+        finally:
+            self.mentor.close()
+
+    def __enter__(self) -> Team:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_team(
+    prompt: Prompt,
+    generator: Backend,
+    mentor: Backend,
+    *,
+    verifier: str | Verifier | None = None,
+    config: CollabConfig | None = None,
+    policy: ProbePolicy | None = None,
+) -> Team:
+    """Open a cursor on each model for ``prompt`` and join them with the verifier and the config.
+
+    ``verifier`` is a name (resolved for this generator) or an object; ``policy`` replaces the one
+    ``config.probe_policy`` names. If anything fails after the generator's cursor opened, it is closed.
+    """
+    config = config or CollabConfig()
+    judge = get_verifier(verifier, generator=generator)
+    generator_cursor = generator.open(prompt, config.prompt_style, config.sampling)
+    try:
+        mentor_cursor = mentor.open(prompt, config.prompt_style, config.sampling)
+    except BaseException:
+        generator_cursor.close()
+        raise
+    try:
+        return Team(generator=generator_cursor, mentor=mentor_cursor, verifier=judge, config=config, policy=policy)
+    except BaseException:
+        generator_cursor.close()
+        mentor_cursor.close()
+        raise
+
+
+def _takes_confidence(cursor: Cursor) -> bool:
+    parameters = inspect.signature(cursor.next_word).parameters.values()
+    return any(p.name == "with_confidence" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
