@@ -44,6 +44,35 @@ def _tiny_model_folder(root: Path, packaged_name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sliding_window_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny Gemma 3 (its real architecture: one sliding-window layer of 8 tokens, one global layer) with
+    Gemma 3's tokenizer, so prompts run past the window and a rollback must crop a full window."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-gemma3-sliding"
+    tokenizer = AutoTokenizer.from_pretrained(ensure_converted(PACKAGED_MODELS["gemma3-270m"]))
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_byte_level_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny Llama with SmolLM2's byte-level BPE tokenizer and ChatML template."""
     return str(_tiny_model_folder(tmp_path_factory.mktemp("models"), "smollm2-135m-instruct"))

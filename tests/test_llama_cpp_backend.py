@@ -323,9 +323,19 @@ def test_sampling_draws_like_the_transformers_backend(generator: LlamaCppBackend
     cumulative = torch.cumsum(torch.softmax(torch.from_numpy(logits).double() / 1.5, dim=-1), dim=-1)
     for index in range(200):
         text = f" draw {index}"
-        expected = int(torch.searchsorted(cumulative, torch.tensor([cursor.sampling.uniform(GENERATOR, text)],
+        expected = int(torch.searchsorted(cumulative, torch.tensor([cursor.draw(text)],
                                                                     dtype=torch.float64)))
         assert cursor._pick(logits, text) == min(expected, len(cumulative) - 1)
+
+
+def test_sampling_draws_follow_the_prompt_as_well_as_the_answer(generator: LlamaCppBackend) -> None:
+    """Two requests with the same seed and different prompts must not share their draws (issue 13)."""
+    hot = Sampling(temperature=1.5, seed=5)
+    first, again = generator.open(PROMPT, sampling=hot), generator.open(PROMPT, sampling=hot)
+    other = generator.open("Name a colour.", sampling=hot)
+    texts = ["", " a", " a b"]
+    assert [first.draw(text) for text in texts] == [again.draw(text) for text in texts]
+    assert all(first.draw(text) != other.draw(text) for text in texts)
 
 
 # -- limits and errors ----------------------------------------------------------------------------

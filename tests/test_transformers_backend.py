@@ -56,6 +56,21 @@ def test_rollback_after_rejected_lookahead_restores_exact_state(backend: Transfo
     assert lookahead.text  # the lookahead really wrote something before it was rolled back
 
 
+def test_rollback_past_a_full_sliding_window_matches_a_recompute(tiny_sliding_window_model: str) -> None:
+    """Gemma 3's sliding-window layers cannot always crop once the window is full: the cursor must still
+    roll back a rejected lookahead (as generator) and answer the next probe (as mentor) correctly."""
+    backend = TransformersBackend(tiny_sliding_window_model, device="cpu", dtype="float32")
+    prompt = "one two three four five six seven eight nine ten eleven twelve thirteen"
+    cursor = backend.open(prompt, "raw")
+    assert len(cursor.prompt_ids) > 8, "the prompt must fill the 8-token window"
+    committed = cursor.next_word("", 4).text
+    cursor.generate(committed, 10)  # a lookahead well past the window ...
+    after = cursor.next_token_logits(committed)  # ... rolled back to the committed text
+    torch.testing.assert_close(after, full_forward(backend, cursor.token_ids(committed))[0], atol=1e-4, rtol=1e-4)
+    fresh = backend.open(prompt, "raw")
+    assert cursor.next_word(committed, 4) == fresh.next_word(committed, 4)
+
+
 def test_prefix_reuse_after_adoption_and_verifier_suffix(backend: TransformersBackend) -> None:
     cursor = backend.open(PROMPT)
     cursor.generate(" There are", 6)

@@ -24,6 +24,7 @@ so both backends pick the same token and report the same confidence on the same 
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar, Generic, Protocol, TypeVar
@@ -99,6 +100,8 @@ class LocalCursor(ABC, Generic[LoadedT]):
         self.context_length = context_length
         self.sampling = sampling
         self.prompt_ids = prompt_ids
+        # Sampled draws follow the prompt as well as the response text (``backends.sampling``).
+        self._prompt_identity = hashlib.blake2b(np.asarray(prompt_ids, dtype=np.int64).tobytes(), digest_size=16).hexdigest()
         self.cached_ids: list[int] = []
         self._logits: np.ndarray | None = None  # next-token logits after cached_ids
         self.tokens_read = 0
@@ -211,8 +214,11 @@ class LocalCursor(ABC, Generic[LoadedT]):
         scaled = np.asarray(logits, dtype=np.float64) / self.sampling.temperature
         probabilities = np.exp(scaled - scaled.max())
         cumulative = np.cumsum(probabilities / probabilities.sum())
-        draw = self.sampling.uniform(self._model.name, text)
-        return min(int(np.searchsorted(cumulative, draw)), len(cumulative) - 1)
+        return min(int(np.searchsorted(cumulative, self.draw(text))), len(cumulative) - 1)
+
+    def draw(self, text: str) -> float:
+        """The sampling draw in [0, 1) for the token after ``text`` in this request (prompt included)."""
+        return self.sampling.uniform(self._model.name, f"{self._prompt_identity}\0{text}")
 
     def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
         return self._decode(text, max_tokens, one_word=True, with_confidence=with_confidence)

@@ -95,10 +95,24 @@ class OpenAICompatibleBackend:
         return AutoTokenizer.from_pretrained(location, trust_remote_code=False, local_files_only=local)
 
     def render(self, prompt: Prompt, style: PromptStyle = "chat") -> str:
-        """The prompt text the server continues: the chat template's rendering, or plain text."""
-        if style == "chat" and getattr(self.tokenizer, "chat_template", None):
-            return render_chat(self.tokenizer, prompt)
-        return render_plain(prompt, style)
+        """The prompt text the server continues: the chat template's rendering, or plain text.
+
+        A template that writes the BOS token's text (Gemma, Llama) would get a second BOS from the server,
+        which adds one to every completion prompt for a model whose tokenizer adds it: the rendered one
+        is left to the server.
+        """
+        if not (style == "chat" and getattr(self.tokenizer, "chat_template", None)):
+            return render_plain(prompt, style)
+        text = render_chat(self.tokenizer, prompt)
+        bos = self.tokenizer.bos_token
+        if bos and text.startswith(bos) and self._tokenizer_adds_bos:
+            text = text[len(bos) :]
+        return text
+
+    @cached_property
+    def _tokenizer_adds_bos(self) -> bool:
+        bos_id = self.tokenizer.bos_token_id
+        return bos_id is not None and self.tokenizer("a")["input_ids"][:1] == [bos_id]
 
     def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> OpenAICompatibleCursor:
         return OpenAICompatibleCursor(self, self.render(prompt, style), sampling)

@@ -194,8 +194,9 @@ class TransformersCursor(LocalCursor[LoadedModel]):
         try:
             self._cache.crop(-(len(self.cached_ids) - keep))  # a negative count removes that many tokens
             return keep
-        except RuntimeError:
-            # Sliding-window layers past their window cannot roll back: start over from the text.
+        except (RuntimeError, ValueError):
+            # Layers past their window cannot roll back (a sliding-window layer raises ValueError, other
+            # cache layers RuntimeError): start over from the text.
             self._cache = self._new_cache()
             return 0
 

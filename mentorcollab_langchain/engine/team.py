@@ -11,11 +11,12 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import NoReturn
 
 from mentorcollab_langchain.backends.base import Backend, Cursor, Prompt
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.policies import ProbePolicy, get_probe_policy
-from mentorcollab_langchain.errors import ConfigError
+from mentorcollab_langchain.errors import ConfigError, MentorCollabError
 from mentorcollab_langchain.verifiers import Verifier, get_verifier
 
 
@@ -78,7 +79,12 @@ def open_team(
     judge = get_verifier(verifier, generator=generator)
     generator_cursor = generator.open(prompt, config.prompt_style, config.sampling)
     try:
-        mentor_cursor = mentor.open(prompt, config.prompt_style, config.sampling)
+        mentor_cursor: Cursor = mentor.open(prompt, config.prompt_style, config.sampling)
+    except MentorCollabError as error:
+        if config.on_mentor_error == "raise":
+            generator_cursor.close()
+            raise
+        mentor_cursor = UnopenedCursor(error)  # e.g. a prompt too long for the mentor's context
     except BaseException:
         generator_cursor.close()
         raise
@@ -88,6 +94,27 @@ def open_team(
         generator_cursor.close()
         mentor_cursor.close()
         raise
+
+
+class UnopenedCursor:
+    """The mentor's place when its cursor could not be opened and ``on_mentor_error`` is ``fallback``.
+
+    Every call raises the error that opening met, so the first probe records it as a mentor failure
+    and the generator goes on alone, exactly as when the mentor fails mid-run.
+    """
+
+    tokens_read = 0
+
+    def __init__(self, error: MentorCollabError) -> None:
+        self.error = error
+
+    def _fail(self, *args: object, **options: object) -> NoReturn:
+        raise self.error
+
+    next_word = generate = label_logprobs = score_continuation = hidden_state = _fail
+
+    def close(self) -> None:
+        pass
 
 
 def _takes_confidence(cursor: Cursor) -> bool:

@@ -1,0 +1,30 @@
+"""Opening a team: the mentor's cursor failing to open is a mentor failure like any other."""
+
+from __future__ import annotations
+
+import pytest
+
+from mentorcollab_langchain.backends import ScriptedBackend, TransformersBackend
+from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, collaborate
+from mentorcollab_langchain.errors import ContextTooLongError
+
+# Far longer than the tiny model's 256-token context; the scripted generator has no context limit.
+LONG_PROMPT = "apples and pears " * 200
+
+
+def test_a_prompt_too_long_for_the_mentor_falls_back_to_the_generator(tiny_byte_level_model: str) -> None:
+    mentor = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
+    state = CollabState()
+    config = CollabConfig(probe_policy="random", probe_rate=1.0, on_mentor_error="fallback")
+    events = list(collaborate(LONG_PROMPT, ScriptedBackend("one two three"), mentor, config=config, state=state))
+    assert state.text == "one two three"
+    assert [event for event in events if isinstance(event, MentorFailed)], "the failure must be reported"
+    assert state.stats.mentor_errors == 1 and "ContextTooLongError" in state.errors[0]
+    assert state.probing_stopped is not None and state.stats.probes == 1
+
+
+def test_with_raise_the_prompt_too_long_for_the_mentor_stops_the_run(tiny_byte_level_model: str) -> None:
+    mentor = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
+    config = CollabConfig(probe_policy="random", probe_rate=1.0, on_mentor_error="raise")
+    with pytest.raises(ContextTooLongError):
+        list(collaborate(LONG_PROMPT, ScriptedBackend("one two three"), mentor, config=config))
