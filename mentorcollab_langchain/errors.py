@@ -23,6 +23,10 @@ class ModelFileError(MentorCollabError, RuntimeError):
     """A model file failed its size or sha256 check and was refused."""
 
 
+class InvalidPromptError(MentorCollabError, ValueError):
+    """A prompt no model can read: not text, or text holding a NUL or a lone surrogate."""
+
+
 class ContextTooLongError(MentorCollabError, ValueError):
     """The prompt plus the answer would not fit in a model's context window."""
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mentorcollab_langchain.backends.base import ChatMessage, Conversation, Prompt, PromptStyle
+from mentorcollab_langchain.errors import InvalidPromptError
 
 TOOLS_INSTRUCTION = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -34,11 +35,40 @@ def tools_instruction(tools: Sequence[Mapping[str, Any]]) -> str:
 
 
 def as_messages(prompt: Prompt) -> list[ChatMessage]:
+    """The prompt as chat messages, each checked to be text a tokenizer can read."""
     if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, Conversation):
-        return list(prompt.messages)
-    return list(prompt)
+        messages: list[ChatMessage] = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, Conversation):
+        messages = list(prompt.messages)
+    elif isinstance(prompt, Sequence):
+        messages = list(prompt)
+    else:
+        raise InvalidPromptError(f"a prompt is a string or a list of messages, got {type(prompt).__name__}")
+    for position, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise InvalidPromptError(f"message {position} is not a {{'role': str, 'content': str}} dict: {message!r:.80}")
+        check_text(message.get("content"), f"message {position} ({message['role']})")
+    return messages
+
+
+def check_text(text: object, where: str) -> str:
+    """``text`` itself if every tokenizer can read it; else an ``InvalidPromptError`` naming the problem.
+
+    Tokenizers refuse a lone surrogate with a raw ``TypeError``, and a NUL would end the text early in
+    C code, so both are named here, with the position, before any model sees them.
+    """
+    if not isinstance(text, str):
+        raise InvalidPromptError(f"{where}: the content must be text, got {type(text).__name__}")
+    if "\x00" in text:
+        raise InvalidPromptError(f"{where}: holds a NUL character at {text.index(chr(0))}; remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidPromptError(
+            f"{where}: holds a lone surrogate {text[error.start]!r} at {error.start}, which is not valid "
+            "Unicode text (often a badly decoded emoji); decode the input as UTF-8 first"
+        ) from None
+    return text
 
 
 def tools_of(prompt: Prompt) -> list[dict[str, Any]]:
