@@ -156,6 +156,36 @@ def test_persistent_500s_fall_back_and_open_the_circuit(generator: TransformersB
         assert plan.requests == 3, "an open circuit does not touch the network"
 
 
+def test_the_circuit_half_opens_for_one_trial_and_closes_when_it_succeeds(mentor_server: ModelServer) -> None:
+    """After the cool-down exactly one call tries the server; the others are refused until it succeeds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    plan = FaultPlan(statuses=[500], delay=1.5)  # one failure, then every forward is slow
+    breaker = CircuitBreaker(threshold=1, cooldown=1.0)
+    with fault_proxy(mentor_server.url, plan) as url:
+        mentor = remote(url, max_retries=0, breaker=breaker)
+        with pytest.raises(BackendError, match="HTTP 500"):
+            mentor.open("hi").next_word("", 2)
+        with pytest.raises(BackendError, match="circuit open"):
+            mentor.open("hi").next_word("", 2)
+        assert plan.requests == 1
+        time.sleep(1.1)
+
+        def call(delay: float) -> str:
+            time.sleep(delay)
+            try:
+                return mentor.open("hi").next_word("", 2).text
+            except BackendError as error:
+                return f"refused: {error}"
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(call, [0.0, 0.3, 0.3, 0.3]))  # three arrive while the trial is in flight
+        assert not answers[0].startswith("refused") and all("circuit open" in answer for answer in answers[1:])
+        assert plan.requests == 2, "only the trial may reach the server while the circuit is half-open"
+        assert not mentor.open("hi").next_word("", 2).text.startswith("refused")  # closed again
+        assert plan.requests == 3
+
+
 def test_api_key_is_sent_but_never_shown(monkeypatch: pytest.MonkeyPatch, mentor_server: ModelServer) -> None:
     monkeypatch.setenv("MENTOR_KEY", "sk-test-secret")
     plan = FaultPlan(statuses=[401])

@@ -28,21 +28,30 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class CircuitBreaker:
-    """Opens after ``threshold`` consecutive failures and stays open for ``cooldown`` seconds."""
+    """Opens after ``threshold`` consecutive failures and stays open for ``cooldown`` seconds.
+
+    Then it is half-open: exactly one call goes through as a trial while the others are still refused.
+    The trial's success closes the circuit; its failure opens it for another ``cooldown``. A trial that
+    never reports back (its caller went away) stops blocking the others after ``cooldown`` seconds.
+    """
 
     def __init__(self, threshold: int = 3, cooldown: float = 30.0) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
         self._failures = 0
         self._opened_at: float | None = None
+        self._trial_since: float | None = None
         self._lock = threading.Lock()
 
     def check(self, target: str) -> None:
         with self._lock:
+            now = time.monotonic()
             if self._opened_at is None:
                 return
-            if time.monotonic() - self._opened_at >= self.cooldown:
-                self._opened_at = None  # half-open: let one call try again
+            cooled = now - self._opened_at >= self.cooldown
+            trial_running = self._trial_since is not None and now - self._trial_since < self.cooldown
+            if cooled and not trial_running:
+                self._trial_since = now  # half-open: this call is the one trial
                 return
         raise BackendError(
             f"{target}: circuit open after {self.threshold} consecutive failures; "
@@ -51,6 +60,7 @@ class CircuitBreaker:
 
     def record(self, ok: bool) -> None:
         with self._lock:
+            self._trial_since = None
             if ok:
                 self._failures, self._opened_at = 0, None
             else:
