@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mentorcollab_langchain.backends import ScriptedBackend, TransformersBackend
-from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, collaborate
+from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, collaborate, open_team, run_steps
 from mentorcollab_langchain.errors import ContextTooLongError
 
 # Far longer than the tiny model's 256-token context; the scripted generator has no context limit.
@@ -28,3 +28,17 @@ def test_with_raise_the_prompt_too_long_for_the_mentor_stops_the_run(tiny_byte_l
     config = CollabConfig(probe_policy="random", probe_rate=1.0, on_mentor_error="raise")
     with pytest.raises(ContextTooLongError):
         list(collaborate(LONG_PROMPT, ScriptedBackend("one two three"), mentor, config=config))
+
+
+def test_an_answer_never_runs_past_max_new_tokens_to_finish_a_character(tiny_byte_level_model: str) -> None:
+    """The budget's last token would start a two-token emoji: the answer ends at the budget, whole."""
+    generator = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
+    emoji_ids = generator.loaded.tokenizer.encode(" 🙂🙂🙂", add_special_tokens=False)  # 1 + 2 + 2 tokens
+    config = CollabConfig(probe_policy="random", probe_rate=0.0, max_new_tokens=4)
+    state = CollabState()
+    with open_team("Smile.", generator, ScriptedBackend("unused"), config=config) as team:
+        forced = iter(emoji_ids)
+        team.generator._pick = lambda logits, text: next(forced)  # force the emoji, token by token
+        list(run_steps(state, team))
+    assert state.text == " 🙂🙂" and state.stats.tokens_committed == 3 <= config.max_new_tokens
+    assert state.finish_reason == "length"

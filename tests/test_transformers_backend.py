@@ -118,6 +118,19 @@ def test_max_word_tokens_caps_a_word(backend: TransformersBackend) -> None:
     assert word.tokens <= 2
 
 
+def test_max_tokens_is_a_hard_limit_even_inside_a_split_character(tiny_byte_level_model: str) -> None:
+    """SmolLM2 writes " 🙂🙂" as three tokens, the second emoji split over two: a limit of two tokens
+    must leave that emoji out, not run past the limit to finish it (issue 13)."""
+    backend = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
+    emoji_ids = backend.loaded.tokenizer.encode(" 🙂🙂", add_special_tokens=False)
+    assert len(emoji_ids) == 3
+    cursor = backend.open(PROMPT)
+    forced = iter(emoji_ids)
+    cursor._pick = lambda logits, text: next(forced)  # force the model to write the emoji, token by token
+    piece = cursor.generate("", 2)
+    assert (piece.text, piece.tokens, piece.generated) == (" 🙂", 1, 2)
+
+
 def test_prompt_longer_than_context_is_refused(tiny_byte_level_model: str) -> None:
     backend = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
     with pytest.raises(ContextTooLongError, match="holds 256"):

@@ -35,9 +35,6 @@ from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, 
 from mentorcollab_langchain.backends.sampling import Sampling
 from mentorcollab_langchain.errors import ContextTooLongError
 
-# How many extra tokens a segment may take to finish a character split across tokens.
-MAX_TOKENS_TO_COMPLETE_CHARACTER = 4
-
 
 class LocalModel(Protocol):
     """What the shared cursor reads from a loaded model: its name and where its tokens start words."""
@@ -181,16 +178,15 @@ class LocalCursor(ABC, Generic[LoadedT]):
     ) -> Piece:
         """The decode loop: tokens from ``text``, one forward pass per token.
 
-        A word (``one_word``) ends before its next token that starts with whitespace. Past ``max_tokens``
-        the loop goes on only to finish a character split across tokens, so a piece never ends inside one.
+        A word (``one_word``) ends before its next token that starts with whitespace. ``max_tokens`` is a
+        hard limit: if it falls inside a character split across tokens, that character's tokens are left
+        out (counted as generated), so a piece never ends inside a character nor runs past the limit.
         """
         logits = self._move_to(self.token_ids(text))
         confidence = confidence_of(logits) if with_confidence else None
         produced: list[int] = []
         decoded = ""
-        while len(produced) < max_tokens + MAX_TOKENS_TO_COMPLETE_CHARACTER:
-            if len(produced) >= max_tokens and not decoded.endswith("\ufffd"):
-                break
+        while len(produced) < max_tokens:
             token = self._pick(logits, text + decoded)
             if token in self._end_ids:
                 return Piece(decoded, len(produced), eos=True, confidence=confidence)
@@ -205,6 +201,9 @@ class LocalCursor(ABC, Generic[LoadedT]):
                     count for count in range(len(produced) + 1) if len(self._decode_ids(produced[:count])) >= cut
                 )
                 return Piece(decoded[:cut], kept, generated=len(produced), confidence=confidence, stopped=True)
+        if decoded.endswith("\ufffd"):  # the limit fell inside a character: keep the whole ones
+            kept = max(count for count in range(len(produced)) if not self._decode_ids(produced[:count]).endswith("\ufffd"))
+            return Piece(self._decode_ids(produced[:kept]), kept, generated=len(produced), confidence=confidence)
         return Piece(decoded, len(produced), confidence=confidence)
 
     def _pick(self, logits: np.ndarray, text: str) -> int:

@@ -40,7 +40,11 @@ class CollabConfig(BaseModel):
         "(nats)",
     )
     segment_tokens: int = Field(default=16, ge=1, description="length of each model's lookahead segment at a divergence")
-    max_word_tokens: int = Field(default=12, ge=1, description="the most tokens one word step may take")
+    max_word_tokens: int = Field(
+        default=12, ge=4,
+        description="the most tokens one word step may take (at least 4, so that any character split across "
+        "byte tokens fits in one word)",
+    )
     max_new_tokens: int = Field(
         default=512, ge=1, description="the most tokens committed to the answer (both models together)"
     )

@@ -227,7 +227,8 @@ def _commit(state: CollabState, config: CollabConfig, piece: Piece, source: Sour
         state.finish_reason = "stop"
     elif piece.eos:
         state.finish_reason = "eos"
-    elif state.stats.tokens_committed >= config.max_new_tokens:
+    elif state.stats.tokens_committed >= config.max_new_tokens or not piece.tokens:
+        # No tokens and no end: the budget left cannot hold the next whole character.
         state.finish_reason = "length"
     elif config.repetition_guard and _repeats(state.recent_steps):
         state.finish_reason = "repetition"
