@@ -8,6 +8,7 @@ real transformers machinery without waiting for real weights.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,12 +22,20 @@ GSM8K_NATALIA = (
 
 
 def _tiny_model_folder(root: Path, packaged_name: str) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     folder = root / f"tiny-{packaged_name}"
     tokenizer = AutoTokenizer.from_pretrained(ensure_converted(PACKAGED_MODELS[packaged_name]))
     torch.manual_seed(0)
-    config = LlamaConfig(
+    LlamaForCausalLM(_tiny_llama_config(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _tiny_llama_config(tokenizer: Any) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -38,9 +47,39 @@ def _tiny_model_folder(root: Path, packaged_name: str) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama2_style_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny Llama wearing a Llama-2-family tokenizer: SentencePiece BPE with byte fallback whose
+    normalizer prepends a dummy "▁" and whose decoder strips the first space. No Llama-2 tokenizer is
+    packaged here, so it is built from the ``tokenizers`` library's components on Gemma 3's vocabulary."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    gemma = AutoTokenizer.from_pretrained(ensure_converted(PACKAGED_MODELS["gemma3-270m"]))
+    spec = json.loads(gemma.backend_tokenizer.to_str())
+    spec["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "▁"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+    ]}
+    spec["pre_tokenizer"] = None
+    spec["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+        {"type": "ByteFallback"},
+        {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+    ]}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)), bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
+    folder = tmp_path_factory.mktemp("models") / "tiny-llama2-style"
+    torch.manual_seed(0)
+    LlamaForCausalLM(_tiny_llama_config(tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return folder
+    return str(folder)
 
 
 @pytest.fixture(scope="session")

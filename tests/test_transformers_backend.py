@@ -131,6 +131,28 @@ def test_max_tokens_is_a_hard_limit_even_inside_a_split_character(tiny_byte_leve
     assert (piece.text, piece.tokens, piece.generated) == (" 🙂", 1, 2)
 
 
+def test_a_dummy_prefix_tokenizer_keeps_each_words_space_and_its_cache(tiny_llama2_style_model: str) -> None:
+    """The Llama-2 family's tokenizer prepends "▁" to what it encodes and strips the first space when it
+    decodes: answer text must still keep every word's leading space, encode as the model wrote it (so
+    the cache is reused), and a label "A" must be the token A, not ▁A (issue 13)."""
+    backend = TransformersBackend(tiny_llama2_style_model, device="cpu", dtype="float32")
+    tokenizer = backend.loaded.tokenizer
+    assert tokenizer.convert_ids_to_tokens(tokenizer.encode("A", add_special_tokens=False)) == ["▁A"]  # the trap
+    cursor = backend.open("Count the apples.", "raw")
+    answer_ids = lambda text: cursor.token_ids(text)[len(cursor.prompt_ids) :]  # noqa: E731
+    assert tokenizer.convert_ids_to_tokens(answer_ids("A")) == ["A"]
+    assert tokenizer.convert_ids_to_tokens(answer_ids(" Five apples")) == ["▁Five", "▁apples"]
+
+    written = dict(zip(["", " Five", " Five apples"], tokenizer.convert_tokens_to_ids(["▁Five", "▁apples", "▁left"])))
+    cursor._pick = lambda logits, text: written[text]  # the model writes " Five apples left"
+    first = cursor.next_word("", 4)
+    second = cursor.next_word(first.text, 4)
+    assert (first.text, second.text) == (" Five", " apples")
+    read = cursor.tokens_read
+    cursor.next_token_logits(first.text + second.text)
+    assert cursor.tokens_read == read, "the text the model wrote must encode to the ids it holds: no re-read"
+
+
 def test_prompt_longer_than_context_is_refused(tiny_byte_level_model: str) -> None:
     backend = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
     with pytest.raises(ContextTooLongError, match="holds 256"):

@@ -19,7 +19,7 @@ from mentorcollab_langchain.backends.base import Prompt, PromptStyle
 from mentorcollab_langchain.backends.local import LocalCursor
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
-from mentorcollab_langchain.backends.words import whitespace_start_table
+from mentorcollab_langchain.backends.words import response_tokenizer, whitespace_start_table
 from mentorcollab_langchain.errors import ConfigError, ContextTooLongError
 from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, resolve_model
 
@@ -65,6 +65,8 @@ class LoadedModel:
     whitespace_start: list[bool]
     eos_ids: frozenset[int]
     context_length: int
+    # For answer text where the tokenizer adds a dummy prefix or strips a first space (``words``).
+    response_tokenizer: Any = None
 
     @property
     def has_chat_template(self) -> bool:
@@ -111,6 +113,7 @@ def _load(name: str, device: torch.device, dtype: torch.dtype, report: Callable[
         whitespace_start=whitespace_start_table(vocabulary),
         eos_ids=frozenset(eos_ids),
         context_length=int(getattr(network.config, "max_position_embeddings", 0) or 1 << 30),
+        response_tokenizer=response_tokenizer(tokenizer),
     )
 
 
@@ -172,9 +175,13 @@ class TransformersCursor(LocalCursor[LoadedModel]):
         self.forward_calls = 0
 
     def _encode(self, text: str) -> list[int]:
+        if self._model.response_tokenizer is not None:
+            return self._model.response_tokenizer.encode(text, add_special_tokens=False).ids
         return self._model.tokenizer.encode(text, add_special_tokens=False)
 
     def _decode_ids(self, ids: Sequence[int]) -> str:
+        if self._model.response_tokenizer is not None:
+            return self._model.response_tokenizer.decode(list(ids), skip_special_tokens=False)
         return self._model.tokenizer.decode(ids)
 
     def _forward(self, ids: list[int], outputs: int, hidden: bool) -> np.ndarray:

@@ -12,7 +12,9 @@ depends on the tokenizer family:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 
 def _byte_level_whitespace() -> frozenset[str]:
@@ -51,3 +53,51 @@ def whitespace_start_table(vocabulary: Sequence[str | None]) -> list[bool]:
         return piece[0] == "▁" or piece[0].isspace() or piece in _SENTENCEPIECE_WHITESPACE_BYTES
 
     return [starts_with_whitespace(piece) for piece in vocabulary]
+
+
+def response_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer for answer text that sits after a prompt: no dummy prefix, no stripped first space.
+
+    SentencePiece tokenizers of the Llama-2 family prepend ``▁`` to whatever they encode and strip the
+    first space when they decode, as if every text began a document. Answer text never does: encoding
+    ``"A"`` must give ``A``, not ``▁A``, and decoding a word must keep its leading space. This returns
+    the ``tokenizers`` tokenizer with those two steps taken out, or None where the tokenizer has neither
+    (byte-level BPE, Gemma), so the tokenizer itself serves.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    changed = False
+
+    def without(component: dict | None, kind: str, key: str) -> dict | None:
+        nonlocal changed
+        if component is None:
+            return None
+        if component.get("type") == kind:
+            changed = True
+            return None
+        if component.get("type") == "Sequence":
+            kept = [part for part in component[key] if part.get("type") != kind]
+            changed |= len(kept) != len(component[key])
+            return {**component, key: kept}
+        return component
+
+    spec["normalizer"] = without(spec.get("normalizer"), "Prepend", "normalizers")
+    spec["decoder"] = without(spec.get("decoder"), "Strip", "decoders")
+    for metaspace in _metaspaces(spec.get("pre_tokenizer")):  # the newer spelling of the dummy prefix
+        if metaspace.get("prepend_scheme", "always") != "never":
+            metaspace["prepend_scheme"], changed = "never", True
+    if not changed:
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def _metaspaces(component: dict | None) -> list[dict]:
+    if component is None:
+        return []
+    if component.get("type") == "Metaspace":
+        return [component]
+    return [found for part in component.get("pretokenizers", []) for found in _metaspaces(part)]
