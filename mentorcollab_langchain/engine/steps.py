@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Literal
 
 from mentorcollab_langchain.backends.base import Cursor, Piece
-from mentorcollab_langchain.errors import MentorCollabError
+from mentorcollab_langchain.errors import ContextTooLongError, MentorCollabError
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.policies import NO_MORE_PROBES
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
@@ -70,6 +70,9 @@ def probe(state: CollabState, team: Team) -> Iterator[Event]:
     """Both models propose their next word; agreement commits it, divergence opens a lookahead."""
     generator_word = state.pending_word or _generator_word(state, team, phase="probe")
     state.pending_word = None
+    if not generator_word.tokens and not generator_word.eos:  # the generator's context is full
+        yield from _commit(state, team.config, generator_word, "generator")
+        return
     state.stats.probes += 1
     try:
         with _timed(state, team, "probe"):
@@ -332,11 +335,21 @@ def _word_budget(state: CollabState, config: CollabConfig) -> int:
 
 
 def _generator_word(state: CollabState, team: Team, phase: str) -> Piece:
-    with _timed(state, team, phase):
-        if team.policy.needs_confidence and _probing(state):
-            piece = team.generator.next_word(state.text, _word_budget(state, team.config), with_confidence=True)
-        else:  # asked as before confidences existed, so cursors written without them still work
-            piece = team.generator.next_word(state.text, _word_budget(state, team.config))
+    """The generator's next word. A full context ends the answer (an empty word commits as ``length``,
+    keeping the text so far); any other typed failure ends the run with ``error`` and is raised."""
+    try:
+        with _timed(state, team, phase):
+            if team.policy.needs_confidence and _probing(state):
+                piece = team.generator.next_word(state.text, _word_budget(state, team.config), with_confidence=True)
+            else:  # asked as before confidences existed, so cursors written without them still work
+                piece = team.generator.next_word(state.text, _word_budget(state, team.config))
+    except ContextTooLongError as error:
+        state.errors.append(f"{type(error).__name__}: {error}")
+        return Piece("", 0)
+    except MentorCollabError as error:
+        state.errors.append(f"{type(error).__name__}: {error}")
+        state.finish_reason = "error"
+        raise
     state.stats.words += 1
     state.stats.generator_calls += 1
     state.stats.generator_tokens_generated += piece.cost
@@ -352,7 +365,10 @@ def _extend(cursor: Cursor, text: str, word: Piece, length: int, stop: Sequence[
     """
     if word.eos or word.tokens >= length:
         return word, 0
-    more = cursor.generate(text + word.text, length - word.tokens, stop=stop)
+    try:
+        more = cursor.generate(text + word.text, length - word.tokens, stop=stop)
+    except ContextTooLongError:  # the model's context is full: its segment ends with its word
+        return word, 0
     segment = Piece(word.text + more.text, word.tokens + more.tokens, eos=more.eos, stopped=more.stopped)
     return segment, more.cost
 
@@ -369,6 +385,7 @@ def _mentor_failed(state: CollabState, config: CollabConfig, error: Exception) -
     state.errors.append(message)
     yield MentorFailed(message)
     if config.on_mentor_error == "raise":
+        state.finish_reason = "error"
         raise error
     state.probing_stopped = f"mentor failed: {message}"
 
