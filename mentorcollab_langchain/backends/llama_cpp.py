@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from mentorcollab_langchain.backends.base import Prompt, PromptStyle
-from mentorcollab_langchain.backends.local import LocalCursor
+from mentorcollab_langchain.backends.local import LoadOnce, LocalCursor
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.words import whitespace_start_table
@@ -150,26 +150,16 @@ class LoadedGguf:
         return self._pieces[token]
 
 
-_LOADED: dict[str, LoadedGguf] = {}
-_LOADING: dict[str, threading.Lock] = {}
-_LOADING_LOCK = threading.Lock()
+_LOADED: LoadOnce[str, LoadedGguf] = LoadOnce()
 
 
 def load_gguf(name: str, report: Callable[[str], None] = lambda message: None) -> LoadedGguf:
     """Load a packaged model's weights once per process and share them (kept for the process's life).
 
-    Each model has its own loading lock: a request on an already loaded model never waits for another
-    model's (slow) first load. The weights do not depend on the context size, so contexts of any size
-    share them.
+    A request on an already loaded model never waits for another model's (slow) first load. The weights
+    do not depend on the context size, so contexts of any size share them.
     """
-    if name in _LOADED:
-        return _LOADED[name]
-    with _LOADING_LOCK:
-        lock = _LOADING.setdefault(name, threading.Lock())
-    with lock:
-        if name not in _LOADED:
-            _LOADED[name] = _load(name, report)
-        return _LOADED[name]
+    return _LOADED.get(name, lambda: _load(name, report))
 
 
 def _load(name: str, report: Callable[[str], None]) -> LoadedGguf:

@@ -25,8 +25,10 @@ so both backends pick the same token and report the same confidence on the same 
 from __future__ import annotations
 
 import hashlib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from collections.abc import Callable, Hashable
 from typing import ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -47,6 +49,35 @@ class LocalModel(Protocol):
 
 
 LoadedT = TypeVar("LoadedT", bound=LocalModel)
+KeyT = TypeVar("KeyT", bound=Hashable)
+ValueT = TypeVar("ValueT")
+
+
+class LoadOnce(Generic[KeyT, ValueT]):
+    """Loads each model once per process and shares it, with a lock per model.
+
+    A request for a model already loaded never waits, and one model's slow first load never blocks the
+    loading of another.
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[KeyT, ValueT] = {}
+        self._locks: dict[KeyT, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def get(self, key: KeyT, load: Callable[[], ValueT]) -> ValueT:
+        if key in self._loaded:
+            return self._loaded[key]
+        with self._locks_lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._loaded:
+                self._loaded[key] = load()
+            return self._loaded[key]
+
+    def keys(self) -> set[KeyT]:
+        """The models loaded so far."""
+        return set(self._loaded)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

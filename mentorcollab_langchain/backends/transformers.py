@@ -7,7 +7,6 @@ tokenizer, a forward pass over a ``DynamicCache``, cropping it, and hidden state
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from mentorcollab_langchain.backends.base import Prompt, PromptStyle
-from mentorcollab_langchain.backends.local import LocalCursor
+from mentorcollab_langchain.backends.local import LoadOnce, LocalCursor
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.words import response_tokenizer, whitespace_start_table
@@ -73,21 +72,18 @@ class LoadedModel:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
 
-_LOADED: dict[tuple[str, str, str], LoadedModel] = {}
-_LOADED_LOCK = threading.Lock()
+_LOADED: LoadOnce[tuple[str, str, str], LoadedModel] = LoadOnce()
 
 
 def load_model(
     name: str, device: str = "auto", dtype: str = "auto", report: Callable[[str], None] = lambda message: None
 ) -> LoadedModel:
-    """Load a model once per (name, device, dtype) in this process and share it."""
+    """Load a model once per (name, device, dtype) in this process and share it; a request on a loaded
+    model never waits for another model's first load."""
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     key = (name, str(torch_device), str(torch_dtype))
-    with _LOADED_LOCK:
-        if key not in _LOADED:
-            _LOADED[key] = _load(name, torch_device, torch_dtype, report)
-        return _LOADED[key]
+    return _LOADED.get(key, lambda: _load(name, torch_device, torch_dtype, report))
 
 
 def _load(name: str, device: torch.device, dtype: torch.dtype, report: Callable[[str], None]) -> LoadedModel:
