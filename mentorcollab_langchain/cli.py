@@ -251,7 +251,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
     from mentorcollab_langchain.backends import TransformersBackend
     from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
-    from mentorcollab_langchain.bench import BENCH_PROMPTS, Setup, format_table, measure
+    from mentorcollab_langchain.bench import BENCH_PROMPTS, BenchCase, format_table, measure
     from mentorcollab_langchain.engine import CollabConfig
     from mentorcollab_langchain.serving import llama_server
 
@@ -261,9 +261,9 @@ def bench_command(args: argparse.Namespace) -> int:
         generator = TransformersBackend(args.generator, device=args.device, report=report)
         mentor = TransformersBackend(args.mentor, device=args.device, report=report)
         setups = [
-            Setup(f"generator alone ({args.generator}, torch)", generator, generator, 0.0),
-            Setup(f"mentor alone ({args.mentor}, torch)", mentor, mentor, 0.0),
-            Setup(f"mentorcollab p={args.probe_rate}, both local (torch)", generator, mentor, args.probe_rate),
+            BenchCase(f"generator alone ({args.generator}, torch)", generator, generator, 0.0),
+            BenchCase(f"mentor alone ({args.mentor}, torch)", mentor, mentor, 0.0),
+            BenchCase(f"mentorcollab p={args.probe_rate}, both local (torch)", generator, mentor, args.probe_rate),
         ]
         if not args.no_remote:
             report("starting a llama.cpp server for the mentor")
@@ -271,8 +271,8 @@ def bench_command(args: argparse.Namespace) -> int:
             server = stack.enter_context(llama_server(args.mentor, log))
             remote = OpenAICompatibleBackend(server.url, model="mentor", tokenizer=args.mentor)
             setups += [
-                Setup(f"mentor alone ({args.mentor}, llama.cpp)", remote, remote, 0.0),
-                Setup(f"mentorcollab p={args.probe_rate}, remote mentor (llama.cpp)", generator, remote, args.probe_rate),
+                BenchCase(f"mentor alone ({args.mentor}, llama.cpp)", remote, remote, 0.0),
+                BenchCase(f"mentorcollab p={args.probe_rate}, remote mentor (llama.cpp)", generator, remote, args.probe_rate),
             ]
         rows = measure(setups, BENCH_PROMPTS, config, report)
     print(format_table(rows))

@@ -132,7 +132,7 @@ def _players(args: argparse.Namespace, needs_mentor: bool = True):  # noqa: ANN2
     from mentorcollab_langchain.backends import make_backend
     from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
     from mentorcollab_langchain.cli import _quiet_transformers, backend_label, progress
-    from mentorcollab_langchain.evals.runner import ModelInfo, Players
+    from mentorcollab_langchain.evals.runner import ModelInfo, ModelPair
 
     _quiet_transformers()
     with progress("loading models", sys.stderr) as report:
@@ -151,7 +151,7 @@ def _players(args: argparse.Namespace, needs_mentor: bool = True):  # noqa: ANN2
                                   threads=args.threads, report=report)
             mentor.loaded
             mentor_info = ModelInfo(args.mentor, backend_label(mentor))
-    return Players(generator, mentor, generator_info, mentor_info)
+    return ModelPair(generator, mentor, generator_info, mentor_info)
 
 
 def main(argv: list[str] | None = None) -> int:
