@@ -54,7 +54,8 @@ def measure(
     for case in cases:
         report(f"measuring {case.label}")
         case_config = config.model_copy(update={"probe_rate": case.probe_rate})
-        run_collaboration(prompts[0], case.generator, case.mentor, config=case_config.model_copy(update={"max_new_tokens": 4}))  # warm up
+        warm_up = case_config.model_copy(update={"max_new_tokens": 4})
+        run_collaboration(prompts[0], case.generator, case.mentor, config=warm_up)
         tokens = mentor_committed = mentor_generated = 0
         began = time.perf_counter()
         for prompt in prompts:

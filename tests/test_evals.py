@@ -518,22 +518,22 @@ def test_the_plot_is_written_even_when_no_row_has_a_compute_ratio(tmp_path: Path
 
 
 def test_eval_cli_report_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import argparse
+    from mentorcollab_langchain.cli import build_parser, main
 
-    from mentorcollab_langchain.errors import ConfigError
-    from mentorcollab_langchain.evals.cli import add_eval_parser, eval_command
-
-    (tmp_path / "results.jsonl").write_text(json.dumps(_record("generator", "generator", "1", True, 0, 5, 0, 1.0)) + "\n")
-    parser = argparse.ArgumentParser()
-    add_eval_parser(parser.add_subparsers(dest="command"))
-    assert eval_command(parser.parse_args(["eval", "--report", str(tmp_path)])) == 0
+    record = _record("generator", "generator", "1", True, 0, 5, 0, 1.0)
+    (tmp_path / "results.jsonl").write_text(json.dumps(record) + "\n")
+    assert main(["eval", "--report", str(tmp_path)]) == 0
     assert "| generator | 1 | 100.0% |" in capsys.readouterr().out
     assert (tmp_path / PLOT_NAME).is_file()
     elsewhere = tmp_path / "docs"
-    assert eval_command(parser.parse_args(["eval", "--report", str(tmp_path), "--report-out", str(elsewhere)])) == 0
+    assert main(["eval", "--report", str(tmp_path), "--report-out", str(elsewhere)]) == 0
     assert (elsewhere / "report.md").is_file() and (elsewhere / PLOT_NAME).is_file()
-    with pytest.raises(ConfigError, match="--benchmark"):
-        eval_command(parser.parse_args(["eval"]))
-    args = parser.parse_args(["eval", "--benchmark", "gsm8k", "--limit", "5", "--methods", "generator,mentorcollab",
-                              "--probe-rate", "0.05", "--mentor-url", "http://127.0.0.1:1", "--sweep"])
+    capsys.readouterr()
+    assert main(["eval"]) == 2
+    assert "--benchmark" in capsys.readouterr().err
+    assert main(["eval", "--benchmark", "csqa", "--prompt-style", "raw"]) == 2
+    assert "--prompt" in capsys.readouterr().err
+    args = build_parser().parse_args(["eval", "--benchmark", "gsm8k", "--limit", "5", "--methods",
+                                      "generator,mentorcollab", "--probe-rate", "0.05", "--mentor-url",
+                                      "http://127.0.0.1:1", "--sweep"])
     assert args.limit == 5 and args.probe_rate == 0.05 and args.sweep and args.mentor_url
