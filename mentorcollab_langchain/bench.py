@@ -1,4 +1,4 @@
-"""Speed benchmark: every setup measured in one run, on the same prompts, so the ratios compare.
+"""Speed benchmark: every case measured in one run, on the same prompts, so the ratios compare.
 
 Machines here are shared and noisy, so absolute tokens/s drift from run to run; the ratios to the
 generator alone, measured minutes apart in the same process, are the figures to read.
@@ -22,7 +22,9 @@ BENCH_PROMPTS = (
 
 
 @dataclass(frozen=True)
-class Setup:
+class BenchCase:
+    """One row of the benchmark: a label, the two backends it runs, and its probe rate (0: no mentor)."""
+
     label: str
     generator: Backend
     mentor: Backend
@@ -43,25 +45,26 @@ class Row:
 
 
 def measure(
-    setups: Sequence[Setup],
+    cases: Sequence[BenchCase],
     prompts: Sequence[str],
     config: CollabConfig,
     report: Callable[[str], None] = lambda message: None,
 ) -> list[Row]:
     rows = []
-    for setup in setups:
-        report(f"measuring {setup.label}")
-        setup_config = config.model_copy(update={"probe_rate": setup.probe_rate})
-        run_collaboration(prompts[0], setup.generator, setup.mentor, config=setup_config.model_copy(update={"max_new_tokens": 4}))  # warm up
+    for case in cases:
+        report(f"measuring {case.label}")
+        case_config = config.model_copy(update={"probe_rate": case.probe_rate})
+        warm_up = case_config.model_copy(update={"max_new_tokens": 4})
+        run_collaboration(prompts[0], case.generator, case.mentor, config=warm_up)
         tokens = mentor_committed = mentor_generated = 0
         began = time.perf_counter()
         for prompt in prompts:
-            state = run_collaboration(prompt, setup.generator, setup.mentor, config=setup_config)
+            state = run_collaboration(prompt, case.generator, case.mentor, config=case_config)
             tokens += state.stats.tokens_committed
             mentor_committed += state.stats.mentor_tokens_committed
             mentor_generated += state.stats.mentor_tokens_generated
         seconds = time.perf_counter() - began
-        rows.append(Row(setup.label, tokens, seconds, mentor_committed / tokens if tokens else 0.0, mentor_generated))
+        rows.append(Row(case.label, tokens, seconds, mentor_committed / tokens if tokens else 0.0, mentor_generated))
     return rows
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from mentorcollab_langchain.backends import ScriptedBackend
-from mentorcollab_langchain.bench import Setup, format_table, measure
+from mentorcollab_langchain.bench import BenchCase, format_table, measure
 from mentorcollab_langchain.engine import CollabConfig
 
 
-def test_measure_counts_committed_tokens_and_mentor_work_per_setup() -> None:
+def test_measure_counts_committed_tokens_and_mentor_work_per_case() -> None:
     generator = ScriptedBackend("one two three four five six seven eight")
     mentor = ScriptedBackend("one two 3 4 5 6 7 8")
     rows = measure(
-        [Setup("alone", generator, generator, 0.0), Setup("together", generator, mentor, 1.0)],
+        [BenchCase("alone", generator, generator, 0.0), BenchCase("together", generator, mentor, 1.0)],
         ["p1", "p2"],
         CollabConfig(max_new_tokens=6, segment_tokens=2),
     )

@@ -41,7 +41,7 @@ from mentorcollab_langchain.evals.report import (
 from mentorcollab_langchain.evals.runner import (
     EvalRun,
     ModelInfo,
-    Players,
+    ModelPair,
     label_for_key,
     make_methods,
     read_results,
@@ -261,8 +261,8 @@ def test_real_outputs_include_unparseable_answers() -> None:
 GEN, MEN = ModelInfo("scripted-generator", "scripted"), ModelInfo("scripted-mentor", "scripted")
 
 
-def _players(generator_answer: str, mentor_answer: str) -> Players:
-    return Players(ScriptedBackend(generator_answer, name="g"), ScriptedBackend(mentor_answer, name="m"), GEN, MEN)
+def _models(generator_answer: str, mentor_answer: str) -> ModelPair:
+    return ModelPair(ScriptedBackend(generator_answer, name="g"), ScriptedBackend(mentor_answer, name="m"), GEN, MEN)
 
 
 def test_methods_and_config_hashes() -> None:
@@ -292,10 +292,10 @@ def test_methods_and_config_hashes() -> None:
 
 def test_runner_writes_scores_and_resumes(tmp_path: Path) -> None:
     questions = [CHOICE, Question("arc_challenge", "test", "q2", "Which is solid?", "A", "choice", ("rock", "steam"))]
-    players = _players("The answer is B.", "The answer is C.")
+    models = _models("The answer is B.", "The answer is C.")
     methods = make_methods(["generator", "mentor"], CollabConfig(max_new_tokens=8), "chat")
     out = tmp_path / "results.jsonl"
-    written = EvalRun(out, players, show_progress=False, log=lambda line: None).run(questions, methods)
+    written = EvalRun(out, models, show_progress=False, log=lambda line: None).run(questions, methods)
     assert len(written) == 4
     by = {(r["method"], r["question_id"]): r for r in read_results(out)}
     assert by[("generator", "q1")]["predicted"] == "B" and not by[("generator", "q1")]["correct"]
@@ -307,21 +307,21 @@ def test_runner_writes_scores_and_resumes(tmp_path: Path) -> None:
     # Interrupted mid-write: a torn last line is ignored and its question is answered again.
     lines = out.read_text().splitlines()
     out.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
-    calls_before = players.mentor.calls
-    again = EvalRun(out, players, show_progress=False, log=lambda line: None).run(questions, methods)
+    calls_before = models.mentor.calls
+    again = EvalRun(out, models, show_progress=False, log=lambda line: None).run(questions, methods)
     assert [(r["method"], r["question_id"]) for r in again] == [("mentor", "q2")]
-    assert players.mentor.calls > calls_before
+    assert models.mentor.calls > calls_before
     # Complete: nothing to do. A changed setting runs afresh under its own hash, never mixing.
-    assert EvalRun(out, players, show_progress=False, log=lambda line: None).run(questions, methods) == []
+    assert EvalRun(out, models, show_progress=False, log=lambda line: None).run(questions, methods) == []
     longer = make_methods(["generator"], CollabConfig(max_new_tokens=9), "chat")
-    assert len(EvalRun(out, players, show_progress=False, log=lambda line: None).run(questions, longer)) == 2
+    assert len(EvalRun(out, models, show_progress=False, log=lambda line: None).run(questions, longer)) == 2
 
 
 def test_collaboration_records_mentor_share_probes_and_adoptions(tmp_path: Path) -> None:
-    players = _players("The answer is B.", "The answer is C.")
+    models = _models("The answer is B.", "The answer is C.")
     config = CollabConfig(max_new_tokens=8, probe_rate=1.0, segment_tokens=2)
     methods = make_methods(["mentorcollab"], config, "chat", verifier="always-mentor")
-    [record] = EvalRun(tmp_path / "r.jsonl", players, show_progress=False, log=lambda line: None).run([CHOICE], methods)
+    [record] = EvalRun(tmp_path / "r.jsonl", models, show_progress=False, log=lambda line: None).run([CHOICE], methods)
     stats = record["stats"]
     assert record["correct"] and record["predicted"] == "C"
     assert stats["probes"] >= 1 and stats["adoptions"] >= 1 and 0 < stats["mentor_share"] < 1
@@ -345,9 +345,9 @@ class _ReadingBackend(ScriptedBackend):
 
 
 def test_records_hold_tokens_read_seen_from_the_roles(tmp_path: Path) -> None:
-    players = Players(_ReadingBackend("B", name="g"), _ReadingBackend("C", name="m"), GEN, MEN)
+    models = ModelPair(_ReadingBackend("B", name="g"), _ReadingBackend("C", name="m"), GEN, MEN)
     methods = make_methods(["generator", "mentor"], CollabConfig(max_new_tokens=4), "chat")
-    records = EvalRun(tmp_path / "r.jsonl", players, show_progress=False, log=lambda line: None).run([CHOICE], methods)
+    records = EvalRun(tmp_path / "r.jsonl", models, show_progress=False, log=lambda line: None).run([CHOICE], methods)
     stats = {record["method"]: record["stats"] for record in records}
     # The mentor alone writes in the generator's slot: its reading is the mentor's, the generator reads nothing.
     assert stats["mentor"]["mentor_tokens_read"] > 0 and stats["mentor"]["generator_tokens_read"] == 0
@@ -360,17 +360,17 @@ def test_each_question_gets_its_own_probe_seed(tmp_path: Path) -> None:
 
     assert question_seed(0, "q1") == question_seed(0, "q1") != question_seed(0, "q2") != question_seed(1, "q2")
     questions = [Question("arc_challenge", "test", f"q{index}", "?", "C", "choice", ("a", "b", "c", "d")) for index in range(40)]
-    players = _players("C", "C")
+    models = _models("C", "C")
     methods = make_methods(["mentorcollab"], CollabConfig(max_new_tokens=2, probe_rate=0.5), "chat")
-    records = EvalRun(tmp_path / "r.jsonl", players, show_progress=False, log=lambda line: None).run(questions, methods)
+    records = EvalRun(tmp_path / "r.jsonl", models, show_progress=False, log=lambda line: None).run(questions, methods)
     probed_first_word = sum(record["stats"]["probes"] > 0 for record in records)
     assert 8 < probed_first_word < 32  # about half, not all or none as with one shared seed
     assert len({record["seed"] for record in records}) == 40
 
 
 def test_a_failing_question_is_recorded_as_an_error_not_raised(tmp_path: Path) -> None:
-    players = Players(ScriptedBackend("B", fail_from_call=1), ScriptedBackend("C"), GEN, MEN)
-    [record] = EvalRun(tmp_path / "r.jsonl", players, show_progress=False, log=lambda line: None).run(
+    models = ModelPair(ScriptedBackend("B", fail_from_call=1), ScriptedBackend("C"), GEN, MEN)
+    [record] = EvalRun(tmp_path / "r.jsonl", models, show_progress=False, log=lambda line: None).run(
         [CHOICE], make_methods(["generator"], CollabConfig(max_new_tokens=4), "chat"))
     assert record["error"].startswith("BackendError") and not record["correct"] and not record["parsed"]
     assert record["stats"]["mentor_tokens_read"] is None  # a failed run has no accounting: unknown, not zero
@@ -518,22 +518,22 @@ def test_the_plot_is_written_even_when_no_row_has_a_compute_ratio(tmp_path: Path
 
 
 def test_eval_cli_report_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import argparse
+    from mentorcollab_langchain.cli import build_parser, main
 
-    from mentorcollab_langchain.errors import ConfigError
-    from mentorcollab_langchain.evals.cli import add_eval_parser, eval_command
-
-    (tmp_path / "results.jsonl").write_text(json.dumps(_record("generator", "generator", "1", True, 0, 5, 0, 1.0)) + "\n")
-    parser = argparse.ArgumentParser()
-    add_eval_parser(parser.add_subparsers(dest="command"))
-    assert eval_command(parser.parse_args(["eval", "--report", str(tmp_path)])) == 0
+    record = _record("generator", "generator", "1", True, 0, 5, 0, 1.0)
+    (tmp_path / "results.jsonl").write_text(json.dumps(record) + "\n")
+    assert main(["eval", "--report", str(tmp_path)]) == 0
     assert "| generator | 1 | 100.0% |" in capsys.readouterr().out
     assert (tmp_path / PLOT_NAME).is_file()
     elsewhere = tmp_path / "docs"
-    assert eval_command(parser.parse_args(["eval", "--report", str(tmp_path), "--report-out", str(elsewhere)])) == 0
+    assert main(["eval", "--report", str(tmp_path), "--report-out", str(elsewhere)]) == 0
     assert (elsewhere / "report.md").is_file() and (elsewhere / PLOT_NAME).is_file()
-    with pytest.raises(ConfigError, match="--benchmark"):
-        eval_command(parser.parse_args(["eval"]))
-    args = parser.parse_args(["eval", "--benchmark", "gsm8k", "--limit", "5", "--methods", "generator,mentorcollab",
-                              "--probe-rate", "0.05", "--mentor-url", "http://127.0.0.1:1", "--sweep"])
+    capsys.readouterr()
+    assert main(["eval"]) == 2
+    assert "--benchmark" in capsys.readouterr().err
+    assert main(["eval", "--benchmark", "csqa", "--prompt-style", "raw"]) == 2
+    assert "--prompt" in capsys.readouterr().err
+    args = build_parser().parse_args(["eval", "--benchmark", "gsm8k", "--limit", "5", "--methods",
+                                      "generator,mentorcollab", "--probe-rate", "0.05", "--mentor-url",
+                                      "http://127.0.0.1:1", "--sweep"])
     assert args.limit == 5 and args.probe_rate == 0.05 and args.sweep and args.mentor_url

@@ -21,6 +21,7 @@ from mentorcollab_langchain.models import DEFAULT_GENERATOR
 from mentorcollab_langchain.verifiers import MLPVerifier, VerifyRequest, get_verifier
 from mentorcollab_langchain.verifiers.mlp import FEATURE_GROUPS, divergence_features, shipped_verifier_path
 from mentorcollab_langchain.evals.verifier_training import (
+    COLLECTION_SETTINGS,
     DEFAULT_SOURCES,
     EVALUATION_LIMIT,
     DivergenceRecord,
@@ -224,5 +225,7 @@ def test_sources_inside_the_evaluation_range_are_refused(spec: str) -> None:
 
 
 def test_the_train_verifier_command_parses() -> None:
-    args = build_parser().parse_args(["train-verifier", "--out", "v", "--source", "arc_easy:validation:0:10"])
-    assert args.command == "train-verifier" and args.source == ["arc_easy:validation:0:10"] and args.probe_rate == 1.0
+    args = build_parser().parse_args(["train-verifier", "--out", "v", "--source", "arc_easy:validation:0:10",
+                                      "--probe-rate", "0.5"])
+    assert args.command == "train-verifier" and args.source == ["arc_easy:validation:0:10"] and args.probe_rate == 0.5
+    assert COLLECTION_SETTINGS["probe_rate"] == 1.0  # what collection uses when --probe-rate is left out

@@ -12,7 +12,7 @@ from mentorcollab_langchain.evals.data import (
 from mentorcollab_langchain.evals.extract import extract_choice, extract_math, extract_number, math_equal, score
 from mentorcollab_langchain.evals.prompts import build_prompt
 from mentorcollab_langchain.evals.report import build_report, sign_test, summarize, summary_table, wilson_interval
-from mentorcollab_langchain.evals.runner import EvalRun, Method, ModelInfo, Players, make_methods, sweep_methods
+from mentorcollab_langchain.evals.runner import EvalRun, Method, ModelInfo, ModelPair, make_methods, sweep_methods
 
 __all__ = [
     "BENCHMARKS",
@@ -21,7 +21,7 @@ __all__ = [
     "Method",
     "MissingBenchmarkData",
     "ModelInfo",
-    "Players",
+    "ModelPair",
     "Question",
     "build_prompt",
     "build_report",

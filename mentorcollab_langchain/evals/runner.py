@@ -192,7 +192,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 
 @dataclass
-class Players:
+class ModelPair:
     """The loaded backends and what they are, for the records."""
 
     generator: Backend
@@ -201,7 +201,7 @@ class Players:
     mentor_info: ModelInfo
 
 
-def answer(question: Question, method: Method, players: Players) -> dict[str, Any]:
+def answer(question: Question, method: Method, models: ModelPair) -> dict[str, Any]:
     """Run one method on one question and return its result record (errors are recorded, not raised)."""
     built = build_prompt(question, method.prompt)
     config = method.config.model_copy(update={
@@ -210,11 +210,11 @@ def answer(question: Question, method: Method, players: Players) -> dict[str, An
         "seed": question_seed(method.config.seed, question.id),
     })
     if method.role == "generator":
-        writer, helper = players.generator, players.generator
+        writer, helper = models.generator, models.generator
     elif method.role == "mentor":
-        writer, helper = players.mentor, players.mentor
+        writer, helper = models.mentor, models.mentor
     else:
-        writer, helper = players.generator, players.mentor
+        writer, helper = models.generator, models.mentor
     began = time.perf_counter()
     error = None
     try:
@@ -230,9 +230,9 @@ def answer(question: Question, method: Method, players: Players) -> dict[str, An
         "benchmark": question.benchmark,
         "split": question.split,
         "question_id": question.id,
-        "config_hash": method.config_hash(players.generator_info, players.mentor_info),
+        "config_hash": method.config_hash(models.generator_info, models.mentor_info),
         "method": method.label,
-        "method_key": method.key(players.generator_info, players.mentor_info),
+        "method_key": method.key(models.generator_info, models.mentor_info),
         "gold": question.gold,
         "predicted": predicted,
         "parsed": predicted is not None,
@@ -325,7 +325,7 @@ class EvalRun:
     """Questions × methods into one JSONL file, resuming what the file already holds."""
 
     out_file: Path
-    players: Players
+    models: ModelPair
     show_progress: bool = True
     log: Callable[[str], None] = print
     tallies: dict[tuple[str, str], Progress] = field(default_factory=dict)
@@ -336,7 +336,7 @@ class EvalRun:
         _end_torn_line(self.out_file)
         written = []
         for method in methods:
-            config_hash = method.config_hash(self.players.generator_info, self.players.mentor_info)
+            config_hash = method.config_hash(self.models.generator_info, self.models.mentor_info)
             benchmark = questions[0].benchmark if questions else "?"
             tally = self.tallies.setdefault((benchmark, method.label), Progress())
             todo = []
@@ -352,7 +352,7 @@ class EvalRun:
             bar = self._bar(len(questions), tally, f"{benchmark} {method.label}")
             try:
                 for question in todo:
-                    record = answer(question, method, self.players)
+                    record = answer(question, method, self.models)
                     with self.out_file.open("a", encoding="utf-8") as sink:
                         sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                     written.append(record)

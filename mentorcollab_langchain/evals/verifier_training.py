@@ -1,4 +1,7 @@
-"""``mentorcollab train-verifier``: collect divergences on training data, label them, train the ``mlp`` verifier.
+"""Training the ``mlp`` verifier: collect divergences on training data, label them, train, write the card.
+
+The command line (``mentorcollab train-verifier``, ``cli/train_verifier.py``) parses its flags, loads the
+models and calls these functions; everything that decides what the verifier learns lives here.
 
 Collection runs the method itself (the engine's steps) on benchmark questions that the evaluation never
 samples, probing the mentor at every word and adopting the mentor at every divergence (so the answer
@@ -31,14 +34,11 @@ instead of once per question, and the engine's steps run unchanged.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import os
 import re
-import shlex
-import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
@@ -56,7 +56,7 @@ from mentorcollab_langchain.engine.state import CollabState
 from mentorcollab_langchain.engine.steps import run_steps
 from mentorcollab_langchain.engine.team import Team
 from mentorcollab_langchain.errors import ConfigError
-from mentorcollab_langchain.evals.data import DEFAULT_SPLITS, Question, load_questions, resolve_split
+from mentorcollab_langchain.evals.data import DEFAULT_SPLITS, Question, resolve_split
 from mentorcollab_langchain.evals.extract import _NUMBER, _clean_number, extract_choice
 from mentorcollab_langchain.evals.prompts import build_prompt
 from mentorcollab_langchain.evals.runner import question_seed
@@ -88,6 +88,11 @@ DEFAULT_SOURCES = (
 (CSQA only past its evaluation range). GSM8K problems after index 1000 (``gsm8k:test:1000:N``) can be
 added; on this project's 2 shared cores they cost minutes of mentor time each, so the shipped verifier
 was trained without them."""
+
+COLLECTION_SETTINGS = {"probe_policy": "uncertain", "probe_rate": 1.0, "segment_tokens": 4, "repetition_guard": False}
+"""The collaboration settings while collecting, unless the command line sets them: GSM8K answers probed
+at every word (rate 1, so the uncertain policy's threshold adds nothing), 4-token segments (a
+multiple-choice letter and what follows it), and no early stop on repetition."""
 
 MAX_NEW_TOKENS = {"choice": 16, "number": 64}
 """Answer budget while collecting: the whole multiple-choice answer; the first steps of a GSM8K solution
@@ -570,77 +575,3 @@ def build_verifier(records: Sequence[DivergenceRecord], run: TrainingRun) -> MLP
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return MLPVerifier(network, mean, std, card)
-
-
-# -- the command -----------------------------------------------------------------------------------
-
-
-def add_train_verifier_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``train-verifier`` sub-command to the main parser's sub-commands."""
-    from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
-    from mentorcollab_langchain.verifiers.mlp import FEATURE_GROUPS
-
-    parser = commands.add_parser("train-verifier", help="train the mlp verifier on divergences from training data")
-    parser.add_argument("--generator", default=DEFAULT_GENERATOR)
-    parser.add_argument("--mentor", default=DEFAULT_MENTOR)
-    parser.add_argument("--source", action="append", metavar="BENCHMARK:SPLIT:OFFSET:LIMIT",
-                        help=f"training questions (repeatable; default: {' '.join(DEFAULT_SOURCES)})")
-    parser.add_argument("--features", default=",".join(FEATURE_GROUPS), help="comma-separated feature groups")
-    parser.add_argument("--probe-policy", choices=["random", "uncertain"], default="uncertain",
-                        help="where GSM8K answers are probed (a multiple-choice answer is probed at its letter)")
-    parser.add_argument("--probe-rate", type=float, default=1.0, help="the random policy's rate (1: every word)")
-    parser.add_argument("--segment-tokens", type=int, default=4,
-                        help="lookahead length while collecting (4: a multiple-choice letter and what follows it)")
-    parser.add_argument("--hidden-units", type=int, default=TrainSettings.hidden_units)
-    parser.add_argument("--epochs", type=int, default=TrainSettings.epochs)
-    parser.add_argument("--weight-decay", type=float, default=TrainSettings.weight_decay)
-    parser.add_argument("--validation-fraction", type=float, default=TrainSettings.validation_fraction)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--minutes", type=float, help="stop collecting after this long (sources are taken in turn)")
-    parser.add_argument("--data", default="runs/verifier/divergences.jsonl", help="where the collected divergences go")
-    parser.add_argument("--from-data", action="store_true", help="train on --data as it is, without collecting")
-    parser.add_argument("--out", required=True, help="the verifier's path (NAME.safetensors and NAME.json are written)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    return parser
-
-
-def train_verifier_command(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
-    from mentorcollab_langchain.backends.transformers import TransformersBackend, pick_device, pick_dtype
-
-    sources = [TrainingSource.parse(spec) for spec in (args.source or DEFAULT_SOURCES)]
-    groups = tuple(group.strip() for group in args.features.split(",") if group.strip())
-    feature_names(groups, 0)  # an unknown group fails now
-    config = CollabConfig(probe_policy=args.probe_policy, probe_rate=args.probe_rate, segment_tokens=args.segment_tokens,
-                          repetition_guard=False, seed=args.seed)
-    settings = TrainSettings(hidden_units=args.hidden_units, epochs=args.epochs, weight_decay=args.weight_decay,
-                             validation_fraction=args.validation_fraction, seed=args.seed)
-    command = shlex.join(["mentorcollab", *(sys.argv[1:] if argv is None else argv)])
-    dtype = str(pick_dtype(args.dtype, pick_device(args.device))).removeprefix("torch.")
-    run = TrainingRun(args.generator, args.mentor, dtype, sources, config, groups, settings, command)
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - began:6.0f}s] {message}", file=sys.stderr, flush=True)
-
-    began = time.perf_counter()
-    data = Path(args.data)
-    if args.from_data:
-        records = read_records(data)
-    else:
-        generator = TransformersBackend(args.generator, device=args.device, dtype=args.dtype, report=log)
-        mentor = TransformersBackend(args.mentor, device=args.device, dtype=args.dtype, report=log)
-        batches = [load_questions(source.benchmark, source.split, limit=source.limit, offset=source.offset)
-                   for source in sources]
-        deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
-        records, run.questions = collect(batches, generator, mentor, config, groups, deadline, log)
-        write_records(records, data)
-        run.seconds = time.perf_counter() - began
-        log(f"collected: {label_counts(records)}")
-    if not records:
-        raise ConfigError("no divergences were collected; add training sources or raise --probe-rate")
-    verifier = build_verifier(records, run)
-    files = verifier.save(args.out)
-    log(f"wrote {files.weights} and {files.card}")
-    print(json.dumps({"totals": verifier.card["training_data"]["totals"], "threshold": verifier.threshold,
-                      "validation": verifier.card["validation"]}, indent=2))
-    return 0
