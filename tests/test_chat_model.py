@@ -458,11 +458,15 @@ def test_tool_choice_forces_the_named_tool() -> None:
     assert not isinstance(model.generator.prompts[-1], Conversation), "tool_choice='none' hides the tools"
 
 
-def test_unparseable_tool_calls_become_invalid_tool_calls() -> None:
-    model = scripted_model(probe_rate=0.0, generator_answer='<tool_call>\n{"name": "calculator", "arguments": 42}\n</tool_call>')
-    message = model.bind_tools([calculator]).invoke("?")
+@pytest.mark.parametrize("call", ['{"name": "calculator", "arguments": 42}', '{"name": "search", "arguments": {}}', "{oops"])
+def test_unparseable_tool_calls_become_invalid_tool_calls(call: str) -> None:
+    block = f"<tool_call>\n{call}\n</tool_call>"
+    model = scripted_model(probe_rate=0.0, generator_answer=block).bind_tools([calculator])
+    message = model.invoke("?")
     assert message.tool_calls == [] and len(message.invalid_tool_calls) == 1
-    assert message.invalid_tool_calls[0]["error"]
+    assert message.invalid_tool_calls[0]["args"] == block  # as the model wrote it
+    streamed = merge(list(model.stream("?")))  # LangChain reads the calls out of the chunks alike
+    assert streamed.tool_calls == [] and streamed.invalid_tool_calls[0]["args"] == block
 
 
 # -- structured output ---------------------------------------------------------------------------
@@ -543,7 +547,7 @@ def test_invalid_structured_output_fails_with_the_raw_text() -> None:
 
 
 def test_tool_call_forms_are_parsed() -> None:
-    from mentorcollab_langchain.tools import parse_tool_calls
+    from mentorcollab_langchain.chat.tools import parse_tool_calls
 
     names = ["calculator", "weather"]
     content, calls, invalid = parse_tool_calls('```json\n{"name": "weather", "parameters": {"city": "Oslo"}}\n```', names)
