@@ -425,6 +425,7 @@ def weather(city: str) -> str:
     return "sunny"
 
 
+WEATHER_CALL = '<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 TOOL_ANSWER = 'Let me compute. <tool_call>\n{"name": "calculator", "arguments": {"expression": "2 * 21"}}\n</tool_call>'
 
 
@@ -462,7 +463,9 @@ def test_tool_choice_forces_the_named_tool() -> None:
     assert not isinstance(model.generator.prompts[-1], Conversation), "tool_choice='none' hides the tools"
 
 
-@pytest.mark.parametrize("call", ['{"name": "calculator", "arguments": 42}', '{"name": "search", "arguments": {}}', "{oops"])
+@pytest.mark.parametrize(
+    "call", ['{"name": "calculator", "arguments": 42}', '{"name": "search", "arguments": {}}', "{oops"]
+)
 def test_unparseable_tool_calls_become_invalid_tool_calls(call: str) -> None:
     block = f"<tool_call>\n{call}\n</tool_call>"
     model = scripted_model(probe_rate=0.0, generator_answer=block).bind_tools([calculator])
@@ -485,7 +488,7 @@ def without_times(metadata: dict[str, Any]) -> dict[str, Any]:
         (GENERATOR_ANSWER, [], None),
         (TOOL_ANSWER, [calculator, weather], None),
         ('Sure {"name": "calculator", "arguments": {"expression": "1"}} thanks', [calculator], None),
-        ('<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call>', [calculator, weather], "calculator"),
+        (WEATHER_CALL, [calculator, weather], "calculator"),
         ("Just text { here } ok", [calculator], "none"),
     ],
 )
@@ -497,14 +500,16 @@ def test_invoke_is_the_merged_stream(answer: str, tools: list[Any], tool_choice:
     chunks = list(model.stream("q"))
     streamed = merge(chunks)
     assert streamed.content == invoked.content and streamed.usage_metadata == invoked.usage_metadata
-    assert [(call["name"], call["args"]) for call in streamed.tool_calls] == [(call["name"], call["args"]) for call in invoked.tool_calls]
+    assert [(c["name"], c["args"]) for c in streamed.tool_calls] == [(c["name"], c["args"]) for c in invoked.tool_calls]
     streamed.response_metadata.pop("mentorcollab_stream", None)  # per-chunk provenance: the stream's own
     assert without_times(streamed.response_metadata) == without_times(invoked.response_metadata)
 
 
 def test_answer_message_and_text_chunk_answer_as_the_chat_model_does() -> None:
     generator, mentor = ScriptedBackend(GENERATOR_ANSWER, name="g"), ScriptedBackend(MENTOR_ANSWER, name="m")
-    model = ChatMentorCollab(generator=generator, mentor=mentor, verifier="always-mentor", probe_rate=1.0, segment_tokens=3)
+    model = ChatMentorCollab(
+        generator=generator, mentor=mentor, verifier="always-mentor", probe_rate=1.0, segment_tokens=3
+    )
     config, prompt = model.collab_config(), [{"role": "user", "content": "q"}]
     state = CollabState()
     events = list(collaborate(prompt, generator, mentor, verifier="always-mentor", config=config, state=state))

@@ -4,8 +4,8 @@ Each ``CollabConfig`` field becomes one field of ``ChatMentorCollab`` (same defa
 the field's documentation) and one per-call option (``model.invoke(x, probe_rate=0.5)``), so a new
 engine setting reaches the chat model without an edit here. Where LangChain has a standard name or type
 the chat model uses it: ``max_new_tokens`` is ``max_tokens``, ``temperature`` is ``float | None`` and
-``stop`` is ``list[str] | None`` (``None`` meaning the engine's default). Values are validated once, by
-``CollabConfig``, when the model is built and again for each call's options.
+``stop`` is ``list[str] | None`` (``None`` meaning the engine's default). Values are validated in one
+place, ``CollabConfig``: when the model is built, and for each call with that call's options.
 """
 
 from __future__ import annotations
