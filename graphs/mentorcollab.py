@@ -32,8 +32,8 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from typing_extensions import NotRequired
 
 from mentorcollab_langchain.backends.base import Backend, ChatMessage
-from mentorcollab_langchain.chat_model import answer_message as chat_answer_message
-from mentorcollab_langchain.chat_model import stream_chunk, to_engine_messages
+from mentorcollab_langchain.chat import answer_message as chat_answer_message
+from mentorcollab_langchain.chat import text_chunk, to_engine_messages
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
 from mentorcollab_langchain.backends.base import Confidence, Piece
@@ -118,7 +118,7 @@ def answer_message(
     """The answer as the ``AIMessage`` that ``ChatMentorCollab`` gives for the same run (same content,
     ``response_metadata`` and ``usage_metadata``, from the chat model's own assembler)."""
     message = chat_answer_message(
-        state, prompt=request, config=config, generator=generator, mentor=mentor, verifier=verifier, verifier_name=verifier_name
+        state, prompt=request, config=config, generator=generator, mentor=mentor, verifier_name=verifier_name or verifier.name
     )
     message.id = message_id
     return message
@@ -126,7 +126,7 @@ def answer_message(
 
 def _chunk(event: TextCommitted, answer_id: str) -> AIMessageChunk:
     """Committed text as the chunk ``ChatMentorCollab.stream`` gives (with its provenance entry)."""
-    chunk = stream_chunk(event)
+    chunk = text_chunk(event)
     chunk.id = answer_id
     return chunk
 

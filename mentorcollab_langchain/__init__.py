@@ -1,6 +1,7 @@
 """MentorCollab for LangChain: a small local model writes, a large mentor guides it at sparse probes."""
 
 from mentorcollab_langchain.backends import Backend, Conversation, Cursor, Sampling, ScriptedBackend, TransformersBackend
+from mentorcollab_langchain.chat import ChatMentorCollab, StructuredOutputError, UnsupportedContentError
 from mentorcollab_langchain.engine import (
     CollabConfig,
     CollabState,
@@ -11,8 +12,10 @@ from mentorcollab_langchain.engine import (
     Probed,
     Span,
     Stats,
+    Team,
     TextCommitted,
     collaborate,
+    open_team,
     run_collaboration,
 )
 from mentorcollab_langchain.errors import (
@@ -41,13 +44,14 @@ __all__ = [
     "Backend",
     "BackendError",
     "CallableVerifier",
+    "ChatMentorCollab",
     "CollabConfig",
     "CollabState",
     "ConfigError",
     "ContextTooLongError",
-    "DEFAULT_VERIFIER",
     "Conversation",
     "Cursor",
+    "DEFAULT_VERIFIER",
     "Decided",
     "Decision",
     "Finished",
@@ -63,17 +67,17 @@ __all__ = [
     "SelfConsultVerifier",
     "Span",
     "Stats",
+    "StructuredOutputError",
+    "Team",
     "TextCommitted",
     "TransformersBackend",
     "UnknownModelError",
+    "UnsupportedContentError",
     "Verdict",
     "Verifier",
     "VerifyRequest",
     "collaborate",
+    "open_team",
     "run_collaboration",
 ]
 
-# The LangChain face (issue 3): appended so edits to the lines above stay independent.
-from mentorcollab_langchain.chat_model import ChatMentorCollab, StructuredOutputError, UnsupportedContentError  # noqa: E402
-
-__all__ += ["ChatMentorCollab", "StructuredOutputError", "UnsupportedContentError"]

@@ -22,16 +22,20 @@ from pydantic import BaseModel, Field
 
 from mentorcollab_langchain import (
     ChatMentorCollab,
+    CollabState,
     ConfigError,
     ScriptedBackend,
     StructuredOutputError,
+    TextCommitted,
     TransformersBackend,
     UnsupportedContentError,
+    collaborate,
 )
 from mentorcollab_langchain.backends.base import Conversation, Piece
 from mentorcollab_langchain.backends.prompts import render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.transformers import _LOADED
+from mentorcollab_langchain.chat import answer_message, text_chunk
 
 GENERATOR_ANSWER = "Natalia sold 48 clips in April and 24 in May , so 72 clips in all ."
 MENTOR_ANSWER = "Natalia sold 48 clips in April and half as many , 24 , in May , 72 in all ."
@@ -421,6 +425,7 @@ def weather(city: str) -> str:
     return "sunny"
 
 
+WEATHER_CALL = '<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 TOOL_ANSWER = 'Let me compute. <tool_call>\n{"name": "calculator", "arguments": {"expression": "2 * 21"}}\n</tool_call>'
 
 
@@ -458,11 +463,65 @@ def test_tool_choice_forces_the_named_tool() -> None:
     assert not isinstance(model.generator.prompts[-1], Conversation), "tool_choice='none' hides the tools"
 
 
-def test_unparseable_tool_calls_become_invalid_tool_calls() -> None:
-    model = scripted_model(probe_rate=0.0, generator_answer='<tool_call>\n{"name": "calculator", "arguments": 42}\n</tool_call>')
-    message = model.bind_tools([calculator]).invoke("?")
+@pytest.mark.parametrize(
+    "call", ['{"name": "calculator", "arguments": 42}', '{"name": "search", "arguments": {}}', "{oops"]
+)
+def test_unparseable_tool_calls_become_invalid_tool_calls(call: str) -> None:
+    block = f"<tool_call>\n{call}\n</tool_call>"
+    model = scripted_model(probe_rate=0.0, generator_answer=block).bind_tools([calculator])
+    message = model.invoke("?")
     assert message.tool_calls == [] and len(message.invalid_tool_calls) == 1
-    assert message.invalid_tool_calls[0]["error"]
+    assert message.invalid_tool_calls[0]["args"] == block  # as the model wrote it
+    streamed = merge(list(model.stream("?")))  # LangChain reads the calls out of the chunks alike
+    assert streamed.tool_calls == [] and streamed.invalid_tool_calls[0]["args"] == block
+
+
+def without_times(metadata: dict[str, Any]) -> dict[str, Any]:
+    record = metadata["mentorcollab"]
+    stats = {key: value for key, value in record["stats"].items() if key not in {"seconds", "wall_seconds"}}
+    return metadata | {"mentorcollab": record | {"stats": stats}}
+
+
+@pytest.mark.parametrize(
+    ("answer", "tools", "tool_choice"),
+    [
+        (GENERATOR_ANSWER, [], None),
+        (TOOL_ANSWER, [calculator, weather], None),
+        ('Sure {"name": "calculator", "arguments": {"expression": "1"}} thanks', [calculator], None),
+        (WEATHER_CALL, [calculator, weather], "calculator"),
+        ("Just text { here } ok", [calculator], "none"),
+    ],
+)
+def test_invoke_is_the_merged_stream(answer: str, tools: list[Any], tool_choice: str | None) -> None:
+    model: Any = scripted_model(generator_answer=answer)
+    if tools:
+        model = model.bind_tools(tools, tool_choice=tool_choice)
+    invoked = model.invoke("q")
+    chunks = list(model.stream("q"))
+    streamed = merge(chunks)
+    assert streamed.content == invoked.content and streamed.usage_metadata == invoked.usage_metadata
+    assert [(c["name"], c["args"]) for c in streamed.tool_calls] == [(c["name"], c["args"]) for c in invoked.tool_calls]
+    streamed.response_metadata.pop("mentorcollab_stream", None)  # per-chunk provenance: the stream's own
+    assert without_times(streamed.response_metadata) == without_times(invoked.response_metadata)
+
+
+def test_answer_message_and_text_chunk_answer_as_the_chat_model_does() -> None:
+    generator, mentor = ScriptedBackend(GENERATOR_ANSWER, name="g"), ScriptedBackend(MENTOR_ANSWER, name="m")
+    model = ChatMentorCollab(
+        generator=generator, mentor=mentor, verifier="always-mentor", probe_rate=1.0, segment_tokens=3
+    )
+    config, prompt = model.collab_config(), [{"role": "user", "content": "q"}]
+    state = CollabState()
+    events = list(collaborate(prompt, generator, mentor, verifier="always-mentor", config=config, state=state))
+    message = answer_message(state, prompt=prompt, config=config, generator=generator, mentor=mentor,
+                             verifier_name="always-mentor", message_id="answer-1")
+    invoked = model.invoke("q")
+    assert message.id == "answer-1" and message.content == invoked.content
+    assert message.usage_metadata == invoked.usage_metadata
+    assert without_times(message.response_metadata) == without_times(invoked.response_metadata)
+    streamed = [(chunk.content, chunk.response_metadata) for chunk in model.stream("q") if chunk.content]
+    chunks = [text_chunk(event) for event in events if isinstance(event, TextCommitted)]
+    assert [(chunk.content, chunk.response_metadata) for chunk in chunks] == streamed
 
 
 # -- structured output ---------------------------------------------------------------------------
@@ -543,7 +602,7 @@ def test_invalid_structured_output_fails_with_the_raw_text() -> None:
 
 
 def test_tool_call_forms_are_parsed() -> None:
-    from mentorcollab_langchain.tools import parse_tool_calls
+    from mentorcollab_langchain.chat.tools import parse_tool_calls
 
     names = ["calculator", "weather"]
     content, calls, invalid = parse_tool_calls('```json\n{"name": "weather", "parameters": {"city": "Oslo"}}\n```', names)

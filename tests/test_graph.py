@@ -29,7 +29,7 @@ from graphs import (
     parse_choice,
 )
 from mentorcollab_langchain.backends import ScriptedBackend
-from mentorcollab_langchain.chat_model import ChatMentorCollab
+from mentorcollab_langchain.chat import ChatMentorCollab
 from mentorcollab_langchain.engine import CollabConfig, run_collaboration
 from mentorcollab_langchain.errors import BackendError, MentorCollabError
 

@@ -23,7 +23,7 @@ from langgraph.types import Command
 from graphs import InvalidResumeError, build_mentorcollab_graph, decision_log, in_memory_tracing, node_spans
 from mentorcollab_langchain.backends import TransformersBackend
 from mentorcollab_langchain.backends.sampling import GREEDY
-from mentorcollab_langchain.chat_model import ChatMentorCollab
+from mentorcollab_langchain.chat import ChatMentorCollab
 from mentorcollab_langchain.engine import CollabConfig, run_collaboration
 from mentorcollab_langchain.errors import BackendError
 from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER

@@ -18,7 +18,7 @@ from mentorcollab_langchain.backends.prompts import (
     tools_instruction,
     with_tools_instruction,
 )
-from mentorcollab_langchain.chat_model import to_engine_messages
+from mentorcollab_langchain.chat import to_engine_messages
 from mentorcollab_langchain.models import PACKAGED_MODELS, ensure_converted
 
 

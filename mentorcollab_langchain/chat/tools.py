@@ -31,11 +31,6 @@ TOOL_CALL_CLOSE = "</tool_call>"
 REQUIRED_INSTRUCTION = "You must call one of these functions now."
 NAMED_INSTRUCTION = "You must call the function {name} now."
 
-JSON_SCHEMA_INSTRUCTION = (
-    "Answer with one JSON object and nothing else. It must match this JSON schema:\n{schema}"
-)
-JSON_MODE_INSTRUCTION = "Answer with one JSON object and nothing else."
-
 
 def tool_name(tool: Mapping[str, Any]) -> str:
     return str(tool["function"]["name"])
@@ -165,8 +160,10 @@ def parse_tool_calls(
 
     Returns the text that is left once the calls are taken out (stripped), the calls whose name is a
     bound tool and whose arguments are a JSON object, and ``invalid_tool_calls`` for ``<tool_call>``
-    blocks that are not (bad JSON, unknown tool). A block cut off by the token limit is read as far
-    as it goes, closing its open brackets.
+    blocks that are not (bad JSON, unknown tool). An invalid call's ``args`` is its whole block as the
+    model wrote it, tags included: LangChain reads a tool-call chunk's ``args`` as JSON, and a block
+    never parses as a call's arguments, so the call stays invalid in a merged stream too. A block cut
+    off by the token limit is read as far as it goes, closing its open brackets.
     """
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
@@ -189,7 +186,7 @@ def parse_tool_calls(
                 InvalidToolCall(
                     type="invalid_tool_call",
                     name=call[0] if call else None,
-                    args=body,
+                    args=match.group(0),
                     id=new_tool_call_id(),
                     error=error,
                 )

@@ -1,0 +1,23 @@
+"""The LangChain face: ``ChatMentorCollab`` and the answer assembly it shares with the LangGraph graph.
+
+- ``model``: the chat model class and its LangChain overrides;
+- ``settings``: its engine fields and per-call options, generated from ``CollabConfig``;
+- ``messages``: LangChain messages as the engine's prompt;
+- ``answer``: engine events as chunks, a finished run as an ``AIMessage`` (pure; the graph uses it too);
+- ``bridge``: the worker thread and cancellation for the async paths;
+- ``tools`` and ``structured``: tool calls and structured output, as text.
+"""
+
+from mentorcollab_langchain.chat.answer import answer_message, text_chunk
+from mentorcollab_langchain.chat.messages import UnsupportedContentError, to_engine_messages
+from mentorcollab_langchain.chat.model import ChatMentorCollab
+from mentorcollab_langchain.chat.structured import StructuredOutputError
+
+__all__ = [
+    "ChatMentorCollab",
+    "StructuredOutputError",
+    "UnsupportedContentError",
+    "answer_message",
+    "text_chunk",
+    "to_engine_messages",
+]

@@ -1,0 +1,115 @@
+"""LangChain messages as the engine's prompt: plain ``{"role", "content"}`` turns that every chat template takes.
+
+The models read text only, so content blocks other than text fail loudly with the fix in the message,
+instead of being dropped where the model would answer a question it never saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import ChatMessage as LangChainChatMessage
+
+from mentorcollab_langchain.backends.base import ChatMessage
+from mentorcollab_langchain.chat import tools
+from mentorcollab_langchain.errors import MentorCollabError
+
+# Block types that carry something the models cannot read, with the word the error message uses.
+_UNSUPPORTED_BLOCKS = {
+    "image": "images",
+    "image_url": "images",
+    "input_image": "images",
+    "audio": "audio",
+    "input_audio": "audio",
+    "video": "video",
+    "file": "files",
+    "document": "documents",
+    "pdf": "documents",
+}
+# Block types that are not text but are rendered another way (tool calls) or not meant for the prompt.
+_SKIPPED_BLOCKS = {"tool_use", "tool_call", "tool_call_chunk", "invalid_tool_call", "reasoning", "thinking"}
+
+
+class UnsupportedContentError(MentorCollabError, ValueError):
+    """A message holds content the models cannot read (images, audio, files), or is of an unknown type."""
+
+
+def content_text(content: str | list[Any], position: int, kind: str) -> str:
+    """The text of a message's ``content`` (a string or a list of blocks); ``position`` and ``kind`` name
+    the message in an error."""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+            continue
+        block_type = block.get("type") if isinstance(block, dict) else None
+        if block_type == "text":
+            parts.append(str(block.get("text", "")))
+        elif block_type in _SKIPPED_BLOCKS:
+            continue
+        elif block_type in _UNSUPPORTED_BLOCKS:
+            raise UnsupportedContentError(
+                f"message {position} ({kind}) holds {_UNSUPPORTED_BLOCKS[block_type]}; ChatMentorCollab's models "
+                "read text only: describe the content in text, or use a multimodal model"
+            )
+        else:
+            raise UnsupportedContentError(
+                f"message {position} ({kind}) holds a content block of type {block_type!r}; "
+                "ChatMentorCollab reads text blocks only"
+            )
+    return "".join(parts)
+
+
+def to_engine_messages(messages: Sequence[BaseMessage], system_extra: Sequence[str] = ()) -> list[ChatMessage]:
+    """LangChain messages as ``{"role", "content"}`` dicts that every chat template accepts.
+
+    System messages are gathered into one at the front (with ``system_extra``, for tools and output
+    formats, at its end) and consecutive messages of one role are joined: one leading system turn and
+    alternating roles are what the strictest chat templates accept. Tool calls and tool results are
+    written in Qwen's ``<tool_call>``/``<tool_response>`` form (tool results as user turns), the form the
+    tool instructions ask the models to write (``tools.py``).
+    """
+    if not messages:
+        raise ValueError("ChatMentorCollab needs at least one message; it got an empty list")
+    system: list[str] = []
+    turns: list[ChatMessage] = []
+    for position, message in enumerate(messages):
+        kind = type(message).__name__
+        if isinstance(message, SystemMessage):
+            system.append(content_text(message.content, position, kind))
+            continue
+        if isinstance(message, HumanMessage):
+            role, text = "user", content_text(message.content, position, kind)
+        elif isinstance(message, AIMessage):
+            text = content_text(message.content, position, kind)
+            calls = [tools.render_tool_call(call["name"], call["args"]) for call in message.tool_calls]
+            role, text = "assistant", "\n".join(part for part in [text.strip(), *calls] if part)
+        elif isinstance(message, ToolMessage):
+            role, text = "user", tools.render_tool_response(content_text(message.content, position, kind))
+        elif isinstance(message, LangChainChatMessage):
+            role = {"human": "user", "ai": "assistant"}.get(message.role, message.role)
+            if role not in {"system", "user", "assistant", "tool"}:
+                raise UnsupportedContentError(
+                    f"message {position} has role {message.role!r}; use system, user (human), assistant (ai) or tool"
+                )
+            text = content_text(message.content, position, kind)
+            if role == "system":
+                system.append(text)
+                continue
+            if role == "tool":
+                role, text = "user", tools.render_tool_response(text)
+        else:
+            raise UnsupportedContentError(
+                f"message {position} is a {kind}, which ChatMentorCollab does not know; "
+                "use SystemMessage, HumanMessage, AIMessage or ToolMessage"
+            )
+        if turns and turns[-1]["role"] == role:
+            turns[-1] = {"role": role, "content": turns[-1]["content"] + "\n\n" + text}
+        else:
+            turns.append({"role": role, "content": text})
+    system_text = "\n\n".join(part for part in [*system, *system_extra] if part)
+    return ([{"role": "system", "content": system_text}] if system_text else []) + turns

@@ -1,0 +1,408 @@
+"""``ChatMentorCollab``: the method as a LangChain chat model, flat over the engine.
+
+A small generator writes the answer; at sparse probes a mentor proposes its own next word, and on a
+divergence a verifier picks one of the two lookahead segments (DESIGN.md). This class turns LangChain
+messages into the engine's prompt (``messages.py``), runs ``engine.collaborate`` and turns its events
+into chunks (``answer.py``); it never calls another runnable and never re-implements a step.
+
+``_stream`` is the one path: ``invoke`` is the sum of the stream's chunks, and the async paths run the
+same events in a worker thread (``bridge.py``), never on the event loop, stopping at the next model
+call when the caller cancels. Engine settings are fields and per-call options generated from
+``CollabConfig`` (``settings.py``); tools and structured output are in ``tools.py`` and ``structured.py``.
+
+``temperature`` 0 (or unset) decodes greedily, as the paper does; above 0 both models sample, with
+draws fixed by ``seed`` and the text, so a seeded call gives the same answer every time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from mentorcollab_langchain.backends.base import Backend, Conversation, Prompt
+from mentorcollab_langchain.chat import structured
+from mentorcollab_langchain.chat import tools as tooling  # as: bind_tools' argument is called tools
+from mentorcollab_langchain.chat.answer import PROVIDER, STREAM_KEY, AnswerStream, prompt_counts
+from mentorcollab_langchain.chat.bridge import cancellable, events_in_thread
+from mentorcollab_langchain.chat.messages import to_engine_messages
+from mentorcollab_langchain.chat.settings import CHAT_NAMES, EngineSettings, per_call_options, to_config
+from mentorcollab_langchain.engine import CollabConfig, CollabState, Event, collaborate
+from mentorcollab_langchain.errors import ConfigError
+from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, DEFAULT_MENTOR
+from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, Verifier, get_verifier
+
+# Constructor keywords of the standard LangChain parameters that mean nothing for local models: they
+# are accepted (so code written for hosted models runs) and ignored. Any other unknown keyword fails.
+IGNORED_STANDARD_PARAMS = frozenset({"api_key", "timeout", "max_retries", "base_url"})
+# Set by LangChain itself for tracing; not options of the model.
+TRACING_KEYWORDS = frozenset({"ls_structured_output_format", "structured_output_format"})
+
+
+@dataclass
+class _Call:
+    """One call, resolved before any model runs, and the run's state and prompt counts as it goes."""
+
+    prompt: Prompt
+    config: CollabConfig
+    generator: Backend
+    mentor: Backend
+    verifier: Verifier
+    answer: AnswerStream
+    state: CollabState
+    input_tokens: int = 0
+    mentor_input_tokens: int = 0
+
+    def events(self, cancel: threading.Event | None = None) -> Iterator[Event]:
+        """Run the engine; with ``cancel``, each model call first checks that the caller is still there."""
+        generator, mentor = self.generator, self.mentor
+        if cancel is not None:
+            generator, mentor = cancellable(generator, cancel), cancellable(mentor, cancel)
+        yield from collaborate(
+            self.prompt, generator, mentor, verifier=self.verifier, config=self.config, state=self.state
+        )
+        # Counted here, in the worker thread of an async call: counting may load a model.
+        self.input_tokens, self.mentor_input_tokens = prompt_counts(
+            self.state, prompt=self.prompt, style=self.config.prompt_style, generator=self.generator, mentor=self.mentor
+        )
+
+    def finish(self) -> list[AIMessageChunk]:
+        """The rest of the stream, closed by the last chunk."""
+        return self.answer.finish(
+            self.state, input_tokens=self.input_tokens, mentor_input_tokens=self.mentor_input_tokens
+        )
+
+
+def _generation(chunk: AIMessageChunk) -> ChatGenerationChunk:
+    return ChatGenerationChunk(message=chunk)
+
+
+def _whole(result: ChatResult) -> ChatResult:
+    """The summed stream as ``invoke``'s answer, less the per-chunk provenance entries (the record's
+    ``spans`` hold the answer's provenance, merged)."""
+    result.generations[0].message.response_metadata.pop(STREAM_KEY, None)
+    return result
+
+
+class ChatMentorCollab(EngineSettings):
+    """A LangChain chat model where a small generator writes and a large mentor guides at sparse probes.
+
+    Example:
+        ```python
+        from mentorcollab_langchain import ChatMentorCollab
+
+        model = ChatMentorCollab(generator="smollm2-135m-instruct", mentor="qwen2.5-coder-1.5b-instruct",
+                                 probe_rate=0.25, max_tokens=128)
+        answer = model.invoke("What is 17 * 3?")
+        answer.response_metadata["mentorcollab"]["spans"]   # which characters the mentor wrote
+        ```
+
+    Building the object loads nothing: each model loads on first use, once per process, and is shared
+    by every instance naming the same model (and device and dtype). Calls share no mutable state, so
+    one instance serves many threads or tasks at once.
+
+    Besides the fields below, every ``CollabConfig`` setting is a field and a per-call option, under
+    LangChain's name where it has one (``max_tokens``, ``temperature``, ``stop``); see ``chat.settings``.
+    ``response_metadata["mentorcollab"]`` holds the engine's record (text, provenance spans, decisions
+    with both candidate segments, verifier score and choice, stats) and the names of the models;
+    ``answer.py`` says what the chunks and ``usage_metadata`` hold.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="ignore", protected_namespaces=())
+
+    generator: Any = Field(
+        default=DEFAULT_GENERATOR,
+        description="the model that writes: a packaged name, a Hugging Face id or folder, or a backend object",
+    )
+    mentor: Any = Field(
+        default=DEFAULT_MENTOR,
+        description="the model that guides at probes: a packaged name, a Hugging Face id or folder, or a backend "
+        "object",
+    )
+    verifier: Any = Field(
+        default=DEFAULT_VERIFIER,
+        description=f"who decides at a divergence: a name in NAMED_VERIFIERS (default {DEFAULT_VERIFIER!r}) or a "
+        "verifier object",
+    )
+    backend: Literal["auto", "llama.cpp", "transformers"] = Field(
+        default="auto",
+        description="how models named by a string run: auto takes llama.cpp in process for packaged models on the "
+        "CPU (about three times faster there) and transformers otherwise (GPUs, Hugging Face ids, hidden states)",
+    )
+    device: str = Field(
+        default="auto",
+        description="where models run: auto (CUDA, else MPS, else the CPU), cpu, cuda, cuda:N or mps; llama.cpp "
+        "runs on the CPU only",
+    )
+    dtype: str = Field(
+        default="auto",
+        description="the transformers weights' dtype: auto (bfloat16, float32 on MPS), float32, bfloat16 or float16; "
+        "llama.cpp runs its GGUF weights as they are",
+    )
+    streaming: bool = Field(
+        default=False, description="LangChain's switch: invoke streams its chunks to callbacks as they come"
+    )
+
+    _backends: dict[str, Backend] = PrivateAttr(default_factory=dict)
+    _backends_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keywords(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            known = set(cls.model_fields) | {name for name, info in cls.model_fields.items() if info.alias}
+            unknown = sorted(set(values) - known - IGNORED_STANDARD_PARAMS)
+            if unknown:
+                raise ConfigError(
+                    f"ChatMentorCollab got unknown settings: {', '.join(unknown)}; see ChatMentorCollab's fields"
+                )
+        return values
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.collab_config()  # a bad setting fails here, before any model loads
+        for role in ("generator", "mentor"):
+            spec = getattr(self, role)
+            if not isinstance(spec, str) and not (hasattr(spec, "open") and hasattr(spec, "model_name")):
+                raise ConfigError(
+                    f"{role} must be a model name or a backend with open() and model_name, got {type(spec).__name__}"
+                )
+        # An unknown name, a non-verifier, or a trained verifier made for another generator fails here.
+        get_verifier(self.verifier, generator=self.generator)
+
+    # -- settings and names --------------------------------------------------------------------
+
+    def collab_config(self, **options: Any) -> CollabConfig:
+        """The engine settings a call with these per-call ``options`` runs with (``None`` options are unset)."""
+        values = {name: getattr(self, name) for name in CHAT_NAMES.values()}
+        return to_config(values | {name: value for name, value in options.items() if value is not None})
+
+    def _backend(self, role: Literal["generator", "mentor"]) -> Backend:
+        spec = getattr(self, role)
+        if not isinstance(spec, str):
+            return spec
+        with self._backends_lock:
+            if role not in self._backends:
+                from mentorcollab_langchain.backends.choose import make_backend
+
+                self._backends[role] = make_backend(spec, self.backend, device=self.device, dtype=self.dtype)
+            return self._backends[role]
+
+    @staticmethod
+    def _name_of(spec: Any) -> str:
+        return spec if isinstance(spec, str) else str(spec.model_name)
+
+    @property
+    def generator_name(self) -> str:
+        return self._name_of(self.generator)
+
+    @property
+    def mentor_name(self) -> str:
+        return self._name_of(self.mentor)
+
+    @property
+    def verifier_name(self) -> str:
+        return self.verifier if isinstance(self.verifier, str) else str(getattr(self.verifier, "name", "custom"))
+
+    @property
+    def model_name(self) -> str:
+        """Both models, as LangChain's tracers and usage callbacks see this model."""
+        return f"{self.generator_name}+{self.mentor_name}"
+
+    @property
+    def _llm_type(self) -> str:
+        return "mentorcollab"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator_name,
+            "mentor": self.mentor_name,
+            "verifier": self.verifier_name,
+            **self.collab_config().model_dump(mode="json"),
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=kwargs["model"] if isinstance(kwargs.get("model"), str) else self.model_name,
+            ls_model_type="chat",
+            ls_temperature=float(kwargs.get("temperature") or self.temperature or 0.0),
+            ls_max_tokens=int(kwargs.get("max_tokens") or self.max_tokens),
+        )
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        params["ls_generator"] = self.generator_name  # type: ignore[typeddict-unknown-key]
+        params["ls_mentor"] = self.mentor_name  # type: ignore[typeddict-unknown-key]
+        return params
+
+    # -- one call ------------------------------------------------------------------------------
+
+    def _call(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> _Call:
+        unknown = sorted(set(kwargs) - per_call_options() - TRACING_KEYWORDS)
+        if unknown:
+            hint = " (choose models with generator= and mentor= when building the model)" if "model" in unknown else ""
+            raise TypeError(f"ChatMentorCollab got unknown call options: {', '.join(unknown)}{hint}")
+        options = {name: kwargs.get(name) for name in CHAT_NAMES.values()}
+        stops = list(stop if stop is not None else self.stop or [])
+
+        extra: list[str] = []
+        prefix = ""
+        offered = list(kwargs.get("tools") or [])
+        names = [tooling.tool_name(tool) for tool in offered]
+        tool_choice = tooling.normalize_tool_choice(kwargs.get("tool_choice"), names) if offered else None
+        if tool_choice == "none":
+            offered, names = [], []
+        if offered:
+            extra.append(tooling.tool_choice_instruction(tool_choice))
+            prefix = tooling.forced_prefix(tool_choice, offered)
+            if prefix:
+                stops.append(tooling.TOOL_CALL_CLOSE)
+        response_format = kwargs.get("response_format")
+        if response_format:
+            extra.append(structured.format_instruction(response_format))
+            prefix = prefix or structured.format_prefix(response_format)
+        options["stop"] = list(dict.fromkeys(stops))
+        engine_messages = to_engine_messages(messages, extra)
+        config = self.collab_config(**options)  # a bad option fails before any model loads
+        generator, mentor = self._backend("generator"), self._backend("mentor")
+        verifier = get_verifier(self.verifier, generator=generator)
+        return _Call(
+            prompt=Conversation(tuple(engine_messages), tuple(offered)) if offered else engine_messages,
+            config=config,
+            generator=generator,
+            mentor=mentor,
+            verifier=verifier,
+            answer=AnswerStream(
+                generator=self.generator_name,
+                mentor=self.mentor_name,
+                verifier=verifier.name,
+                prefix=prefix,
+                tool_names=names,
+                parallel_tool_calls=kwargs.get("parallel_tool_calls") is not False,
+            ),
+            state=CollabState(text=prefix, emitted=len(prefix)),
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return _whole(generate_from_stream(self._stream(messages, stop, **kwargs)))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return _whole(await agenerate_from_stream(self._astream(messages, stop, **kwargs)))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        call = self._call(messages, stop, kwargs)
+        events = call.events()
+        try:
+            for event in events:
+                for chunk in map(_generation, call.answer.feed(event)):
+                    if run_manager:
+                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+        finally:
+            events.close()  # a consumer that stops early ends the run and frees both caches
+        for chunk in map(_generation, call.finish()):
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        call = self._call(messages, stop, kwargs)
+        events = events_in_thread(call.events)
+        try:
+            async for event in events:
+                for chunk in map(_generation, call.answer.feed(event)):
+                    if run_manager:
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+        finally:
+            await events.aclose()  # a caller who cancels or stops reading stops the worker now
+        for chunk in map(_generation, call.finish()):
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    # -- tools and structured output -----------------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer ``tools`` to the models (see ``chat/tools.py`` for how they are shown and read back).
+
+        ``tool_choice``: ``None``/``"auto"`` lets the model decide, ``"none"`` hides the tools,
+        ``"any"``/``"required"``/``True`` forces a call, a tool's name forces that tool. A forced call is
+        started in the answer itself, so even a small generator completes a well-formed call.
+        ``parallel_tool_calls=False`` keeps only the first call; ``strict`` is accepted for
+        compatibility (arguments are parsed as JSON, and tools validate them when they run).
+        """
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        if tool_choice is not None:  # fail now on an unknown tool name
+            tooling.normalize_tool_choice(tool_choice, [tooling.tool_name(tool) for tool in formatted])
+        return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: structured.Method = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """A runnable that answers with an object of ``schema`` (pydantic class, TypedDict or JSON schema).
+
+        ``json_schema`` (default) shows the schema in the system message and starts the answer with
+        ``{`` and the first required key (the model writes every value); ``function_calling`` forces a
+        call of a tool shaped like the schema; ``json_mode`` asks for JSON without showing the schema.
+        Every answer is validated (pydantic classes with pydantic, others for their required keys); an
+        invalid one raises ``StructuredOutputError`` carrying the raw text, or with ``include_raw=True``
+        is returned as ``{"raw", "parsed": None, "parsing_error"}``. ``strict`` is accepted for
+        compatibility; validation is always strict after the fact.
+        """
+        if kwargs:
+            raise ValueError(f"with_structured_output got unsupported arguments {kwargs}")
+        return structured.structured_output(self, schema, method=method, include_raw=include_raw, strict=strict)
