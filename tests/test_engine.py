@@ -274,7 +274,7 @@ def test_next_step_only_ever_answers_a_step_next_steps_allows() -> None:
             generator = ScriptedBackend(answers[0], confidence=[0.9, 0.3, 0.9, 0.2])
             mentor = ScriptedBackend(answers[1], fail_from_call=fail_from)
             for step, after in _transitions(config, verifier, generator, mentor):
-                assert after in NEXT_STEPS[step], f"{after!r} after {step!r}: {config}, {verifier}, mentor fails {fail_from}"
+                assert after in NEXT_STEPS[step], f"{after} after {step}: {config}, {verifier}, fails at {fail_from}"
                 seen.add((step, after))
     assert seen == {(step, after) for step, nexts in NEXT_STEPS.items() for after in nexts}, "an edge no run takes"
     assert set(NEXT_STEPS) == set(STEPS)
