@@ -78,16 +78,18 @@ class ContextBoundGraph(CompiledStateGraph):
         return bound
 
     def get_context_jsonschema(self) -> dict[str, Any] | None:
-        """None: the bound context holds models and open cursors, nothing a client could send as JSON (a
-        LangGraph server shows this graph as taking no context, as it did before it had one)."""
+        """None: the bound context holds models and open cursors, nothing a client could send as JSON, so
+        a LangGraph server shows the graph as taking no context instead of failing to build a schema."""
         return None
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, *, context: Any = None, **kwargs: Any
     ) -> Iterator[Any]:
+        """``CompiledStateGraph.stream`` with the bound context unless ``context`` is given."""
         return super().stream(input, config, context=self.bound_context if context is None else context, **kwargs)
 
     def astream(
         self, input: Any, config: RunnableConfig | None = None, *, context: Any = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
+        """``CompiledStateGraph.astream`` with the bound context unless ``context`` is given."""
         return super().astream(input, config, context=self.bound_context if context is None else context, **kwargs)
