@@ -4,7 +4,9 @@ Each node calls the engine's step of its name (``engine.steps.STEPS``) on a copy
 ``CollabState``, with the run's team from ``runtime.context``, and returns the new state: the graph
 adds checkpointing, interrupts, streaming and tracing around the one implementation of the method, it
 never re-implements a step. A node takes ``(state, runtime, config)``; ``config`` names the thread,
-which picks the run's team. Call one alone with a ``Runtime(context=MentorCollabContext(...))``.
+which picks the run's team. To run one alone, give it a ``Runtime(context=MentorCollabContext(...))``
+and call it inside a runnable (a ``RunnableLambda``), where LangGraph's ``push_message`` finds the
+config it streams committed text with (tests/test_graph_nodes.py does so).
 """
 
 from __future__ import annotations
