@@ -1,26 +1,26 @@
-"""LangGraph face of MentorCollab: the method's steps as nodes that can be traced, checkpointed and steered."""
+"""LangGraph face of MentorCollab: the method's steps as nodes that can be traced, checkpointed and steered.
 
-from graphs.mentorcollab import (
-    NODES,
-    InvalidResumeError,
-    MentorCollabInput,
-    MentorCollabOutput,
-    MentorCollabState,
-    answer_message,
-    build_mentorcollab_graph,
-    decision_log,
-    parse_choice,
-)
+``mentorcollab`` builds the graph from ``nodes`` (one function per step), ``state`` (what a checkpoint
+holds) and ``context`` (what the nodes run with); ``human`` is the person as verifier, ``history``
+reads the decisions back, ``tracing`` puts them on spans.
+"""
+
+from graphs.context import MentorCollabContext
+from graphs.history import decision_log
+from graphs.human import HumanChoice, InvalidResumeError, parse_choice
+from graphs.mentorcollab import NODES, build_mentorcollab_graph
+from graphs.state import MentorCollabInput, MentorCollabOutput, MentorCollabState
 from graphs.tracing import annotate_node_span, in_memory_tracing, node_spans
 
 __all__ = [
     "NODES",
+    "HumanChoice",
     "InvalidResumeError",
+    "MentorCollabContext",
     "MentorCollabInput",
     "MentorCollabOutput",
     "MentorCollabState",
     "annotate_node_span",
-    "answer_message",
     "build_mentorcollab_graph",
     "decision_log",
     "in_memory_tracing",

@@ -23,6 +23,8 @@ from typing import Any
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers.base import BaseTracer
 
+from mentorcollab_langchain.engine.steps import STEPS
+
 AttributeValue = str | bool | int | float
 
 
@@ -74,7 +76,7 @@ def in_memory_tracing() -> Iterator[Any]:
         provider.shutdown()
 
 
-def node_spans(spans: Any, nodes: tuple[str, ...] = ("prepare", "continue", "probe", "lookahead", "verify", "finish")) -> list[Any]:
+def node_spans(spans: Any, nodes: tuple[str, ...] = tuple(STEPS)) -> list[Any]:
     """The spans of the graph's nodes (those that carry ``mentorcollab.step``), in start order."""
     found = [span for span in spans if span.name in nodes and "mentorcollab.step" in (span.attributes or {})]
     return sorted(found, key=lambda span: span.start_time)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from mentorcollab_langchain.backends import ScriptedBackend
@@ -15,9 +17,10 @@ from mentorcollab_langchain.engine import (
     TextCommitted,
     collaborate,
     next_step,
+    open_team,
     run_collaboration,
 )
-from mentorcollab_langchain.engine.steps import STEPS
+from mentorcollab_langchain.engine.steps import NEXT_STEPS, STEPS
 from mentorcollab_langchain.errors import BackendError, ConfigError
 from mentorcollab_langchain.verifiers import AlwaysMentor, CallableVerifier, NeverMentor, get_verifier
 
@@ -237,3 +240,41 @@ def test_unknown_verifier_is_a_clear_error() -> None:
         get_verifier("oracle")
     with pytest.raises(ConfigError, match="decide"):
         get_verifier(object())  # type: ignore[arg-type]
+
+
+def _transitions(
+    config: CollabConfig, verifier: str, generator: ScriptedBackend, mentor: ScriptedBackend
+) -> set[tuple[str, str]]:
+    """Every (step, step after it) of one run, stepped by hand as a graph steps it."""
+    state, seen = CollabState(), set()
+    with open_team("q", generator, mentor, verifier=verifier, config=config) as team:
+        while (step := next_step(state)) != "finish":
+            for _ in STEPS[step](state, team):
+                pass
+            seen.add((step, next_step(state)))
+    return seen
+
+
+def test_next_step_only_ever_answers_a_step_next_steps_allows() -> None:
+    """NEXT_STEPS is what a graph draws, so it must hold every route the engine takes, and no other."""
+    agreeing = " ".join(f"w{i}" for i in range(30)) + "."
+    seen: set[tuple[str, str]] = set()
+    for rate, seed, segment, budget, verifier, fail_from, policy in itertools.product(
+        (0.0, 0.3, 0.7, 1.0),
+        range(3),
+        (1, 3),
+        (3, 9, 60),
+        ("always-mentor", "never-mentor", "mentor-margin"),
+        (None, 1, 2, 3, 6),
+        ("random", "uncertain"),
+    ):
+        config = CollabConfig(probe_rate=rate, seed=seed, segment_tokens=segment, max_new_tokens=budget,
+                              probe_policy=policy, uncertainty_threshold=0.5)
+        for answers in ((GENERATOR_ANSWER, MENTOR_ANSWER), (agreeing, agreeing)):
+            generator = ScriptedBackend(answers[0], confidence=[0.9, 0.3, 0.9, 0.2])
+            mentor = ScriptedBackend(answers[1], fail_from_call=fail_from)
+            for step, after in _transitions(config, verifier, generator, mentor):
+                assert after in NEXT_STEPS[step], f"{after} after {step}: {config}, {verifier}, fails at {fail_from}"
+                seen.add((step, after))
+    assert seen == {(step, after) for step, nexts in NEXT_STEPS.items() for after in nexts}, "an edge no run takes"
+    assert set(NEXT_STEPS) == set(STEPS)

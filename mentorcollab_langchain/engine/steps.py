@@ -35,6 +35,7 @@ StepName = Literal["prepare", "continue", "probe", "lookahead", "verify", "finis
 
 
 def next_step(state: CollabState) -> StepName:
+    """The step to run next, read from the state alone (so a resumed run takes the same route)."""
     if state.finished:
         return "finish"
     if not state.prepared:
@@ -42,6 +43,20 @@ def next_step(state: CollabState) -> StepName:
     if state.divergence is not None:
         return "verify" if state.divergence.mentor_segment is not None else "lookahead"
     return "probe" if state.words_until_probe == 0 or state.pending_word is not None else "continue"
+
+
+# What ``next_step`` can answer right after each step, and nothing more: the edges a graph of these
+# steps draws. ``probe`` may follow ``probe`` (a gap of zero words), and a ``lookahead`` whose mentor
+# fails commits the generator's segment, so the run goes on without ``verify`` (never to ``probe``:
+# the mentor is out of the run). ``finish`` ends the run.
+NEXT_STEPS: dict[StepName, tuple[StepName, ...]] = {
+    "prepare": ("continue", "probe"),
+    "continue": ("probe", "finish"),
+    "probe": ("continue", "probe", "lookahead", "finish"),
+    "lookahead": ("verify", "continue", "finish"),
+    "verify": ("continue", "probe", "finish"),
+    "finish": (),
+}
 
 
 # -- the steps ---------------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""The run's dependencies (models, verifier, settings, open cursors), given to the nodes as LangGraph context.
+
+The nodes are plain module-level functions; what they run with comes from ``runtime.context``, a
+``MentorCollabContext``, not from closures. Heavy things live here and never in the state, so a
+checkpoint holds only data.
+
+A user calls ``build_mentorcollab_graph(generator, mentor, ...)`` and then ``graph.invoke(...)``
+without passing any context, and may add the graph as a node of a larger application, which runs it
+with no context of ours (a parent passes its own, or none). LangGraph 1.2 has no supported way to bind
+a default context to a compiled graph (``compile()`` takes none; see langgraph issue #7990, which
+proposes ``compile(context=...)``). So the builder returns a ``ContextBoundGraph``: the compiled graph
+with its context bound, which every run uses unless the caller passes a ``MentorCollabContext`` of its
+own (``invoke``, ``batch`` and a parent graph all run a graph through ``stream``/``astream``, and a
+graph's own context wins over a parent's in LangGraph's ``Runtime.merge``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+
+from mentorcollab_langchain.backends.base import Backend
+from mentorcollab_langchain.engine.config import CollabConfig
+from mentorcollab_langchain.engine.team import Team, open_team
+from mentorcollab_langchain.verifiers import Verifier
+
+from graphs.human import HUMAN
+from graphs.state import Request
+from graphs.teams import TeamCache
+
+
+@dataclass(frozen=True)
+class MentorCollabContext:
+    """What the graph's nodes run with: everything a run needs that is not data.
+
+    ``verifier`` is the automatic verifier (with ``human_verifier`` it still scores each divergence
+    for the person); ``teams`` keeps each run's cursors open between nodes; ``exact_resume`` reopens
+    them for every node instead (see ``build_mentorcollab_graph``).
+    """
+
+    generator: Backend
+    mentor: Backend
+    verifier: Verifier
+    config: CollabConfig = field(default_factory=CollabConfig)
+    teams: TeamCache = field(default_factory=TeamCache)
+    exact_resume: bool = False
+    human_verifier: bool = False
+
+    @property
+    def verifier_name(self) -> str:
+        """Who decides the divergences, as the answer's record names it."""
+        return HUMAN if self.human_verifier else self.verifier.name
+
+    def open_team(self, request: Request) -> Team:
+        """Open a cursor on each model for ``request``, as the engine's run loop does."""
+        return open_team(request, self.generator, self.mentor, verifier=self.verifier, config=self.config)
+
+
+class ContextBoundGraph(CompiledStateGraph):
+    """A compiled graph that runs with ``bound_context`` whenever the caller passes no context."""
+
+    def __init__(self, *, bound_context: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # how Pregel.copy (and so with_config) rebuilds a graph
+        self.bound_context = bound_context
+
+    @classmethod
+    def bind(cls, graph: CompiledStateGraph, context: Any) -> ContextBoundGraph:
+        """``graph`` with ``context`` bound to it; ``graph`` itself is left as it was."""
+        # A shallow copy of everything compile() set up, its private parts included (rebuilding
+        # through __init__, as Pregel.copy does, would drop the strict-msgpack allowlist).
+        bound = cls.__new__(cls)
+        bound.__dict__.update({key: value for key, value in graph.__dict__.items() if key != "__orig_class__"})
+        bound.bound_context = context
+        return bound
+
+    def get_context_jsonschema(self) -> dict[str, Any] | None:
+        """None: the bound context holds models and open cursors, nothing a client could send as JSON, so
+        a LangGraph server shows the graph as taking no context instead of failing to build a schema."""
+        return None
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, *, context: Any = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """``CompiledStateGraph.stream`` with the bound context unless ``context`` is given."""
+        return super().stream(input, config, context=self.bound_context if context is None else context, **kwargs)
+
+    def astream(
+        self, input: Any, config: RunnableConfig | None = None, *, context: Any = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """``CompiledStateGraph.astream`` with the bound context unless ``context`` is given."""
+        return super().astream(input, config, context=self.bound_context if context is None else context, **kwargs)
