@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_cli_bad_input_is_a_clear_error() -> None:
     completed = subprocess.run(
@@ -15,6 +17,7 @@ def test_cli_bad_input_is_a_clear_error() -> None:
     assert "probe_rate" in completed.stderr and "Traceback" not in completed.stderr
 
 
+@pytest.mark.slow
 def test_cli_run_records_the_verifier_it_used(tiny_byte_level_model: str) -> None:
     """The default verifier, or the paper's with --faithful (tiny local models, so it runs in seconds)."""
     import json

@@ -2,8 +2,8 @@
 
 Whatever the answers, settings, verifier and failures, a finished run must keep its books: provenance
 spans partition the text, the counters add up, the mentor's share is a share, what was streamed is
-the text, and a state serialized after any step and resumed on fresh cursors finishes exactly as the
-uninterrupted run.
+the text, and a state serialized after any step and resumed on fresh cursors finishes as the
+uninterrupted run: exactly on the scripted backend, to floating-point rounding of the scores on real models.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mentorcollab_langchain.backends import ScriptedBackend, TransformersBackend
@@ -78,6 +78,18 @@ def comparable(state: CollabState) -> dict[str, Any]:
     return record
 
 
+def within_rounding(value: Any) -> Any:
+    """``value`` with every float compared to 1e-6: a resumed run rebuilds its caches in one prefill,
+    whose floating-point sums differ from the token-by-token ones in the last bits (scores, not words)."""
+    if isinstance(value, float):
+        return pytest.approx(value, rel=1e-6, abs=1e-9)
+    if isinstance(value, dict):
+        return {key: within_rounding(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [within_rounding(item) for item in value]
+    return value
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answers, answers, configs, verifiers, confidences, st.none() | st.integers(1, 12))
 def test_a_finished_run_keeps_its_books(
@@ -140,7 +152,10 @@ def tiny_pair(tiny_byte_level_model: str, tiny_sentencepiece_model: str) -> tupl
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(configs.filter(lambda config: config.max_new_tokens >= 8), st.sampled_from(["always-mentor", "mentor-margin"]),
        st.integers(0, 12))
-def test_real_tiny_models_keep_the_books_and_resume_exactly(
+@example(  # found in CI: the resumed run's scores differed in the 8th digit
+    CollabConfig(probe_rate=1.0, segment_tokens=1, max_new_tokens=8, seed=0, match="exact", repetition_guard=False),
+    "mentor-margin", 2)
+def test_real_tiny_models_keep_the_books_and_resume_to_the_same_answer(
     tiny_pair: tuple[TransformersBackend, TransformersBackend], config: CollabConfig, verifier: str, stop_after: int
 ) -> None:
     """Two real tokenizer families (byte-level BPE and SentencePiece), random weights, float32."""
@@ -151,4 +166,4 @@ def test_real_tiny_models_keep_the_books_and_resume_exactly(
         resumed = run_with_a_checkpoint(lambda: tiny_pair, config, verifier, stop_after)
     except MentorCollabError as error:  # pragma: no cover - a real backend failing is a finding, say which
         raise AssertionError(f"resuming failed: {error}") from error
-    assert comparable(resumed) == comparable(whole)
+    assert comparable(resumed) == within_rounding(comparable(whole))

@@ -28,6 +28,7 @@ def gemma_with_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_the_templates_bos_is_left_to_the_server(gemma_with_template: Path) -> None:
     backend = OpenAICompatibleBackend("http://127.0.0.1:9", model="mentor", tokenizer=str(gemma_with_template))
     tokenizer = backend.tokenizer

@@ -56,6 +56,7 @@ def test_rollback_after_rejected_lookahead_restores_exact_state(backend: Transfo
     assert lookahead.text  # the lookahead really wrote something before it was rolled back
 
 
+@pytest.mark.slow
 def test_rollback_past_a_full_sliding_window_matches_a_recompute(tiny_sliding_window_model: str) -> None:
     """Gemma 3's sliding-window layers cannot always crop once the window is full: the cursor must still
     roll back a rejected lookahead (as generator) and answer the next probe (as mentor) correctly."""
@@ -131,6 +132,7 @@ def test_max_tokens_is_a_hard_limit_even_inside_a_split_character(tiny_byte_leve
     assert (piece.text, piece.tokens, piece.generated) == (" 🙂", 1, 2)
 
 
+@pytest.mark.slow
 def test_a_dummy_prefix_tokenizer_keeps_each_words_space_and_its_cache(tiny_llama2_style_model: str) -> None:
     """The Llama-2 family's tokenizer prepends "▁" to what it encodes and strips the first space when it
     decodes: answer text must still keep every word's leading space, encode as the model wrote it (so
