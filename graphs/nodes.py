@@ -6,7 +6,7 @@ adds checkpointing, interrupts, streaming and tracing around the one implementat
 never re-implements a step. A node takes ``(state, runtime, config)``; ``config`` names the thread,
 which picks the run's team. To run one alone, give it a ``Runtime(context=MentorCollabContext(...))``
 and call it inside a runnable (a ``RunnableLambda``), where LangGraph's ``push_message`` finds the
-config it streams committed text with (tests/test_graph_nodes.py does so).
+config it streams committed text with (tests/unit/graphs/test_graph_nodes.py does so).
 """
 
 from __future__ import annotations

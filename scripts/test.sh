@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 . .venv/bin/activate
+ruff check .  # lint first: a style failure costs seconds, not the suite's half hour
 # pytest exits 5 when it collects nothing; with `set -e` that fails the run, as it should.
 exec python -m pytest "$@"

@@ -15,7 +15,7 @@ cursors (the same calls the engine makes):
     python docs/results/tuning/answer_slot.py --summary docs/results/tuning/*.jsonl
 
 None of these questions is in an evaluation sample: the evaluations take ARC-Challenge *test* and the
-first 100 CommonsenseQA validation questions of the fixed order (``tests/test_tuning_data.py``).
+first 100 CommonsenseQA validation questions of the fixed order (``tests/unit/evals/test_tuning_data.py``).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBa
 from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, Probed, TextCommitted, collaborate
 from mentorcollab_langchain.errors import BackendError
 from mentorcollab_langchain.models import DEFAULT_MENTOR, PACKAGED_MODELS, ensure_converted
-from tests.conftest import GSM8K_NATALIA
 from mentorcollab_langchain.serving import ModelServer, free_port, llama_server
+from tests.conftest import GSM8K_NATALIA
 from tests.servers import FaultPlan, fault_proxy, vllm_server
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is installed by scripts/install.sh")

@@ -29,7 +29,7 @@ FAST_REAL_PAIR: dict[str, Any] = {
 
 # Tests that the fastest real pair cannot pass honestly. They are not run (run=False): greedy decoding
 # is deterministic, so each would fail the same way on every run and only cost CI minutes. The
-# features themselves are covered by tests/test_chat_model.py on scripted models.
+# features themselves are covered by tests/unit/chat/test_chat_model.py on scripted models.
 WRONG_TOOL_ARGUMENTS = (
     "SmolLM2-135M completes the forced call of magic_function but writes the schema's "
     '{"type": "integer"} as the argument instead of 3'

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mentorcollab_langchain.evals.report import build_report
-
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+from tests.paths import RESULTS
 
 
 def _without_source_line(text: str) -> list[str]:

@@ -7,7 +7,6 @@ The questions are from the tuning data (docs/results/tuning), never from an eval
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +17,10 @@ from mentorcollab_langchain.evals.extract import extract_choice
 from mentorcollab_langchain.evals.prompts import build_prompt
 from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
 from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER
+from tests.paths import TUNING
 
 pytestmark = pytest.mark.slow
 
-TUNING = Path(__file__).resolve().parent.parent / "docs" / "results" / "tuning"
 
 
 @pytest.fixture(scope="module")

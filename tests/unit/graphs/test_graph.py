@@ -32,8 +32,8 @@ from mentorcollab_langchain.backends import ScriptedBackend
 from mentorcollab_langchain.chat import ChatMentorCollab
 from mentorcollab_langchain.engine import CollabConfig, run_collaboration
 from mentorcollab_langchain.errors import BackendError, MentorCollabError
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 GENERATOR_ANSWER = "The cat sat on the mat and then it slept all day long in the warm sun."
 MENTOR_ANSWER = "The dog ran in the park and then it barked all night long at the cold moon."
 PROMPT = [{"role": "user", "content": "Tell me a story."}]

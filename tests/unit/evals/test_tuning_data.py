@@ -9,13 +9,12 @@ the question ids recorded by the tuning runs and checks them against the evaluat
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from mentorcollab_langchain.evals.data import load_questions
+from tests.paths import TUNING
 
-TUNING = Path(__file__).resolve().parent.parent / "docs" / "results" / "tuning"
 EVALUATION_LIMIT = 100
 EVALUATED = {"arc_challenge": "test", "csqa": "validation", "gsm8k": "test"}
 

@@ -17,9 +17,6 @@ from mentorcollab_langchain.cli import build_parser
 from mentorcollab_langchain.engine import CollabConfig
 from mentorcollab_langchain.errors import ConfigError, VerifierMismatchError
 from mentorcollab_langchain.evals.data import BENCHMARKS, DEFAULT_SPLITS, Question, load_questions
-from mentorcollab_langchain.models import DEFAULT_GENERATOR
-from mentorcollab_langchain.verifiers import MLPVerifier, VerifyRequest, get_verifier
-from mentorcollab_langchain.verifiers.mlp import FEATURE_GROUPS, divergence_features, shipped_verifier_path
 from mentorcollab_langchain.evals.verifier_training import (
     COLLECTION_SETTINGS,
     DEFAULT_SOURCES,
@@ -34,6 +31,9 @@ from mentorcollab_langchain.evals.verifier_training import (
     label_choice,
     label_number,
 )
+from mentorcollab_langchain.models import DEFAULT_GENERATOR
+from mentorcollab_langchain.verifiers import MLPVerifier, VerifyRequest, get_verifier
+from mentorcollab_langchain.verifiers.mlp import FEATURE_GROUPS, divergence_features, shipped_verifier_path
 
 CONTEXT = "Question: Which gas do plants take in?\n A. oxygen\n B. carbon dioxide\nAnswer:"
 RIGHT, WRONG = [" B", " B. carbon dioxide", " B\n", " B because"], [" A", " A. oxygen", " A\n", " A because"]
@@ -124,13 +124,6 @@ def test_the_shipped_verifier_loads_for_the_default_generator_only() -> None:
     assert 0.0 < verifier.threshold < 1.0
     with pytest.raises(ConfigError, match="no mlp verifier ships for the generator 'gemma3-270m'"):
         get_verifier("mlp", generator="gemma3-270m")
-
-
-@pytest.mark.slow
-def test_the_shipped_verifier_decides_with_the_real_generator() -> None:
-    generator = TransformersBackend(DEFAULT_GENERATOR, device="cpu")
-    verdict = get_verifier("mlp", generator=generator).decide(request_for(generator, " A", " B"))
-    assert verdict.choice in ("mentor", "generator") and 0.0 <= verdict.score <= 1.0
 
 
 class LetterMentor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -13,8 +12,7 @@ import pytest
 from mentorcollab_langchain import ChatMentorCollab, ScriptedBackend
 from mentorcollab_langchain.backends.base import Conversation
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from tests.paths import EXAMPLES
 
 
 def load_example(name: str) -> ModuleType:

@@ -30,12 +30,13 @@ from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 GENERATOR, MENTOR = "smollm2-135m-instruct", "gemma3-270m"
 QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether?"
 )
+from tests.paths import REPO
+
 PROMPT = [{"role": "user", "content": QUESTION}]
 CONFIG = CollabConfig(probe_rate=0.4, segment_tokens=6, seed=7, max_new_tokens=32)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 from mentorcollab_langchain.backends import ScriptedBackend
+from mentorcollab_langchain.backends.base import Confidence, Piece
 from mentorcollab_langchain.engine import CollabConfig, CollabState, Probed, collaborate, run_collaboration
 from mentorcollab_langchain.engine.policies import NAMED_POLICIES, UncertainPolicy, get_probe_policy
-from mentorcollab_langchain.backends.base import Piece
 from mentorcollab_langchain.engine.steps import STEPS, Team, next_step
 from mentorcollab_langchain.errors import ConfigError
-from mentorcollab_langchain.backends.base import Confidence
 from mentorcollab_langchain.verifiers import AlwaysMentor, MentorMarginVerifier, get_verifier
 
 GENERATOR = "The answer is B because rocks sink"

@@ -11,13 +11,13 @@ from mentorcollab_langchain.cli import main
 from mentorcollab_langchain.errors import ModelFileError, ModelNotInstalledError, UnknownModelError
 from mentorcollab_langchain.models import PACKAGED_MODELS, PackagedModel, is_converted, resolve_model
 from mentorcollab_langchain.models.registry import FilePart, assemble_file, sha256_of, verified_gguf
+from tests.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 SMOLLM = PACKAGED_MODELS["smollm2-135m-instruct"]
 
 
 def test_requirements_file_pins_exactly_the_registry_parts() -> None:
-    lines = (ROOT / "requirements-models.txt").read_text().splitlines()
+    lines = (REPO / "requirements-models.txt").read_text().splitlines()
     pinned = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     registry = {f"{part.distribution}=={part.version}" for model in PACKAGED_MODELS.values() for part in model.parts}
     assert pinned == registry
