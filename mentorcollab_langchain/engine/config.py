@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mentorcollab_langchain.backends.sampling import Sampling
+from mentorcollab_langchain.engine.policies import NAMED_POLICIES
 from mentorcollab_langchain.errors import ConfigError
 
 
@@ -86,8 +87,6 @@ class CollabConfig(BaseModel):
     @field_validator("probe_policy")
     @classmethod
     def _known_policy(cls, name: str) -> str:
-        from mentorcollab_langchain.engine.policies import NAMED_POLICIES
-
         if name not in NAMED_POLICIES:
             raise ValueError(f"unknown probe policy; choose one of {', '.join(NAMED_POLICIES)}")
         return name

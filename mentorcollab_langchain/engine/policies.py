@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from mentorcollab_langchain.backends.base import Piece
-from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.errors import ConfigError
+
+if TYPE_CHECKING:  # the settings a policy reads; config.py imports this module to validate policy names
+    from mentorcollab_langchain.engine.config import CollabConfig
 
 # The gap when no random probe is scheduled: the rate is 0, or the mentor is out of the run (failed or
 # over budget, when the engine also stops asking probe_word).
