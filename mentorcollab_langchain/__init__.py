@@ -23,10 +23,12 @@ from mentorcollab_langchain.errors import (
     ConfigError,
     ContextTooLongError,
     GenerationCancelled,
+    InvalidPromptError,
     MentorCollabError,
     ModelFileError,
     ModelNotInstalledError,
     UnknownModelError,
+    VerifierMismatchError,
 )
 from mentorcollab_langchain.verifiers import (
     AlwaysMentor,
@@ -56,6 +58,7 @@ __all__ = [
     "Decision",
     "Finished",
     "GenerationCancelled",
+    "InvalidPromptError",
     "MentorCollabError",
     "MentorFailed",
     "ModelFileError",
@@ -74,6 +77,7 @@ __all__ = [
     "UnknownModelError",
     "UnsupportedContentError",
     "Verdict",
+    "VerifierMismatchError",
     "Verifier",
     "VerifyRequest",
     "collaborate",
