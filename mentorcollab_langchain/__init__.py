@@ -18,6 +18,7 @@ from mentorcollab_langchain.engine import (
     open_team,
     run_collaboration,
 )
+from mentorcollab_langchain.engine.slots import set_max_concurrent_requests
 from mentorcollab_langchain.errors import (
     BackendError,
     ConfigError,
@@ -83,5 +84,6 @@ __all__ = [
     "collaborate",
     "open_team",
     "run_collaboration",
+    "set_max_concurrent_requests",
 ]
 

@@ -4,7 +4,7 @@ The engine is one synchronous decode loop. ``ainvoke``/``astream`` must not bloc
 ``events_in_thread`` runs the loop in a worker thread and hands its events over a queue. A caller who
 cancels (or stops reading) sets a flag that ``cancellable`` backends check before each model call, and
 the request's ``AsyncScope`` cuts off any HTTP call to a remote model that is in flight, so the worker
-stops within one model call and frees both caches.
+stops within one model call and frees both caches before the caller's iteration ends.
 """
 
 from __future__ import annotations
@@ -114,19 +114,24 @@ async def events_in_thread(produce: Callable[[threading.Event], Iterable[Event]]
         except BaseException as error:  # noqa: BLE001 - handed to the caller, who re-raises it
             put(error)
         finally:
-            put(_DONE)
+            put(_DONE)  # the worker's last act
 
     worker = threading.Thread(target=work, name="mentorcollab-request", daemon=True)
     worker.start()
+    done = False
     try:
-        while True:
+        while not done:
             item = await queue.get()
-            if item is _DONE:
-                return
+            done = item is _DONE
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            if not done:
+                yield item
     finally:
         cancel.set()
         scope.cancel()
         await scope.aclose()
+        # The worker stops within one model call; wait for its last act, so that when the caller moves
+        # on (and frees its request slot) this request's caches are closed.
+        while not done:
+            done = await queue.get() is _DONE

@@ -40,6 +40,7 @@ from mentorcollab_langchain.chat.bridge import cancellable, events_in_thread
 from mentorcollab_langchain.chat.messages import to_engine_messages
 from mentorcollab_langchain.chat.settings import CHAT_NAMES, EngineSettings, per_call_options, to_config
 from mentorcollab_langchain.engine import CollabConfig, CollabState, Event, collaborate
+from mentorcollab_langchain.engine.slots import REQUEST_SLOTS
 from mentorcollab_langchain.errors import ConfigError
 from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, DEFAULT_MENTOR
 from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, Verifier, get_verifier
@@ -322,15 +323,16 @@ class ChatMentorCollab(EngineSettings):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         call = self._call(messages, stop, kwargs)
-        events = call.events()
-        try:
-            for event in events:
-                for chunk in map(_generation, call.answer.feed(event)):
-                    if run_manager:
-                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-        finally:
-            events.close()  # a consumer that stops early ends the run and frees both caches
+        with REQUEST_SLOTS.held():  # at most so many requests hold caches at once; the rest wait here
+            events = call.events()
+            try:
+                for event in events:
+                    for chunk in map(_generation, call.answer.feed(event)):
+                        if run_manager:
+                            run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                        yield chunk
+            finally:
+                events.close()  # a consumer that stops early ends the run and frees both caches
         for chunk in map(_generation, call.finish()):
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -344,15 +346,16 @@ class ChatMentorCollab(EngineSettings):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = self._call(messages, stop, kwargs)
-        events = events_in_thread(call.events)
-        try:
-            async for event in events:
-                for chunk in map(_generation, call.answer.feed(event)):
-                    if run_manager:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-        finally:
-            await events.aclose()  # a caller who cancels or stops reading stops the worker now
+        async with REQUEST_SLOTS.held_async():  # wait on the loop, before any thread or cache exists
+            events = events_in_thread(call.events)
+            try:
+                async for event in events:
+                    for chunk in map(_generation, call.answer.feed(event)):
+                        if run_manager:
+                            await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                        yield chunk
+            finally:
+                await events.aclose()  # a caller who cancels or stops reading stops the worker now
         for chunk in map(_generation, call.finish()):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
