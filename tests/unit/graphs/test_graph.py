@@ -1,6 +1,6 @@
 """The LangGraph graph on the scripted backend: exact divergences, failures and interrupts, in seconds.
 
-The same behaviours run on real models in test_graph_real.py; here the scripted models force each
+The same behaviours run on real models in tests/integration/graphs/test_graph.py; here the scripted models force each
 situation exactly (a divergence at a known word, a generator that dies on its n-th call).
 """
 
