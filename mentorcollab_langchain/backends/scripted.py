@@ -8,8 +8,8 @@ its behaviour stays predictable. Never the only proof that a feature works: real
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 
 from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece, Prompt, PromptStyle
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling

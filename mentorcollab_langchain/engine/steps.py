@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from typing import Literal
 
 from mentorcollab_langchain.backends.base import Cursor, Piece
-from mentorcollab_langchain.errors import ContextTooLongError, MentorCollabError
 from mentorcollab_langchain.engine.config import CollabConfig
-from mentorcollab_langchain.engine.policies import NO_MORE_PROBES
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
+from mentorcollab_langchain.engine.policies import NO_MORE_PROBES
 from mentorcollab_langchain.engine.state import CollabState, Decision, Divergence, Source, Span
 from mentorcollab_langchain.engine.team import Team
+from mentorcollab_langchain.errors import ContextTooLongError, MentorCollabError
 from mentorcollab_langchain.verifiers.base import Verdict, VerifyRequest
 
 StepName = Literal["prepare", "continue", "probe", "lookahead", "verify", "finish"]

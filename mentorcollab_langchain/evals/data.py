@@ -194,7 +194,6 @@ def _question(benchmark: str, split: str, kind: str, request: dict, stop: tuple[
 
 
 def _load_mmlu(base: Path, split: str) -> list[Question]:
-    import pyarrow
 
     folder = base / "hf_datasets" / "hails" / "mmlu_no_train"
     if not folder.is_dir():

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -244,7 +244,7 @@ def answer(question: Question, method: Method, models: ModelPair) -> dict[str, A
         "seed": config.seed,
         "stats": _normalized_stats(method.role, stats),
         "decisions": decisions,  # each divergence: both words and segments, verifier score, choice
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -572,6 +572,6 @@ def build_verifier(records: Sequence[DivergenceRecord], run: TrainingRun) -> MLP
         "validation": figures["validation"],
         "command": run.command,
         "collection_minutes": round(run.seconds / 60, 1),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return MLPVerifier(network, mean, std, card)
