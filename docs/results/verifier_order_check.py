@@ -21,7 +21,7 @@ from mentorcollab_langchain.evals.runner import read_results
 from mentorcollab_langchain.verifiers.self_consult import SELF_CONSULT_QUESTION
 
 
-def p_second(cursor, text: str, first: str, second: str) -> float:  # noqa: ANN001
+def p_second(cursor, text: str, first: str, second: str) -> float:
     a, b = cursor.label_logprobs(text + SELF_CONSULT_QUESTION.format(first=first, second=second), ["A", "B"])
     return 1.0 / (1.0 + math.exp(a - b))
 

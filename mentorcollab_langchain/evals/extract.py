@@ -138,7 +138,7 @@ def _sympy_equal(left: str, right: str) -> bool:
     except ImportError:  # pragma: no cover - sympy comes with torch
         return False
 
-    def parse(text: str):  # noqa: ANN202
+    def parse(text: str):
         text = re.sub(r"\\frac\{([^{}]+)\}\{([^{}]+)\}", r"((\1)/(\2))", text)
         text = re.sub(r"\\sqrt\{([^{}]+)\}", r"sqrt(\1)", text)
         text = text.replace("\\pi", "pi").replace("\\cdot", "*").replace("\\times", "*").replace("^", "**")

@@ -376,7 +376,7 @@ class EvalRun:
             "s/q": f"{tally.seconds / tally.done:.1f}" if tally.done else "-",
         }
 
-    def _bar(self, total: int, tally: Progress, title: str):  # noqa: ANN202 - tqdm or None
+    def _bar(self, total: int, tally: Progress, title: str):  # tqdm or None
         if not self.show_progress:
             return None
         from tqdm import tqdm

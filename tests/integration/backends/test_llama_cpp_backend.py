@@ -20,15 +20,15 @@ import torch
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by scripts/install.sh")
 
-from mentorcollab_langchain.backends import LlamaCppBackend, TransformersBackend, make_backend  # noqa: E402
-from mentorcollab_langchain.backends.base import Conversation  # noqa: E402
-from mentorcollab_langchain.backends.llama_cpp import LlamaCppCursor, _load_chat_tokenizer  # noqa: E402
-from mentorcollab_langchain.backends.local import log_softmax  # noqa: E402
-from mentorcollab_langchain.backends.prompts import render_chat  # noqa: E402
-from mentorcollab_langchain.backends.sampling import Sampling  # noqa: E402
-from mentorcollab_langchain.errors import BackendError, ConfigError, ContextTooLongError, UnknownModelError  # noqa: E402
-from mentorcollab_langchain.models import PACKAGED_MODELS  # noqa: E402
-from mentorcollab_langchain.models.registry import is_installed  # noqa: E402
+from mentorcollab_langchain.backends import LlamaCppBackend, TransformersBackend, make_backend
+from mentorcollab_langchain.backends.base import Conversation
+from mentorcollab_langchain.backends.llama_cpp import LlamaCppCursor, _load_chat_tokenizer
+from mentorcollab_langchain.backends.local import log_softmax
+from mentorcollab_langchain.backends.prompts import render_chat
+from mentorcollab_langchain.backends.sampling import Sampling
+from mentorcollab_langchain.errors import BackendError, ConfigError, ContextTooLongError, UnknownModelError
+from mentorcollab_langchain.models import PACKAGED_MODELS
+from mentorcollab_langchain.models.registry import is_installed
 
 GENERATOR = "smollm2-135m-instruct"
 MENTOR = "qwen2.5-coder-1.5b-instruct"
