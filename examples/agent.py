@@ -108,8 +108,8 @@ def main(argv: Sequence[str] | None = None, model: BaseChatModel | None = None) 
     state: dict[str, Any] = {"messages": [HumanMessage(args.question)]}
     ending = ""
     try:
-        for state in agent.stream(state, config={"recursion_limit": args.max_steps}, stream_mode="values"):
-            pass
+        for values in agent.stream(state, config={"recursion_limit": args.max_steps}, stream_mode="values"):
+            state = values  # the last values seen are the answer, or where the step limit stopped it
     except GraphRecursionError:
         ending = f"\n(stopped after {args.max_steps} steps without a final answer)"
     report = describe(state["messages"]) + ending

@@ -94,7 +94,7 @@ def main() -> None:
         print(f"generator {arguments.generator}, mentor {arguments.mentor}, checkpoints in {database}\n")
         began = time.perf_counter()
         with in_memory_tracing() as exporter:
-            for namespace, chunk in app.stream(
+            for _namespace, chunk in app.stream(
                 {"messages": [HumanMessage(arguments.question)]}, thread, stream_mode="custom", subgraphs=True
             ):
                 if chunk["type"] == "text":

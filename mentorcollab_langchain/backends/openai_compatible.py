@@ -185,10 +185,7 @@ class OpenAICompatibleCursor:
         sampling: Sampling = GREEDY,
     ) -> dict[str, Any]:
         """One request at ``prompt + text``, counting the tokens the server reads for it (module docstring)."""
-        if self._held is None:
-            unread = self.prompt + text
-        else:
-            unread = text[common_prefix_length(self._held, text) :]
+        unread = self.prompt + text if self._held is None else text[common_prefix_length(self._held, text) :]
         self.tokens_read += self.backend.count_tokens(unread)
         choice = self.backend.complete(
             self.prompt + text, max_tokens, logprobs=logprobs, logit_bias=logit_bias, sampling=sampling
@@ -313,12 +310,12 @@ class OpenAICompatibleCursor:
         if not (self.prompt or start):
             raise BackendError(f"{self.backend.model_name}: a continuation needs some text before it to be scored")
         cuts = [begin for begin, _ in encoded["offset_mapping"][start:]] + [len(whole)]
-        if any(later <= earlier for earlier, later in zip(cuts, cuts[1:])):
+        if any(later <= earlier for earlier, later in itertools.pairwise(cuts)):
             raise BackendError(
                 f"{self.backend.model_name}: the continuation has tokens inside one character; a text prompt "
                 "cannot place the server between them"
             )
-        pieces = [whole[begin:end] for begin, end in zip(cuts, cuts[1:])]
+        pieces = [whole[begin:end] for begin, end in itertools.pairwise(cuts)]
         total, done, run = 0.0, 0, SCORE_RUN_TOKENS
         prompt_tokens_at_start: int | None = None  # the server's prompt length where scoring began
         while done < len(scored):

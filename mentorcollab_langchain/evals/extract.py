@@ -145,7 +145,7 @@ def _sympy_equal(left: str, right: str) -> bool:
         text = text.replace("{", "(").replace("}", ")")
         if "\\" in text or "=" in text:
             raise ValueError(text)
-        return parse_expr(text, transformations=standard_transformations + (implicit_multiplication_application,),
+        return parse_expr(text, transformations=(*standard_transformations, implicit_multiplication_application),
                           evaluate=True)
 
     try:

@@ -271,7 +271,7 @@ class _Recorder:
 
 def shared_prefix(prompts: Sequence[str]) -> str:
     """The few-shot examples every prompt starts with, cut after the last blank line they share."""
-    common = os.path.commonprefix(list(prompts)) if len(prompts) > 1 else ""
+    common = os.path.commonprefix(list(prompts)) if len(prompts) > 1 else ""  # noqa: RUF071 - prompts, not paths
     cut = common.rfind("\n\n")
     return common[: cut + 2] if cut >= 0 else ""
 

