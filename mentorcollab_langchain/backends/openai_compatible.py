@@ -151,7 +151,7 @@ class OpenAICompatibleBackend:
         """Generated text as the model's token texts, cut where the local tokenizer's tokens begin."""
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         starts = [0, *(start for start, _ in offsets[1:])]
-        return [text[start:end] for start, end in zip(starts, [*starts[1:], len(text)])]
+        return [text[start:end] for start, end in zip(starts, [*starts[1:], len(text)], strict=True)]
 
     def close(self) -> None:
         self.client.close()
@@ -324,7 +324,7 @@ class OpenAICompatibleCursor:
             prompt_tokens_at_start = self._check_position(choice, done, prompt_tokens_at_start)
             written, logprobs = _token_logprobs(choice, self.backend.model_name)
             matched = 0
-            for token, logprob in zip(written, logprobs):  # a run never asks past the continuation's end
+            for token, logprob in zip(written, logprobs, strict=True):  # a run never asks past the continuation's end
                 if token != pieces[done + matched]:
                     break
                 total += logprob

@@ -95,7 +95,7 @@ class ScriptedCursor:
         start, words = self._position(text), _WORD.findall(continuation)
         expected = self.backend.words[start : start + len(words)]
         logprob = sum(self.backend.word_logprob * (1 if word == own else 10) for word, own in
-                      zip(words, expected + [None] * len(words)))
+                      zip(words, expected + [None] * len(words), strict=False))
         self.tokens_read += len(words)
         return ContinuationScore(logprob, len(words))
 

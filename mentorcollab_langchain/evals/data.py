@@ -212,7 +212,7 @@ def _load_mmlu(base: Path, split: str) -> list[Question]:
 
 
 def _mmlu_block(row: dict) -> str:
-    options = "".join(f"\n{label}. {choice}" for label, choice in zip("ABCD", row["choices"]))
+    options = "".join(f"\n{label}. {choice}" for label, choice in zip("ABCD", row["choices"], strict=True))
     return f"{row['question'].strip()}{options}\nAnswer:"
 
 

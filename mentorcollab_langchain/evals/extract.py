@@ -166,7 +166,9 @@ def math_equal(predicted: str | None, gold: str) -> bool:
         return a == b
     if "," in left or "," in right:  # tuples and lists: compare item by item
         lefts, rights = left.strip("()[]").split(","), right.strip("()[]").split(",")
-        return left[:1] == right[:1] and len(lefts) == len(rights) and all(math_equal(x, y) for x, y in zip(lefts, rights))
+        if left[:1] != right[:1] or len(lefts) != len(rights):
+            return False
+        return all(math_equal(x, y) for x, y in zip(lefts, rights, strict=True))
     return _sympy_equal(left, right)
 
 
@@ -208,7 +210,9 @@ def extract_choice(text: str, labels: tuple[str, ...] | str = "ABCD", choices: t
         return lone.pop()
     if choices:
         lowered = text.lower()
-        named = [label for label, choice in zip(labels, choices) if choice and choice.lower().strip(".") in lowered]
+        # the labels default to "ABCD" whatever the number of choices: read the pairs there are
+        pairs = zip(labels, choices, strict=False)
+        named = [label for label, choice in pairs if choice and choice.lower().strip(".") in lowered]
         if len(named) == 1:
             return named[0]
     return None

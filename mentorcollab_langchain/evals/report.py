@@ -377,7 +377,8 @@ def plot(rows: Sequence[Row], path: Path) -> Path:
     labels = sorted({row.method for row in rows}, key=lambda label: (label not in ("generator", "mentor"), label))
     colours = {label: f"C{index % 10}" for index, label in enumerate(labels)}  # one colour per method in every panel
     figure, axes = plt.subplots(1, max(1, len(grouped)), figsize=(5.5 * max(1, len(grouped)), 4.5), squeeze=False)
-    for axis, ((benchmark, split), members) in zip(axes[0], grouped.items()):
+    # with nothing grouped there is still one (empty) panel, so the lengths may differ
+    for axis, ((benchmark, split), members) in zip(axes[0], grouped.items(), strict=False):
         placed = [(row, row.compute_vs_mentor.value) for row in members if row.compute_vs_mentor is not None]
         right = max([1.0, *(compute for _, compute in placed)]) * 1.1
         for index, (row, compute) in enumerate(placed):

@@ -35,6 +35,7 @@ instead of once per question, and the engine's steps run unchanged.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -377,9 +378,9 @@ class Scores:
     @classmethod
     def of(cls, scores: Sequence[float], labels: Sequence[int], threshold: float) -> Scores:
         decisions = [int(score > threshold) for score in scores]
-        right = [int(decision == label) for decision, label in zip(decisions, labels)]
+        right = [int(decision == label) for decision, label in zip(decisions, labels, strict=True)]
         per_class = [
-            sum(r for r, label in zip(right, labels) if label == value) / count
+            sum(r for r, label in zip(right, labels, strict=True) if label == value) / count
             for value in (0, 1)
             if (count := sum(1 for label in labels if label == value))
         ]
@@ -390,8 +391,8 @@ class Scores:
 def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     """The probability that a random mentor-labelled divergence scores above a generator-labelled one
     (ties count half); None when one class is missing."""
-    positives = [score for score, label in zip(scores, labels) if label == 1]
-    negatives = [score for score, label in zip(scores, labels) if label == 0]
+    positives = [score for score, label in zip(scores, labels, strict=True) if label == 1]
+    negatives = [score for score, label in zip(scores, labels, strict=True) if label == 0]
     if not positives or not negatives:
         return None
     wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
@@ -419,7 +420,7 @@ def split_by_question(records: Sequence[DivergenceRecord], fraction: float, seed
 
 def best_threshold(scores: Sequence[float], labels: Sequence[int]) -> float:
     """The threshold with the highest accuracy on these scores (the one nearest 0.5 among ties)."""
-    candidates = sorted({0.5, *((a + b) / 2 for a, b in zip(sorted(scores), sorted(scores)[1:]))})
+    candidates = sorted({0.5, *((a + b) / 2 for a, b in itertools.pairwise(sorted(scores)))})
     return max(candidates, key=lambda threshold: (Scores.of(scores, labels, threshold).accuracy, -abs(threshold - 0.5)))
 
 

@@ -254,7 +254,7 @@ class MLPVerifier:
 def _named_small_features(groups: Sequence[str], values: Sequence[float], hidden_size: int) -> dict[str, float]:
     """The inputs worth naming in the evidence: everything but the hidden state's coordinates."""
     names = feature_names(groups, hidden_size)
-    return {name: float(value) for name, value in zip(names, values) if not name.startswith("hidden_")}
+    return {name: float(value) for name, value in zip(names, values, strict=True) if not name.startswith("hidden_")}
 
 
 def shipped_verifier_path(generator: str) -> Path:

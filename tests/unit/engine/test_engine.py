@@ -108,7 +108,7 @@ def test_streamed_pieces_add_up_to_the_text_and_its_spans() -> None:
         covering = [span for span in state.spans if span.start <= piece.start and piece.end <= span.end]
         assert covering and covering[0].source == piece.source
     assert state.spans[0].start == 0 and state.spans[-1].end == len(state.text)
-    assert all(a.end == b.start and a.source != b.source for a, b in zip(state.spans, state.spans[1:]))
+    assert all(a.end == b.start and a.source != b.source for a, b in itertools.pairwise(state.spans))
 
 
 def test_stop_string_cuts_the_answer_and_never_streams() -> None:

@@ -8,6 +8,7 @@ uninterrupted run: exactly on the scripted backend, to floating-point rounding o
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -51,7 +52,7 @@ def check_books(state: CollabState, events: list[Any], config: CollabConfig) -> 
         assert span.start == position < span.end
         position = span.end
     assert position == len(state.text)
-    assert all(left.source != right.source for left, right in zip(state.spans, state.spans[1:]))
+    assert all(left.source != right.source for left, right in itertools.pairwise(state.spans))
     # What was streamed is the text, each piece with its own span's source.
     streamed = [event for event in events if isinstance(event, TextCommitted)]
     assert "".join(event.text for event in streamed) == state.text

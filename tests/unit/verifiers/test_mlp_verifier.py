@@ -77,14 +77,15 @@ def test_a_trained_verifier_saves_loads_and_decides(trained: Path, generator: Tr
     assert card["training"]["train_examples"] + card["training"]["validation_examples"] == 32
     assert set(card["validation"]) >= {"always-mentor", "self-consult-both-orders"}
 
-    verdicts = [verifier.decide(request_for(generator, wrong, right)) for right, wrong in zip(RIGHT, WRONG)]
+    pairs = list(zip(RIGHT, WRONG, strict=True))
+    verdicts = [verifier.decide(request_for(generator, wrong, right)) for right, wrong in pairs]
     for verdict in verdicts:
         assert 0.0 <= verdict.score <= 1.0
         assert verdict.choice == ("mentor" if verdict.score > verifier.threshold else "generator")
         assert {"logit", "threshold", "feature:hidden", "feature:confidence", "label_margin", "entropy"} <= set(verdict.evidence)
         assert verdict.score == pytest.approx(1 / (1 + torch.exp(torch.tensor(-verdict.evidence["logit"])).item()), rel=1e-5)
     # It learned something from the training set: it prefers the mentor when the mentor names option B.
-    swapped = [verifier.decide(request_for(generator, right, wrong)).score for right, wrong in zip(RIGHT, WRONG)]
+    swapped = [verifier.decide(request_for(generator, right, wrong)).score for right, wrong in pairs]
     assert sum(v.score for v in verdicts) > sum(swapped)
 
 
