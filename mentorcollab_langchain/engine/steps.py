@@ -119,12 +119,16 @@ def lookahead(state: CollabState, team: Team) -> Iterator[Event]:
     divergence = _pending(state)
     length = min(team.config.segment_tokens, _remaining_tokens(state, team.config))
     with _timed(state, team, "lookahead"):
-        divergence.generator_segment, spent = _extend(team.generator, state.text, divergence.generator_word, length, team.config.stop)
+        divergence.generator_segment, spent = _extend(
+            team.generator, state.text, divergence.generator_word, length, team.config.stop
+        )
     state.stats.generator_tokens_generated += spent
     state.stats.generator_calls += 1
     try:
         with _timed(state, team, "lookahead"):
-            divergence.mentor_segment, spent = _extend(team.mentor, state.text, divergence.mentor_word, length, team.config.stop)
+            divergence.mentor_segment, spent = _extend(
+                team.mentor, state.text, divergence.mentor_word, length, team.config.stop
+            )
     except MentorCollabError as error:  # a backend's typed failure; a programming error still raises
         yield from _mentor_failed(state, team.config, error)
         yield from commit_verdict(state, team, Verdict("generator"), verifier="mentor-failed")
@@ -173,7 +177,8 @@ def commit_verdict(state: CollabState, team: Team, verdict: Verdict, verifier: s
     if verdict.choice == "mentor":
         state.stats.adoptions += 1
     yield Decided(decision)
-    yield from _commit(state, team.config, mentor_segment if verdict.choice == "mentor" else generator_segment, verdict.choice)
+    chosen_segment = mentor_segment if verdict.choice == "mentor" else generator_segment
+    yield from _commit(state, team.config, chosen_segment, verdict.choice)
     _draw_gap(state, team)
 
 

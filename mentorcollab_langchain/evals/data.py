@@ -205,8 +205,8 @@ def _load_mmlu(base: Path, split: str) -> list[Question]:
         header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
         context = header + "".join(_mmlu_block(shot) + f" {'ABCD'[shot['answer']]}\n\n" for shot in shots)
         for index, row in enumerate(rows):
-            questions.append(Question("mmlu", split, f"{subject}/{index}", row["question"].strip(), "ABCD"[row["answer"]],
-                                      "choice", tuple(str(choice) for choice in row["choices"]),
+            questions.append(Question("mmlu", split, f"{subject}/{index}", row["question"].strip(),
+                                      "ABCD"[row["answer"]], "choice", tuple(str(choice) for choice in row["choices"]),
                                       fewshot=context + _mmlu_block(row), stop=("\n",)))
     return questions
 

@@ -218,7 +218,9 @@ def extract_choice(text: str, labels: tuple[str, ...] | str = "ABCD", choices: t
     return None
 
 
-def score(kind: str, response: str, gold: str, labels: tuple[str, ...] = (), choices: tuple[str, ...] = ()) -> tuple[str | None, bool]:
+def score(
+    kind: str, response: str, gold: str, labels: tuple[str, ...] = (), choices: tuple[str, ...] = ()
+) -> tuple[str | None, bool]:
     """(extracted answer or None, correct) for a question of ``kind`` (number, math or choice)."""
     if kind == "number":
         predicted = extract_number(response)

@@ -81,7 +81,8 @@ class Method:
             models["mentor"] = vars(mentor)
         config = self.config.model_dump(mode="json", exclude={"prompt_style", "stop"})
         if self.role != "collab":
-            config = {name: value for name, value in config.items() if name in ("max_new_tokens", "max_word_tokens", "repetition_guard")}
+            kept = ("max_new_tokens", "max_word_tokens", "repetition_guard")
+            config = {name: value for name, value in config.items() if name in kept}
         else:
             config["seeding"] = SEEDING
         return {

@@ -442,7 +442,8 @@ def train(records: Sequence[DivergenceRecord], groups: Sequence[str], hidden_siz
     torch.manual_seed(settings.seed)
     network = build_network(features.shape[1], settings.hidden_units, settings.dropout)
     positives = float(train_y.sum())
-    loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(train_y) - positives) / max(positives, 1.0)))
+    negatives_per_positive = (len(train_y) - positives) / max(positives, 1.0)
+    loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(negatives_per_positive))
     optimiser = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     network.train()
     for _ in range(settings.epochs):
@@ -470,7 +471,9 @@ def train(records: Sequence[DivergenceRecord], groups: Sequence[str], hidden_siz
         "validation_mentor_labels": int(sum(validation_labels)),
         "train": asdict(Scores.of(train_scores, train_labels, threshold)),
         "validation": {
-            "mlp (threshold chosen on validation: optimistic)": asdict(Scores.of(validation_scores, validation_labels, threshold)),
+            "mlp (threshold chosen on validation: optimistic)": asdict(
+                Scores.of(validation_scores, validation_labels, threshold)
+            ),
             "mlp at 0.5": asdict(Scores.of(validation_scores, validation_labels, 0.5)),
             "always-mentor": asdict(Scores.of([1.0] * len(validation_labels), validation_labels, 0.5)),
             "self-consult-both-orders": asdict(Scores.of(
