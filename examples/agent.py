@@ -81,7 +81,8 @@ def describe(messages: Sequence[BaseMessage]) -> str:
             record = message.response_metadata.get("mentorcollab", {})
             share = record.get("stats", {}).get("mentor_share", 0.0)
             calls = ", ".join(f"{call['name']}({call['args']})" for call in message.tool_calls)
-            lines.append(f"model (mentor share {share:.0%}): {message.content!r}" + (f" calls {calls}" if calls else ""))
+            called = f" calls {calls}" if calls else ""
+            lines.append(f"model (mentor share {share:.0%}): {message.content!r}{called}")
         elif isinstance(message, ToolMessage):
             lines.append(f"tool {message.name}: {message.content}")
     return "\n".join(lines)

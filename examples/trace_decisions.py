@@ -98,7 +98,8 @@ def main() -> None:
                 {"messages": [HumanMessage(arguments.question)]}, thread, stream_mode="custom", subgraphs=True
             ):
                 if chunk["type"] == "text":
-                    print(chunk["text"] if chunk["source"] == "generator" else f"[[{chunk['text']}]]", end="", flush=True)
+                    shown = chunk["text"] if chunk["source"] == "generator" else f"[[{chunk['text']}]]"
+                    print(shown, end="", flush=True)
         print(f"\n\n({time.perf_counter() - began:.1f} s)")
 
         answer = app.get_state(thread).values["messages"][-1]
