@@ -51,7 +51,9 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
                 return
             time.sleep(plan.delay)
             try:
-                answer = httpx.post(upstream + self.path, content=body, headers={"Content-Type": "application/json"}, timeout=120)
+                answer = httpx.post(
+                    upstream + self.path, content=body, headers={"Content-Type": "application/json"}, timeout=120
+                )
             except httpx.TransportError:
                 self.send_response(502)
                 self.send_header("Content-Length", "0")
