@@ -55,7 +55,10 @@ def test_missing_package_names_the_exact_install_command() -> None:
         name="absent",
         role="test",
         description="",
-        parts=(FilePart("no-such-weights-part1", "9.9.9", "x/data.bin"), FilePart("no-such-weights-part2", "9.9.9", "y")),
+        parts=(
+            FilePart("no-such-weights-part1", "9.9.9", "x/data.bin"),
+            FilePart("no-such-weights-part2", "9.9.9", "y"),
+        ),
         gguf_name="absent.gguf",
         size=1,
         sha256="0" * 64,
