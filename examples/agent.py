@@ -81,7 +81,8 @@ def describe(messages: Sequence[BaseMessage]) -> str:
             record = message.response_metadata.get("mentorcollab", {})
             share = record.get("stats", {}).get("mentor_share", 0.0)
             calls = ", ".join(f"{call['name']}({call['args']})" for call in message.tool_calls)
-            lines.append(f"model (mentor share {share:.0%}): {message.content!r}" + (f" calls {calls}" if calls else ""))
+            called = f" calls {calls}" if calls else ""
+            lines.append(f"model (mentor share {share:.0%}): {message.content!r}{called}")
         elif isinstance(message, ToolMessage):
             lines.append(f"tool {message.name}: {message.content}")
     return "\n".join(lines)
@@ -108,8 +109,8 @@ def main(argv: Sequence[str] | None = None, model: BaseChatModel | None = None) 
     state: dict[str, Any] = {"messages": [HumanMessage(args.question)]}
     ending = ""
     try:
-        for state in agent.stream(state, config={"recursion_limit": args.max_steps}, stream_mode="values"):
-            pass
+        for values in agent.stream(state, config={"recursion_limit": args.max_steps}, stream_mode="values"):
+            state = values  # the last values seen are the answer, or where the step limit stopped it
     except GraphRecursionError:
         ending = f"\n(stopped after {args.max_steps} steps without a final answer)"
     report = describe(state["messages"]) + ending

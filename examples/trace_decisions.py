@@ -94,11 +94,12 @@ def main() -> None:
         print(f"generator {arguments.generator}, mentor {arguments.mentor}, checkpoints in {database}\n")
         began = time.perf_counter()
         with in_memory_tracing() as exporter:
-            for namespace, chunk in app.stream(
+            for _namespace, chunk in app.stream(
                 {"messages": [HumanMessage(arguments.question)]}, thread, stream_mode="custom", subgraphs=True
             ):
                 if chunk["type"] == "text":
-                    print(chunk["text"] if chunk["source"] == "generator" else f"[[{chunk['text']}]]", end="", flush=True)
+                    shown = chunk["text"] if chunk["source"] == "generator" else f"[[{chunk['text']}]]"
+                    print(shown, end="", flush=True)
         print(f"\n\n({time.perf_counter() - began:.1f} s)")
 
         answer = app.get_state(thread).values["messages"][-1]

@@ -23,14 +23,13 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
+from graphs.human import HUMAN
+from graphs.state import Request
+from graphs.teams import TeamCache
 from mentorcollab_langchain.backends.base import Backend
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.team import Team, open_team
 from mentorcollab_langchain.verifiers import Verifier
-
-from graphs.human import HUMAN
-from graphs.state import Request
-from graphs.teams import TeamCache
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from mentorcollab_langchain.engine.events import Decided, Event, Finished, Mento
 from mentorcollab_langchain.engine.state import CollabState
 
 
-
 def custom_event(event: Event) -> dict[str, Any]:
     """An engine event as the dict written to ``stream_mode="custom"``."""
     if isinstance(event, TextCommitted):

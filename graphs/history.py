@@ -6,9 +6,8 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from mentorcollab_langchain.engine.state import CollabState
-
 from graphs.state import STATE_TYPES
+from mentorcollab_langchain.engine.state import CollabState
 
 
 def decision_log(source: Any, config: RunnableConfig) -> list[dict[str, Any]]:

@@ -15,14 +15,13 @@ from typing import Any, Literal
 from langgraph.types import interrupt
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from graphs.events import evidence_attributes
 from mentorcollab_langchain.engine.events import Event
 from mentorcollab_langchain.engine.state import CollabState
 from mentorcollab_langchain.engine.steps import commit_verdict, score_divergence
 from mentorcollab_langchain.engine.team import Team
 from mentorcollab_langchain.errors import MentorCollabError
 from mentorcollab_langchain.verifiers import Verdict
-
-from graphs.events import evidence_attributes
 
 HUMAN = "human"
 CHOICES = ("generator", "mentor")

@@ -19,15 +19,14 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
-from mentorcollab_langchain.backends.base import Backend
-from mentorcollab_langchain.engine.config import CollabConfig
-from mentorcollab_langchain.engine.steps import NEXT_STEPS, STEPS, StepName, next_step
-from mentorcollab_langchain.verifiers import Verifier, get_verifier
-
 from graphs.context import ContextBoundGraph, MentorCollabContext
 from graphs.nodes import STEP_NODES
 from graphs.state import MentorCollabInput, MentorCollabOutput, MentorCollabState
 from graphs.teams import TeamCache
+from mentorcollab_langchain.backends.base import Backend
+from mentorcollab_langchain.engine.config import CollabConfig
+from mentorcollab_langchain.engine.steps import NEXT_STEPS, STEPS, StepName, next_step
+from mentorcollab_langchain.verifiers import Verifier, get_verifier
 
 NODES: tuple[StepName, ...] = tuple(STEPS)
 

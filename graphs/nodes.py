@@ -20,6 +20,11 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
+from graphs import human
+from graphs.context import MentorCollabContext
+from graphs.events import Emitter, step_attributes
+from graphs.state import MentorCollabState, Request
+from graphs.tracing import annotate_node_span
 from mentorcollab_langchain.chat import answer_message, to_engine_messages
 from mentorcollab_langchain.engine import steps as engine
 from mentorcollab_langchain.engine.events import Event
@@ -27,12 +32,6 @@ from mentorcollab_langchain.engine.state import CollabState
 from mentorcollab_langchain.engine.steps import StepName
 from mentorcollab_langchain.engine.team import Team
 from mentorcollab_langchain.errors import MentorCollabError
-
-from graphs import human
-from graphs.context import MentorCollabContext
-from graphs.events import Emitter, step_attributes
-from graphs.state import MentorCollabState, Request
-from graphs.tracing import annotate_node_span
 
 Node = Callable[[MentorCollabState, Runtime[MentorCollabContext], RunnableConfig], dict[str, Any]]
 

@@ -6,11 +6,10 @@ only text and numbers, and a resumed run (in another process, say) reopens the c
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.graph.message import add_messages
-from typing_extensions import NotRequired
 
 from mentorcollab_langchain.backends.base import ChatMessage, Confidence, Piece
 from mentorcollab_langchain.engine.state import CollabState, Decision, Divergence, Span, Stats

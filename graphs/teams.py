@@ -16,9 +16,8 @@ from contextlib import contextmanager
 
 from langchain_core.runnables import RunnableConfig
 
-from mentorcollab_langchain.engine.team import Team
-
 from graphs.state import Request
+from mentorcollab_langchain.engine.team import Team
 
 TeamKey = tuple[str, str, str]
 

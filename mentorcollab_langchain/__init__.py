@@ -1,6 +1,13 @@
 """MentorCollab for LangChain: a small local model writes, a large mentor guides it at sparse probes."""
 
-from mentorcollab_langchain.backends import Backend, Conversation, Cursor, Sampling, ScriptedBackend, TransformersBackend
+from mentorcollab_langchain.backends import (
+    Backend,
+    Conversation,
+    Cursor,
+    Sampling,
+    ScriptedBackend,
+    TransformersBackend,
+)
 from mentorcollab_langchain.chat import ChatMentorCollab, StructuredOutputError, UnsupportedContentError
 from mentorcollab_langchain.engine import (
     CollabConfig,
@@ -32,9 +39,9 @@ from mentorcollab_langchain.errors import (
     VerifierMismatchError,
 )
 from mentorcollab_langchain.verifiers import (
+    DEFAULT_VERIFIER,
     AlwaysMentor,
     CallableVerifier,
-    DEFAULT_VERIFIER,
     NeverMentor,
     SelfConsultVerifier,
     Verdict,
@@ -43,6 +50,7 @@ from mentorcollab_langchain.verifiers import (
 )
 
 __all__ = [
+    "DEFAULT_VERIFIER",
     "AlwaysMentor",
     "Backend",
     "BackendError",
@@ -54,7 +62,6 @@ __all__ = [
     "ContextTooLongError",
     "Conversation",
     "Cursor",
-    "DEFAULT_VERIFIER",
     "Decided",
     "Decision",
     "Finished",

@@ -72,7 +72,8 @@ def format_table(rows: Sequence[Row]) -> str:
     baseline = rows[0].tokens_per_second or 1.0
     width = max(len(row.label) for row in rows)
     lines = [
-        f"{'setup':{width}} {'tokens':>7} {'seconds':>8} {'tok/s':>7} {'vs first':>9} {'mentor share':>13} {'mentor gen':>11}"
+        f"{'setup':{width}} {'tokens':>7} {'seconds':>8} {'tok/s':>7} {'vs first':>9} "
+        f"{'mentor share':>13} {'mentor gen':>11}"
     ]
     for row in rows:
         lines.append(

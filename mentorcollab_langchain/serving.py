@@ -54,7 +54,9 @@ def server_command(gguf: Path, port: int, n_ctx: int = 4096, threads: int = 2, h
 
 
 @contextmanager
-def serve(command: list[str], url: str, log: Path, ready_within: float = 180, env: dict[str, str] | None = None) -> Iterator[ModelServer]:
+def serve(
+    command: list[str], url: str, log: Path, ready_within: float = 180, env: dict[str, str] | None = None
+) -> Iterator[ModelServer]:
     """Run a server ``command`` until the block ends; yield once it answers and is warmed up."""
     with log.open("w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
@@ -73,7 +75,13 @@ def serve(command: list[str], url: str, log: Path, ready_within: float = 180, en
 
 @contextmanager
 def llama_server(
-    model: str | Path, log: Path, *, port: int | None = None, n_ctx: int = 4096, threads: int = 2, ready_within: float = 180
+    model: str | Path,
+    log: Path,
+    *,
+    port: int | None = None,
+    n_ctx: int = 4096,
+    threads: int = 2,
+    ready_within: float = 180,
 ) -> Iterator[ModelServer]:
     """Serve a packaged model name (or a GGUF path) with llama.cpp on loopback until the block ends."""
     gguf = Path(model) if Path(model).is_file() else verified_gguf(get_packaged_model(str(model)))

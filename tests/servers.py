@@ -36,7 +36,7 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        def do_POST(self) -> None:  # the http.server API
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with lock:
                 plan.requests += 1
@@ -51,7 +51,9 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
                 return
             time.sleep(plan.delay)
             try:
-                answer = httpx.post(upstream + self.path, content=body, headers={"Content-Type": "application/json"}, timeout=120)
+                answer = httpx.post(
+                    upstream + self.path, content=body, headers={"Content-Type": "application/json"}, timeout=120
+                )
             except httpx.TransportError:
                 self.send_response(502)
                 self.send_header("Content-Length", "0")
@@ -63,7 +65,7 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(answer.content)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output quiet
+        def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)

@@ -29,8 +29,9 @@ def main(folder: Path) -> None:
     for record in read_results(folder):
         label = label_for_key(record.get("method_key", {})) or record["method"]
         by_question[(record["benchmark"], record["question_id"])][label] = record
-    print("| benchmark | n | generator | mentor | default, as run | oracle verifier, same probes | oracle probes and verifier |"
-          " questions probed | divergences | adoptions right / made | mentor-right divergences adopted |")
+    print("| benchmark | n | generator | mentor | default, as run | oracle verifier, same probes | "
+          "oracle probes and verifier | questions probed | divergences | adoptions right / made | "
+          "mentor-right divergences adopted |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for benchmark in sorted({key[0] for key in by_question}):
         rows = [methods for (name, _), methods in by_question.items() if name == benchmark

@@ -21,7 +21,7 @@ from mentorcollab_langchain.evals.runner import read_results
 from mentorcollab_langchain.verifiers.self_consult import SELF_CONSULT_QUESTION
 
 
-def p_second(cursor, text: str, first: str, second: str) -> float:  # noqa: ANN001
+def p_second(cursor, text: str, first: str, second: str) -> float:
     a, b = cursor.label_logprobs(text + SELF_CONSULT_QUESTION.format(first=first, second=second), ["A", "B"])
     return 1.0 / (1.0 + math.exp(a - b))
 
@@ -59,7 +59,8 @@ def main(results: Path) -> None:
               f"{sum(row[5] for row in rows) / n:.3f} as B, {sum(row[6] for row in rows) / n:.3f} as A.")
         both = [((row[5] + row[6]) / 2 > 0.5, row[7]) for row in rows]
         right = sum(mentor_right for _, mentor_right in both)
-        print(f"Both orders averaged (the default verifier, self-consult-both-orders): adopts {sum(a for a, _ in both)}/{n}; "
+        print(f"Both orders averaged (the default verifier, self-consult-both-orders): "
+              f"adopts {sum(a for a, _ in both)}/{n}; "
               f"{sum(a and r for a, r in both)}/{right} where the mentor's letter was right, "
               f"{sum(a and not r for a, r in both)}/{n - right} where it was not.")
 

@@ -1,4 +1,5 @@
-"""How text is produced: packaged models on llama.cpp, local transformers models, and a scripted model for unit tests."""
+"""How text is produced: packaged models on llama.cpp, local transformers models, and a scripted model for unit
+tests."""
 
 from mentorcollab_langchain.backends.base import Backend, ChatMessage, Conversation, Cursor, Piece, Prompt, PromptStyle
 from mentorcollab_langchain.backends.choose import make_backend

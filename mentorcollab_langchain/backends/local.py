@@ -27,8 +27,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -129,7 +128,8 @@ class LocalCursor(ABC, Generic[LoadedT]):
         self.sampling = sampling
         self.prompt_ids = prompt_ids
         # Sampled draws follow the prompt as well as the response text (``backends.sampling``).
-        self._prompt_identity = hashlib.blake2b(np.asarray(prompt_ids, dtype=np.int64).tobytes(), digest_size=16).hexdigest()
+        prompt_bytes = np.asarray(prompt_ids, dtype=np.int64).tobytes()
+        self._prompt_identity = hashlib.blake2b(prompt_bytes, digest_size=16).hexdigest()
         self.cached_ids: list[int] = []
         self._logits: np.ndarray | None = None  # next-token logits after cached_ids
         self.tokens_read = 0
@@ -233,7 +233,9 @@ class LocalCursor(ABC, Generic[LoadedT]):
                 )
                 return Piece(decoded[:cut], kept, generated=len(produced), confidence=confidence, stopped=True)
         if decoded.endswith("\ufffd"):  # the limit fell inside a character: keep the whole ones
-            kept = max(count for count in range(len(produced)) if not self._decode_ids(produced[:count]).endswith("\ufffd"))
+            kept = max(
+                count for count in range(len(produced)) if not self._decode_ids(produced[:count]).endswith("\ufffd")
+            )
             return Piece(self._decode_ids(produced[:kept]), kept, generated=len(produced), confidence=confidence)
         return Piece(decoded, len(produced), confidence=confidence)
 

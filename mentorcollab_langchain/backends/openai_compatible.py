@@ -151,7 +151,7 @@ class OpenAICompatibleBackend:
         """Generated text as the model's token texts, cut where the local tokenizer's tokens begin."""
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         starts = [0, *(start for start, _ in offsets[1:])]
-        return [text[start:end] for start, end in zip(starts, [*starts[1:], len(text)])]
+        return [text[start:end] for start, end in zip(starts, [*starts[1:], len(text)], strict=True)]
 
     def close(self) -> None:
         self.client.close()
@@ -185,10 +185,7 @@ class OpenAICompatibleCursor:
         sampling: Sampling = GREEDY,
     ) -> dict[str, Any]:
         """One request at ``prompt + text``, counting the tokens the server reads for it (module docstring)."""
-        if self._held is None:
-            unread = self.prompt + text
-        else:
-            unread = text[common_prefix_length(self._held, text) :]
+        unread = self.prompt + text if self._held is None else text[common_prefix_length(self._held, text) :]
         self.tokens_read += self.backend.count_tokens(unread)
         choice = self.backend.complete(
             self.prompt + text, max_tokens, logprobs=logprobs, logit_bias=logit_bias, sampling=sampling
@@ -313,12 +310,12 @@ class OpenAICompatibleCursor:
         if not (self.prompt or start):
             raise BackendError(f"{self.backend.model_name}: a continuation needs some text before it to be scored")
         cuts = [begin for begin, _ in encoded["offset_mapping"][start:]] + [len(whole)]
-        if any(later <= earlier for earlier, later in zip(cuts, cuts[1:])):
+        if any(later <= earlier for earlier, later in itertools.pairwise(cuts)):
             raise BackendError(
                 f"{self.backend.model_name}: the continuation has tokens inside one character; a text prompt "
                 "cannot place the server between them"
             )
-        pieces = [whole[begin:end] for begin, end in zip(cuts, cuts[1:])]
+        pieces = [whole[begin:end] for begin, end in itertools.pairwise(cuts)]
         total, done, run = 0.0, 0, SCORE_RUN_TOKENS
         prompt_tokens_at_start: int | None = None  # the server's prompt length where scoring began
         while done < len(scored):
@@ -327,7 +324,7 @@ class OpenAICompatibleCursor:
             prompt_tokens_at_start = self._check_position(choice, done, prompt_tokens_at_start)
             written, logprobs = _token_logprobs(choice, self.backend.model_name)
             matched = 0
-            for token, logprob in zip(written, logprobs):  # a run never asks past the continuation's end
+            for token, logprob in zip(written, logprobs, strict=True):  # a run never asks past the continuation's end
                 if token != pieces[done + matched]:
                     break
                 total += logprob

@@ -46,7 +46,9 @@ def as_messages(prompt: Prompt) -> list[ChatMessage]:
         raise InvalidPromptError(f"a prompt is a string or a list of messages, got {type(prompt).__name__}")
     for position, message in enumerate(messages):
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
-            raise InvalidPromptError(f"message {position} is not a {{'role': str, 'content': str}} dict: {message!r:.80}")
+            raise InvalidPromptError(
+                f"message {position} is not a {{'role': str, 'content': str}} dict: {message!r:.80}"
+            )
         check_text(message.get("content"), f"message {position} ({message['role']})")
     return messages
 
@@ -96,7 +98,9 @@ def render_chat(tokenizer: Any, prompt: Prompt) -> str:
     messages, tools = as_messages(prompt), tools_of(prompt)
     if tools and template_takes_tools(tokenizer):
         return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
-    return tokenizer.apply_chat_template(with_tools_instruction(messages, tools), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        with_tools_instruction(messages, tools), tokenize=False, add_generation_prompt=True
+    )
 
 
 def render_plain(prompt: Prompt, style: PromptStyle) -> str:

@@ -2,9 +2,10 @@
 
 A draw's randomness comes from ``(seed, model, what the token follows)``, never from a running random
 generator. What the token follows is the prompt and the response text so far, so two requests with the
-same seed but different prompts draw independently from their first token on. So the same request writes the same text whether a cursor's cache was kept or rebuilt after
-a resume, whether a word was decoded alone or inside a lookahead, and whatever other requests run in
-other threads; and nothing but the seed needs to be checkpointed.
+same seed but different prompts draw independently from their first token on. So the same request
+writes the same text whether a cursor's cache was kept or rebuilt after a resume, whether a word was
+decoded alone or inside a lookahead, and whatever other requests run in other threads; and nothing but
+the seed needs to be checkpointed.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ its behaviour stays predictable. Never the only proof that a feature works: real
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 
 from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece, Prompt, PromptStyle
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
@@ -95,7 +95,7 @@ class ScriptedCursor:
         start, words = self._position(text), _WORD.findall(continuation)
         expected = self.backend.words[start : start + len(words)]
         logprob = sum(self.backend.word_logprob * (1 if word == own else 10) for word, own in
-                      zip(words, expected + [None] * len(words)))
+                      zip(words, expected + [None] * len(words), strict=False))
         self.tokens_read += len(words)
         return ContinuationScore(logprob, len(words))
 

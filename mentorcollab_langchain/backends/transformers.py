@@ -99,7 +99,9 @@ def _load(name: str, device: torch.device, dtype: torch.dtype, report: Callable[
     eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     configured = network.generation_config.eos_token_id
     eos_ids |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-    eos_ids |= {tokenizer.convert_tokens_to_ids(marker) for marker in _END_MARKERS if marker in tokenizer.all_special_tokens}
+    eos_ids |= {
+        tokenizer.convert_tokens_to_ids(marker) for marker in _END_MARKERS if marker in tokenizer.all_special_tokens
+    }
     vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     return LoadedModel(
         name=name,

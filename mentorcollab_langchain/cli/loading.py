@@ -79,7 +79,7 @@ def _load(args: argparse.Namespace, needs_mentor: bool, report: Report) -> Model
     def local(model: str) -> Backend:
         backend = make_backend(model, args.backend, device=args.device, dtype=args.dtype, threads=args.threads,
                                report=report)
-        backend.loaded  # load now, under the progress indicator
+        _ = backend.loaded  # load now, under the progress indicator
         return backend
 
     generator = local(args.generator)
@@ -89,7 +89,7 @@ def _load(args: argparse.Namespace, needs_mentor: bool, report: Report) -> Model
     if args.mentor_url:
         mentor = OpenAICompatibleBackend(args.mentor_url, model=args.mentor_served_name, tokenizer=args.mentor,
                                          timeout=args.mentor_timeout, report=report)
-        mentor.tokenizer  # the only part of a remote mentor that loads here
+        _ = mentor.tokenizer  # the only part of a remote mentor that loads here
         mentor_label = f"server {args.mentor_url}"
     else:
         mentor = local(args.mentor)

@@ -40,7 +40,9 @@ class CollabConfig(BaseModel):
         description="the uncertain policy probes below this top_share or top_probability, or above this entropy "
         "(nats)",
     )
-    segment_tokens: int = Field(default=16, ge=1, description="length of each model's lookahead segment at a divergence")
+    segment_tokens: int = Field(
+        default=16, ge=1, description="length of each model's lookahead segment at a divergence"
+    )
     max_word_tokens: int = Field(
         default=12, ge=4,
         description="the most tokens one word step may take (at least 4, so that any character split across "

@@ -122,7 +122,9 @@ class CollabState(BaseModel):
 
     def record(self) -> dict:
         """The whole record as JSON-ready data: text, spans, decisions, stats and derived figures."""
-        data = self.model_dump(exclude={"recent_steps", "emitted", "divergence", "prepared", "words_until_probe", "pending_word"})
+        data = self.model_dump(
+            exclude={"recent_steps", "emitted", "divergence", "prepared", "words_until_probe", "pending_word"}
+        )
         data["stats"] |= {
             "tokens_committed": self.stats.tokens_committed,
             "mentor_share": self.stats.mentor_share,

@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from typing import Literal
 
 from mentorcollab_langchain.backends.base import Cursor, Piece
-from mentorcollab_langchain.errors import ContextTooLongError, MentorCollabError
 from mentorcollab_langchain.engine.config import CollabConfig
-from mentorcollab_langchain.engine.policies import NO_MORE_PROBES
 from mentorcollab_langchain.engine.events import Decided, Event, Finished, MentorFailed, Probed, TextCommitted
+from mentorcollab_langchain.engine.policies import NO_MORE_PROBES
 from mentorcollab_langchain.engine.state import CollabState, Decision, Divergence, Source, Span
 from mentorcollab_langchain.engine.team import Team
+from mentorcollab_langchain.errors import ContextTooLongError, MentorCollabError
 from mentorcollab_langchain.verifiers.base import Verdict, VerifyRequest
 
 StepName = Literal["prepare", "continue", "probe", "lookahead", "verify", "finish"]
@@ -119,12 +119,16 @@ def lookahead(state: CollabState, team: Team) -> Iterator[Event]:
     divergence = _pending(state)
     length = min(team.config.segment_tokens, _remaining_tokens(state, team.config))
     with _timed(state, team, "lookahead"):
-        divergence.generator_segment, spent = _extend(team.generator, state.text, divergence.generator_word, length, team.config.stop)
+        divergence.generator_segment, spent = _extend(
+            team.generator, state.text, divergence.generator_word, length, team.config.stop
+        )
     state.stats.generator_tokens_generated += spent
     state.stats.generator_calls += 1
     try:
         with _timed(state, team, "lookahead"):
-            divergence.mentor_segment, spent = _extend(team.mentor, state.text, divergence.mentor_word, length, team.config.stop)
+            divergence.mentor_segment, spent = _extend(
+                team.mentor, state.text, divergence.mentor_word, length, team.config.stop
+            )
     except MentorCollabError as error:  # a backend's typed failure; a programming error still raises
         yield from _mentor_failed(state, team.config, error)
         yield from commit_verdict(state, team, Verdict("generator"), verifier="mentor-failed")
@@ -173,7 +177,8 @@ def commit_verdict(state: CollabState, team: Team, verdict: Verdict, verifier: s
     if verdict.choice == "mentor":
         state.stats.adoptions += 1
     yield Decided(decision)
-    yield from _commit(state, team.config, mentor_segment if verdict.choice == "mentor" else generator_segment, verdict.choice)
+    chosen_segment = mentor_segment if verdict.choice == "mentor" else generator_segment
+    yield from _commit(state, team.config, chosen_segment, verdict.choice)
     _draw_gap(state, team)
 
 

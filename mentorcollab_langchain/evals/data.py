@@ -194,7 +194,6 @@ def _question(benchmark: str, split: str, kind: str, request: dict, stop: tuple[
 
 
 def _load_mmlu(base: Path, split: str) -> list[Question]:
-    import pyarrow
 
     folder = base / "hf_datasets" / "hails" / "mmlu_no_train"
     if not folder.is_dir():
@@ -206,14 +205,14 @@ def _load_mmlu(base: Path, split: str) -> list[Question]:
         header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
         context = header + "".join(_mmlu_block(shot) + f" {'ABCD'[shot['answer']]}\n\n" for shot in shots)
         for index, row in enumerate(rows):
-            questions.append(Question("mmlu", split, f"{subject}/{index}", row["question"].strip(), "ABCD"[row["answer"]],
-                                      "choice", tuple(str(choice) for choice in row["choices"]),
+            questions.append(Question("mmlu", split, f"{subject}/{index}", row["question"].strip(),
+                                      "ABCD"[row["answer"]], "choice", tuple(str(choice) for choice in row["choices"]),
                                       fewshot=context + _mmlu_block(row), stop=("\n",)))
     return questions
 
 
 def _mmlu_block(row: dict) -> str:
-    options = "".join(f"\n{label}. {choice}" for label, choice in zip("ABCD", row["choices"]))
+    options = "".join(f"\n{label}. {choice}" for label, choice in zip("ABCD", row["choices"], strict=True))
     return f"{row['question'].strip()}{options}\nAnswer:"
 
 

@@ -138,14 +138,14 @@ def _sympy_equal(left: str, right: str) -> bool:
     except ImportError:  # pragma: no cover - sympy comes with torch
         return False
 
-    def parse(text: str):  # noqa: ANN202
+    def parse(text: str):
         text = re.sub(r"\\frac\{([^{}]+)\}\{([^{}]+)\}", r"((\1)/(\2))", text)
         text = re.sub(r"\\sqrt\{([^{}]+)\}", r"sqrt(\1)", text)
         text = text.replace("\\pi", "pi").replace("\\cdot", "*").replace("\\times", "*").replace("^", "**")
         text = text.replace("{", "(").replace("}", ")")
         if "\\" in text or "=" in text:
             raise ValueError(text)
-        return parse_expr(text, transformations=standard_transformations + (implicit_multiplication_application,),
+        return parse_expr(text, transformations=(*standard_transformations, implicit_multiplication_application),
                           evaluate=True)
 
     try:
@@ -166,7 +166,9 @@ def math_equal(predicted: str | None, gold: str) -> bool:
         return a == b
     if "," in left or "," in right:  # tuples and lists: compare item by item
         lefts, rights = left.strip("()[]").split(","), right.strip("()[]").split(",")
-        return left[:1] == right[:1] and len(lefts) == len(rights) and all(math_equal(x, y) for x, y in zip(lefts, rights))
+        if left[:1] != right[:1] or len(lefts) != len(rights):
+            return False
+        return all(math_equal(x, y) for x, y in zip(lefts, rights, strict=True))
     return _sympy_equal(left, right)
 
 
@@ -208,13 +210,17 @@ def extract_choice(text: str, labels: tuple[str, ...] | str = "ABCD", choices: t
         return lone.pop()
     if choices:
         lowered = text.lower()
-        named = [label for label, choice in zip(labels, choices) if choice and choice.lower().strip(".") in lowered]
+        # the labels default to "ABCD" whatever the number of choices: read the pairs there are
+        pairs = zip(labels, choices, strict=False)
+        named = [label for label, choice in pairs if choice and choice.lower().strip(".") in lowered]
         if len(named) == 1:
             return named[0]
     return None
 
 
-def score(kind: str, response: str, gold: str, labels: tuple[str, ...] = (), choices: tuple[str, ...] = ()) -> tuple[str | None, bool]:
+def score(
+    kind: str, response: str, gold: str, labels: tuple[str, ...] = (), choices: tuple[str, ...] = ()
+) -> tuple[str | None, bool]:
     """(extracted answer or None, correct) for a question of ``kind`` (number, math or choice)."""
     if kind == "number":
         predicted = extract_number(response)

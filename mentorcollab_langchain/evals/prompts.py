@@ -50,6 +50,6 @@ def build_prompt(question: Question, kind: PromptKind) -> BuiltPrompt:
     if question.kind == "math":
         messages = [{"role": "system", "content": MATH_SYSTEM}, {"role": "user", "content": question.question}]
         return BuiltPrompt(messages, "chat", ())
-    options = "\n".join(f"{label}. {choice}" for label, choice in zip(question.labels, question.choices))
+    options = "\n".join(f"{label}. {choice}" for label, choice in zip(question.labels, question.choices, strict=True))
     content = f"{question.question}\n\n{options}\n\n{CHOICE_INSTRUCTION}"
     return BuiltPrompt([{"role": "user", "content": content}], "chat", ("\n\n",))

@@ -307,10 +307,14 @@ def summary_table(rows: Sequence[Row], methods: Collection[str] | None = None) -
             if row.role != "collab" or (methods is not None and row.method not in methods):
                 continue
             paired = row.vs_generator
+            if paired:
+                versus = f"+{paired.gained}/-{paired.lost} on {paired.questions}, {_p(paired.p_value)} |"
+            else:
+                versus = "— |"
             lines.append(
                 f"| {benchmark} ({split}) | {_accuracy(generator)} | {_accuracy(mentor)} | "
                 f"{row.method}: {_accuracy(row)} | {_share(row.gap_recovered)} | {_times(row.compute_vs_mentor)} | "
-                + (f"+{paired.gained}/-{paired.lost} on {paired.questions}, {_p(paired.p_value)} |" if paired else "— |")
+                + versus
             )
     return "\n".join(lines)
 
@@ -322,9 +326,9 @@ def markdown_table(rows: Sequence[Row]) -> str:
         lines += [
             f"### {benchmark} ({split})",
             "",
-            "| method | n | accuracy | 95% CI | gap recovered | vs generator (paired, sign test) | unparsed | mentor share | "
-            "mentor read/q | mentor generated/q | mentor compute vs mentor alone | s/q | seconds vs mentor alone | "
-            "tokens/q | probes/q | adoptions/q | setting | config |",
+            "| method | n | accuracy | 95% CI | gap recovered | vs generator (paired, sign test) | unparsed | "
+            "mentor share | mentor read/q | mentor generated/q | mentor compute vs mentor alone | s/q | "
+            "seconds vs mentor alone | tokens/q | probes/q | adoptions/q | setting | config |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in members:
@@ -338,7 +342,7 @@ def markdown_table(rows: Sequence[Row]) -> str:
                 f"{row.tokens_per_q:.1f} | {row.probes_per_q:.2f} | {row.adoptions_per_q:.2f} | {row.setting} | "
                 f"`{row.config_hash}` |"
             )
-        lines += ["", "Which backend ran each model:", ""] + [f"- {row.method}: {row.backends}" for row in members] + [""]
+        lines += ["", "Which backend ran each model:", "", *(f"- {row.method}: {row.backends}" for row in members), ""]
     return "\n".join(lines)
 
 
@@ -377,7 +381,8 @@ def plot(rows: Sequence[Row], path: Path) -> Path:
     labels = sorted({row.method for row in rows}, key=lambda label: (label not in ("generator", "mentor"), label))
     colours = {label: f"C{index % 10}" for index, label in enumerate(labels)}  # one colour per method in every panel
     figure, axes = plt.subplots(1, max(1, len(grouped)), figsize=(5.5 * max(1, len(grouped)), 4.5), squeeze=False)
-    for axis, ((benchmark, split), members) in zip(axes[0], grouped.items()):
+    # with nothing grouped there is still one (empty) panel, so the lengths may differ
+    for axis, ((benchmark, split), members) in zip(axes[0], grouped.items(), strict=False):
         placed = [(row, row.compute_vs_mentor.value) for row in members if row.compute_vs_mentor is not None]
         right = max([1.0, *(compute for _, compute in placed)]) * 1.1
         for index, (row, compute) in enumerate(placed):

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,7 +81,8 @@ class Method:
             models["mentor"] = vars(mentor)
         config = self.config.model_dump(mode="json", exclude={"prompt_style", "stop"})
         if self.role != "collab":
-            config = {name: value for name, value in config.items() if name in ("max_new_tokens", "max_word_tokens", "repetition_guard")}
+            kept = ("max_new_tokens", "max_word_tokens", "repetition_guard")
+            config = {name: value for name, value in config.items() if name in kept}
         else:
             config["seeding"] = SEEDING
         return {
@@ -244,7 +245,7 @@ def answer(question: Question, method: Method, models: ModelPair) -> dict[str, A
         "seed": config.seed,
         "stats": _normalized_stats(method.role, stats),
         "decisions": decisions,  # each divergence: both words and segments, verifier score, choice
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -376,7 +377,7 @@ class EvalRun:
             "s/q": f"{tally.seconds / tally.done:.1f}" if tally.done else "-",
         }
 
-    def _bar(self, total: int, tally: Progress, title: str):  # noqa: ANN202 - tqdm or None
+    def _bar(self, total: int, tally: Progress, title: str):  # tqdm or None
         if not self.show_progress:
             return None
         from tqdm import tqdm

@@ -35,6 +35,7 @@ instead of once per question, and the engine's steps run unchanged.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -43,7 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +272,7 @@ class _Recorder:
 
 def shared_prefix(prompts: Sequence[str]) -> str:
     """The few-shot examples every prompt starts with, cut after the last blank line they share."""
-    common = os.path.commonprefix(list(prompts)) if len(prompts) > 1 else ""
+    common = os.path.commonprefix(list(prompts)) if len(prompts) > 1 else ""  # noqa: RUF071 - prompts, not paths
     cut = common.rfind("\n\n")
     return common[: cut + 2] if cut >= 0 else ""
 
@@ -377,9 +378,9 @@ class Scores:
     @classmethod
     def of(cls, scores: Sequence[float], labels: Sequence[int], threshold: float) -> Scores:
         decisions = [int(score > threshold) for score in scores]
-        right = [int(decision == label) for decision, label in zip(decisions, labels)]
+        right = [int(decision == label) for decision, label in zip(decisions, labels, strict=True)]
         per_class = [
-            sum(r for r, label in zip(right, labels) if label == value) / count
+            sum(r for r, label in zip(right, labels, strict=True) if label == value) / count
             for value in (0, 1)
             if (count := sum(1 for label in labels if label == value))
         ]
@@ -390,8 +391,8 @@ class Scores:
 def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     """The probability that a random mentor-labelled divergence scores above a generator-labelled one
     (ties count half); None when one class is missing."""
-    positives = [score for score, label in zip(scores, labels) if label == 1]
-    negatives = [score for score, label in zip(scores, labels) if label == 0]
+    positives = [score for score, label in zip(scores, labels, strict=True) if label == 1]
+    negatives = [score for score, label in zip(scores, labels, strict=True) if label == 0]
     if not positives or not negatives:
         return None
     wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
@@ -419,7 +420,7 @@ def split_by_question(records: Sequence[DivergenceRecord], fraction: float, seed
 
 def best_threshold(scores: Sequence[float], labels: Sequence[int]) -> float:
     """The threshold with the highest accuracy on these scores (the one nearest 0.5 among ties)."""
-    candidates = sorted({0.5, *((a + b) / 2 for a, b in zip(sorted(scores), sorted(scores)[1:]))})
+    candidates = sorted({0.5, *((a + b) / 2 for a, b in itertools.pairwise(sorted(scores)))})
     return max(candidates, key=lambda threshold: (Scores.of(scores, labels, threshold).accuracy, -abs(threshold - 0.5)))
 
 
@@ -441,7 +442,8 @@ def train(records: Sequence[DivergenceRecord], groups: Sequence[str], hidden_siz
     torch.manual_seed(settings.seed)
     network = build_network(features.shape[1], settings.hidden_units, settings.dropout)
     positives = float(train_y.sum())
-    loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(train_y) - positives) / max(positives, 1.0)))
+    negatives_per_positive = (len(train_y) - positives) / max(positives, 1.0)
+    loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(negatives_per_positive))
     optimiser = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     network.train()
     for _ in range(settings.epochs):
@@ -469,7 +471,9 @@ def train(records: Sequence[DivergenceRecord], groups: Sequence[str], hidden_siz
         "validation_mentor_labels": int(sum(validation_labels)),
         "train": asdict(Scores.of(train_scores, train_labels, threshold)),
         "validation": {
-            "mlp (threshold chosen on validation: optimistic)": asdict(Scores.of(validation_scores, validation_labels, threshold)),
+            "mlp (threshold chosen on validation: optimistic)": asdict(
+                Scores.of(validation_scores, validation_labels, threshold)
+            ),
             "mlp at 0.5": asdict(Scores.of(validation_scores, validation_labels, 0.5)),
             "always-mentor": asdict(Scores.of([1.0] * len(validation_labels), validation_labels, 0.5)),
             "self-consult-both-orders": asdict(Scores.of(
@@ -572,6 +576,6 @@ def build_verifier(records: Sequence[DivergenceRecord], run: TrainingRun) -> MLP
         "validation": figures["validation"],
         "command": run.command,
         "collection_minutes": round(run.seconds / 60, 1),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return MLPVerifier(network, mean, std, card)

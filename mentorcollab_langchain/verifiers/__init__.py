@@ -69,13 +69,13 @@ def get_verifier(verifier: str | Verifier | None = None, generator: Backend | st
 
 
 __all__ = [
+    "DEFAULT_VERIFIER",
+    "NAMED_VERIFIERS",
+    "PAPER_VERIFIER",
     "AlwaysMentor",
     "CallableVerifier",
-    "DEFAULT_VERIFIER",
     "MLPVerifier",
     "MentorMarginVerifier",
-    "PAPER_VERIFIER",
-    "NAMED_VERIFIERS",
     "NeverMentor",
     "SelfConsultVerifier",
     "Verdict",

@@ -130,7 +130,9 @@ def generator_identity(model: str) -> str:
         folder = _cached_snapshot(model)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise VerifierMismatchError(f"cannot check the generator {model!r} against a verifier: no safetensors files in {folder}")
+        raise VerifierMismatchError(
+            f"cannot check the generator {model!r} against a verifier: no safetensors files in {folder}"
+        )
     return _folder_hash(tuple((str(file), file.stat().st_mtime_ns, file.stat().st_size) for file in files))
 
 
@@ -215,7 +217,9 @@ class MLPVerifier:
         """Write the weights as safetensors and the card as JSON (nothing that needs unpickling)."""
         files = VerifierFiles.at(path)
         files.weights.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"network.{key}": value.detach().contiguous().float() for key, value in self.network.state_dict().items()}
+        tensors = {
+            f"network.{key}": value.detach().contiguous().float() for key, value in self.network.state_dict().items()
+        }
         tensors |= {"input_mean": self.mean.contiguous(), "input_std": self.std.contiguous()}
         save_file(tensors, str(files.weights), metadata={"format": CARD_FORMAT})
         files.card.write_text(json.dumps(self.card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -231,7 +235,9 @@ class MLPVerifier:
         files = VerifierFiles.at(path)
         for file in (files.weights, files.card):
             if not file.is_file():
-                raise ConfigError(f"no trained verifier at {file}: a verifier is {files.weights.name} plus {files.card.name}")
+                raise ConfigError(
+                    f"no trained verifier at {file}: a verifier is {files.weights.name} plus {files.card.name}"
+                )
         card = json.loads(files.card.read_text(encoding="utf-8"))
         if card.get("format") != CARD_FORMAT:
             raise ConfigError(f"{files.card} is not a {CARD_FORMAT} card (format: {card.get('format')!r})")
@@ -254,7 +260,7 @@ class MLPVerifier:
 def _named_small_features(groups: Sequence[str], values: Sequence[float], hidden_size: int) -> dict[str, float]:
     """The inputs worth naming in the evidence: everything but the hidden state's coordinates."""
     names = feature_names(groups, hidden_size)
-    return {name: float(value) for name, value in zip(names, values) if not name.startswith("hidden_")}
+    return {name: float(value) for name, value in zip(names, values, strict=True) if not name.startswith("hidden_")}
 
 
 def shipped_verifier_path(generator: str) -> Path:
@@ -270,7 +276,10 @@ def load_named(spec: str, generator: Backend | str | None) -> MLPVerifier:
     """
     from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR
 
-    model = generator if isinstance(generator, str) else generator.model_name if generator is not None else DEFAULT_GENERATOR
+    if isinstance(generator, str):
+        model = generator
+    else:
+        model = generator.model_name if generator is not None else DEFAULT_GENERATOR
     if spec.startswith("mlp:"):
         return MLPVerifier.load(spec.removeprefix("mlp:"), generator if generator is not None else model, name=spec)
     path = shipped_verifier_path(model)

@@ -31,7 +31,9 @@ class SelfConsultVerifier:
     def decide(self, request: VerifyRequest) -> Verdict:
         score = _probability_of_second(request, first=request.generator_segment, second=request.mentor_segment)
         if self.both_orders:
-            mentor_first = 1.0 - _probability_of_second(request, first=request.mentor_segment, second=request.generator_segment)
+            mentor_first = 1.0 - _probability_of_second(
+                request, first=request.mentor_segment, second=request.generator_segment
+            )
             score = (score + mentor_first) / 2.0
         return Verdict("mentor" if score > 0.5 else "generator", score)
 

@@ -92,7 +92,10 @@ def test_calculator_is_arithmetic_only(agent: ModuleType) -> None:
 
 def test_agent_calls_the_calculator_and_answers(agent: ModuleType) -> None:
     generator = TurnsBackend(
-        ['<tool_call>\n{"name": "calculator", "arguments": {"expression": "17 * 23 + 4"}}\n</tool_call>', "The answer is 395 ."]
+        [
+            '<tool_call>\n{"name": "calculator", "arguments": {"expression": "17 * 23 + 4"}}\n</tool_call>',
+            "The answer is 395 .",
+        ]
     )
     model = ChatMentorCollab(generator=generator, mentor=ScriptedBackend("unused"), probe_rate=0.0)
     report = agent.main(["What is 17 * 23 + 4?"], model=model)
@@ -107,7 +110,9 @@ def test_agent_calls_the_calculator_and_answers(agent: ModuleType) -> None:
 
 @pytest.mark.slow
 def test_rag_example_runs_on_real_models(rag: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
-    report = rag.main(["Which planet has the most moons?", "--mentor", "gemma3-270m", "--max-tokens", "24", "--probe-rate", "0.3"])
+    report = rag.main(
+        ["Which planet has the most moons?", "--mentor", "gemma3-270m", "--max-tokens", "24", "--probe-rate", "0.3"]
+    )
     assert "note: Saturn has 146 confirmed moons" in report
     assert "answer: " in report and "smollm2-135m-instruct writes, gemma3-270m mentors" in report
     assert report in capsys.readouterr().out
@@ -115,6 +120,8 @@ def test_rag_example_runs_on_real_models(rag: ModuleType, capsys: pytest.Capture
 
 @pytest.mark.slow
 def test_agent_example_runs_on_real_models(agent: ModuleType) -> None:
-    report = agent.main(["What is 17 * 23 + 4?", "--mentor", "smollm2-135m-instruct", "--max-tokens", "40", "--max-steps", "4"])
+    report = agent.main(
+        ["What is 17 * 23 + 4?", "--mentor", "smollm2-135m-instruct", "--max-tokens", "40", "--max-steps", "4"]
+    )
     assert report.startswith("user: What is 17 * 23 + 4?")
     assert "model (mentor share" in report

@@ -88,7 +88,8 @@ def summary(files: list[Path]) -> None:
                     correct += answer == row["gold"]
                 accuracy = correct / len(sample)
                 gap = (accuracy - generator) / (mentor - generator) if mentor > generator else float("nan")
-                print(f"| {threshold:g} | {margin:g} | {probed / len(sample):.0%} | {adopted} | {accuracy:.1%} | {gap:.0%} |")
+                print(f"| {threshold:g} | {margin:g} | {probed / len(sample):.0%} | {adopted} | {accuracy:.1%} "
+                      f"| {gap:.0%} |")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ llama.cpp server is in ``test_remote_mentor.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -29,7 +30,7 @@ async def test_cancelling_an_astream_cuts_off_the_mentor_call_in_flight() -> Non
     plan = FaultPlan(delay=HELD_FOR)
     with fault_proxy(f"http://127.0.0.1:{free_port()}", plan) as url:
         mentor = OpenAICompatibleBackend(url, model="mentor", tokenizer=DEFAULT_MENTOR, timeout=60.0, max_retries=0)
-        mentor.tokenizer  # loaded before the clock starts: on a fresh cache it is converted from the GGUF first
+        _ = mentor.tokenizer  # loaded before the clock starts: on a fresh cache it is converted from the GGUF first
         model = ChatMentorCollab(generator=ScriptedBackend("one two three four"), mentor=mentor, probe_rate=1.0)
 
         async def consume() -> list[str]:
@@ -42,10 +43,8 @@ async def test_cancelling_an_astream_cuts_off_the_mentor_call_in_flight() -> Non
         assert plan.requests == 1 and request_threads(), "the run should be waiting on its first mentor call"
         cancelled_at = time.monotonic()
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
         while request_threads() and time.monotonic() - cancelled_at < 10:
             await asyncio.sleep(0.05)
         # A blocking client would keep the worker waiting for the proxy's answer; the async one is cut off.

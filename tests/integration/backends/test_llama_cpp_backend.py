@@ -20,15 +20,15 @@ import torch
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by scripts/install.sh")
 
-from mentorcollab_langchain.backends import LlamaCppBackend, TransformersBackend, make_backend  # noqa: E402
-from mentorcollab_langchain.backends.base import Conversation  # noqa: E402
-from mentorcollab_langchain.backends.llama_cpp import LlamaCppCursor, _load_chat_tokenizer  # noqa: E402
-from mentorcollab_langchain.backends.local import log_softmax  # noqa: E402
-from mentorcollab_langchain.backends.prompts import render_chat  # noqa: E402
-from mentorcollab_langchain.backends.sampling import Sampling  # noqa: E402
-from mentorcollab_langchain.errors import BackendError, ConfigError, ContextTooLongError, UnknownModelError  # noqa: E402
-from mentorcollab_langchain.models import PACKAGED_MODELS  # noqa: E402
-from mentorcollab_langchain.models.registry import is_installed  # noqa: E402
+from mentorcollab_langchain.backends import LlamaCppBackend, TransformersBackend, make_backend
+from mentorcollab_langchain.backends.base import Conversation
+from mentorcollab_langchain.backends.llama_cpp import LlamaCppCursor, _load_chat_tokenizer
+from mentorcollab_langchain.backends.local import log_softmax
+from mentorcollab_langchain.backends.prompts import render_chat
+from mentorcollab_langchain.backends.sampling import Sampling
+from mentorcollab_langchain.errors import BackendError, ConfigError, ContextTooLongError, UnknownModelError
+from mentorcollab_langchain.models import PACKAGED_MODELS
+from mentorcollab_langchain.models.registry import is_installed
 
 GENERATOR = "smollm2-135m-instruct"
 MENTOR = "qwen2.5-coder-1.5b-instruct"
@@ -37,7 +37,10 @@ PROMPT = [{"role": "user", "content": "Count the apples: two red, three green."}
 HARD_PROMPT = Conversation(
     messages=(
         {"role": "system", "content": "Answer briefly.\n\nUse plain words."},
-        {"role": "user", "content": "Natalia sold 48 clips in April (½ as many in May) at the café, 12.5€ each:  total?"},
+        {
+            "role": "user",
+            "content": "Natalia sold 48 clips in April (½ as many in May) at the café, 12.5€ each:  total?",
+        },
     ),
     tools=({"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}},),
 )
@@ -83,7 +86,9 @@ def total_variation(a: np.ndarray, b: np.ndarray) -> float:
 def assert_same_state(logits: np.ndarray, expected: np.ndarray) -> None:
     assert total_variation(logits, expected) < SAME_STATE_TV
     chosen = int(logits.argmax())
-    assert expected[chosen] >= expected.max() - TIE_LOGITS, "the cursor's top token is not a near-tie of the recompute's"
+    assert expected[chosen] >= expected.max() - TIE_LOGITS, (
+        "the cursor's top token is not a near-tie of the recompute's"
+    )
 
 
 def assert_greedy_along(backend: LlamaCppBackend, prompt_ids: list[int], ids: list[int]) -> None:
@@ -429,7 +434,8 @@ def test_sentencepiece_base_model_with_sliding_window_rolls_back() -> None:
     cursor = backend.open(prompt, "raw")
     word = cursor.next_word("", 12)
     segment = cursor.generate(word.text, 10)
-    assert segment.text and backend.open(prompt, "raw").generate("", word.tokens + segment.tokens).text == word.text + segment.text
+    regenerated = backend.open(prompt, "raw").generate("", word.tokens + segment.tokens)
+    assert segment.text and regenerated.text == word.text + segment.text
     table = backend.loaded.whitespace_start
     assert table[backend.loaded.tokenize(" apples", add_special=False)[0]]
     assert not table[backend.loaded.tokenize("apples", add_special=False)[0]]

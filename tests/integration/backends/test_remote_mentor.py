@@ -69,7 +69,9 @@ def remote(url: str, **options) -> OpenAICompatibleBackend:
     return OpenAICompatibleBackend(url, model="mentor", tokenizer=DEFAULT_MENTOR, **({"timeout": 300.0} | options))
 
 
-def run(generator: TransformersBackend, mentor: OpenAICompatibleBackend, config: CollabConfig = CONFIG) -> tuple[CollabState, list]:
+def run(
+    generator: TransformersBackend, mentor: OpenAICompatibleBackend, config: CollabConfig = CONFIG
+) -> tuple[CollabState, list]:
     state = CollabState()
     events = list(collaborate(GSM8K_NATALIA, generator, mentor, config=config, state=state))
     return state, events
@@ -106,7 +108,8 @@ def test_mentor_killed_mid_run_the_answer_completes(generator: TransformersBacke
     with llama_server(DEFAULT_MENTOR, tmp_path / "mentor.log") as server:
         state = CollabState()
         text_at_kill = None
-        for event in collaborate(GSM8K_NATALIA, generator, remote(server.url, max_retries=1), config=CONFIG, state=state):
+        mentor = remote(server.url, max_retries=1)
+        for event in collaborate(GSM8K_NATALIA, generator, mentor, config=CONFIG, state=state):
             if isinstance(event, Probed) and text_at_kill is None:
                 server.kill()
                 text_at_kill = state.text
@@ -143,7 +146,9 @@ def test_500_and_429_are_retried_then_succeed(generator: TransformersBackend, me
     assert plan.requests >= 4
 
 
-def test_persistent_500s_fall_back_and_open_the_circuit(generator: TransformersBackend, mentor_server: ModelServer) -> None:
+def test_persistent_500s_fall_back_and_open_the_circuit(
+    generator: TransformersBackend, mentor_server: ModelServer
+) -> None:
     plan = FaultPlan(statuses=[500] * 50)
     breaker = CircuitBreaker(threshold=1, cooldown=60)
     with fault_proxy(mentor_server.url, plan) as url:
@@ -214,7 +219,9 @@ def test_the_async_path_reaches_the_real_server_through_the_async_client(
         return original()
 
     mentor.client.async_client = counted  # type: ignore[method-assign]
-    model = ChatMentorCollab(generator=generator, mentor=mentor, probe_rate=0.5, segment_tokens=6, max_tokens=32, seed=4)
+    model = ChatMentorCollab(
+        generator=generator, mentor=mentor, probe_rate=0.5, segment_tokens=6, max_tokens=32, seed=4
+    )
     sync = model.invoke(GSM8K_NATALIA)
     assert calls == []
     through_loop = asyncio.run(model.ainvoke(GSM8K_NATALIA))

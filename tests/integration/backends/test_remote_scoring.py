@@ -64,7 +64,7 @@ def count(backend: OpenAICompatibleBackend, text: str) -> int:
 
 
 def shared_prefix(a: list[int], b: list[int]) -> int:
-    return next((index for index, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((index for index, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def exact_logprobs(exact: Any, ids: list[int], first: int) -> list[np.ndarray]:
@@ -92,7 +92,8 @@ def exact_score(
     ids = tokenizer.encode(prompt, add_special_tokens=False) + whole
     first = len(ids) - len(whole) + start
     rows = exact_logprobs(exact, ids, first)
-    return sum(float(row[token]) for row, token in zip(rows, ids[first:])), len(ids) - first
+    # one row more than tokens: the last is the distribution after the final token, not needed here
+    return sum(float(row[token]) for row, token in zip(rows, ids[first:], strict=False)), len(ids) - first
 
 
 # -- tokens read ---------------------------------------------------------------------------------

@@ -30,11 +30,13 @@ def test_default_mentor_guides_and_the_stream_shows_it() -> None:
     stats = record["stats"]
     assert stats["probes"] > 0 and stats["mentor_calls"] > 0
     assert full.content == record["text"]
-    streamed_mentor = sum(p["end"] - p["start"] for p in full.response_metadata["mentorcollab_stream"] if p["source"] == "mentor")
+    stream = full.response_metadata["mentorcollab_stream"]
+    streamed_mentor = sum(p["end"] - p["start"] for p in stream if p["source"] == "mentor")
     assert streamed_mentor == sum(s["end"] - s["start"] for s in record["spans"] if s["source"] == "mentor")
     assert stats["adoptions"] == sum(d["choice"] == "mentor" for d in record["decisions"])
     assert full.usage_metadata["output_tokens"] == stats["tokens_committed"] <= 24 + 6
-    assert record["mentor_usage"]["input_tokens"] > 0 and record["mentor_usage"]["output_tokens"] == stats["mentor_tokens_generated"]
+    mentor_usage = record["mentor_usage"]
+    assert mentor_usage["input_tokens"] > 0 and mentor_usage["output_tokens"] == stats["mentor_tokens_generated"]
     # The same call again gives the same answer: greedy decoding and seeded probes.
     assert model.invoke(messages).content == full.content
 
@@ -45,7 +47,8 @@ def test_forced_tool_call_on_real_models() -> None:
         return input + 2
 
     model = ChatMentorCollab(generator="smollm2-135m-instruct", mentor="gemma3-270m", probe_rate=0.2, max_tokens=24)
-    message = model.bind_tools([magic_function], tool_choice="any").invoke("What is the value of magic_function(3)? Use the tool.")
+    forced = model.bind_tools([magic_function], tool_choice="any")
+    message = forced.invoke("What is the value of magic_function(3)? Use the tool.")
     assert [call["name"] for call in message.tool_calls] == ["magic_function"]
     # The call is forced down to its first key, so it parses; what follows is the 135M model's own,
     # and it is not 3 (it copies the schema's "type": "integer"), so only the forced key is checked.

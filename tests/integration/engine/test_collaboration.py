@@ -20,9 +20,8 @@ def test_default_generator_with_real_mentor_end_to_end() -> None:
     generator = TransformersBackend("smollm2-135m-instruct")
     mentor = TransformersBackend("qwen2.5-coder-1.5b-instruct")
     state = CollabState()
-    events = list(
-        collaborate(GSM8K_NATALIA, generator, mentor, config=CollabConfig(probe_rate=0.5, max_new_tokens=40, seed=0), state=state)
-    )
+    config = CollabConfig(probe_rate=0.5, max_new_tokens=40, seed=0)
+    events = list(collaborate(GSM8K_NATALIA, generator, mentor, config=config, state=state))
     stats = state.stats
     assert state.text.strip()
     assert stats.probes >= 1 and stats.mentor_tokens_generated >= stats.probes
@@ -54,9 +53,11 @@ def test_sampled_collaboration_is_fixed_by_the_seed_and_a_word_chain_equals_one_
     generator = TransformersBackend("smollm2-135m-instruct")
     mentor = TransformersBackend("gemma3-270m")
     config = CollabConfig(probe_rate=0.4, segment_tokens=6, max_new_tokens=30, temperature=0.9)
-    texts = {seed: run_collaboration(GSM8K_NATALIA, generator, mentor, config=config.model_copy(update={"seed": seed})).text
-             for seed in (1, 2, 3)}
-    assert run_collaboration(GSM8K_NATALIA, generator, mentor, config=config.model_copy(update={"seed": 1})).text == texts[1]
+    def seeded(seed: int) -> str:
+        return run_collaboration(GSM8K_NATALIA, generator, mentor, config=config.model_copy(update={"seed": seed})).text
+
+    texts = {seed: seeded(seed) for seed in (1, 2, 3)}
+    assert seeded(1) == texts[1]
     assert len(set(texts.values())) > 1, "different seeds should sample different answers"
     # The draws depend on the text only, so word-by-word decoding writes what one long segment writes.
     sampling = config.model_copy(update={"seed": 5}).sampling

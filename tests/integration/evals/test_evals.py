@@ -28,10 +28,13 @@ def test_generator_alone_on_real_arc_questions_then_report(tmp_path: Path) -> No
 
     _skip_without_data()
     generator = TransformersBackend("smollm2-135m-instruct")
-    models = ModelPair(generator, generator, ModelInfo("smollm2-135m-instruct", "transformers"), ModelInfo("-", "not loaded"))
+    models = ModelPair(
+        generator, generator, ModelInfo("smollm2-135m-instruct", "transformers"), ModelInfo("-", "not loaded")
+    )
     questions = load_questions("arc_challenge", "test", limit=2)
     methods = make_methods(["generator"], CollabConfig(max_new_tokens=4), "fewshot")
-    records = EvalRun(tmp_path / "results.jsonl", models, show_progress=False, log=lambda line: None).run(questions, methods)
+    evaluation = EvalRun(tmp_path / "results.jsonl", models, show_progress=False, log=lambda line: None)
+    records = evaluation.run(questions, methods)
     assert len(records) == 2
     for record in records:
         assert record["response"].strip() and "\n" not in record["response"]  # cut at the stop string
@@ -51,13 +54,19 @@ def test_collaboration_with_a_llama_cpp_mentor_on_a_real_question() -> None:
     _skip_without_data()
     generator = TransformersBackend("smollm2-135m-instruct")
     question = load_questions("arc_challenge", "test", limit=1)
-    with tempfile.TemporaryDirectory() as folder, llama_server("qwen2.5-coder-1.5b-instruct", Path(folder) / "log") as server:
-        mentor = OpenAICompatibleBackend(server.url, model="mentor", tokenizer="qwen2.5-coder-1.5b-instruct", timeout=300)
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        llama_server("qwen2.5-coder-1.5b-instruct", Path(folder) / "log") as server,
+    ):
+        mentor = OpenAICompatibleBackend(
+            server.url, model="mentor", tokenizer="qwen2.5-coder-1.5b-instruct", timeout=300
+        )
         models = ModelPair(generator, mentor, ModelInfo("smollm2-135m-instruct", "transformers"),
                           ModelInfo("qwen2.5-coder-1.5b-instruct", "llama.cpp"))
         config = CollabConfig(max_new_tokens=4, probe_rate=1.0, segment_tokens=2)
         methods = make_methods(["mentorcollab", "mentor"], config, "fewshot", verifier="self-consult")
-        collab, alone = EvalRun(Path(folder) / "r.jsonl", models, show_progress=False, log=lambda line: None).run(question, methods)
+        evaluation = EvalRun(Path(folder) / "r.jsonl", models, show_progress=False, log=lambda line: None)
+        collab, alone = evaluation.run(question, methods)
     assert collab["error"] is None and alone["error"] is None
     assert collab["stats"]["probes"] >= 1 and collab["stats"]["mentor_tokens_generated"] >= 1
     assert alone["stats"]["mentor_share"] == 1.0 and alone["parsed"]

@@ -28,13 +28,13 @@ def pair() -> tuple[LlamaCppBackend, LlamaCppBackend]:
     return LlamaCppBackend(DEFAULT_GENERATOR), LlamaCppBackend(DEFAULT_MENTOR)
 
 
-def recorded(benchmark: str, keep) -> dict:  # noqa: ANN001
+def recorded(benchmark: str, keep) -> dict:
     """The first recorded tuning row of ``benchmark`` that ``keep`` accepts."""
     rows = [json.loads(line) for line in (TUNING / f"{benchmark}.jsonl").read_text().splitlines() if line.strip()]
     return next(row for row in rows if keep(row))
 
 
-def question(row: dict):  # noqa: ANN201
+def question(row: dict):
     return next(q for q in load_questions(row["benchmark"], row["split"]) if q.id == row["question_id"])
 
 
@@ -42,7 +42,7 @@ def top_share(row: dict) -> float:
     return row["top_probability"] / (row["top_probability"] + row["runner_up_probability"])
 
 
-def test_the_uncertain_policy_probes_the_answer_slot_of_a_multiple_choice_prompt(pair) -> None:  # noqa: ANN001
+def test_the_uncertain_policy_probes_the_answer_slot_of_a_multiple_choice_prompt(pair) -> None:
     config = CollabConfig()
     assert config.probe_policy == "uncertain"
     unsure = recorded("arc_challenge", lambda row: top_share(row) < config.uncertainty_threshold)
@@ -60,7 +60,7 @@ def test_the_uncertain_policy_probes_the_answer_slot_of_a_multiple_choice_prompt
             assert probes == [], "a confident answer is left alone"
 
 
-def test_mentor_margin_adopts_the_mentor_where_only_the_mentor_is_right(pair) -> None:  # noqa: ANN001
+def test_mentor_margin_adopts_the_mentor_where_only_the_mentor_is_right(pair) -> None:
     assert DEFAULT_VERIFIER == "mentor-margin"
     row = recorded("csqa", lambda row: row["mentor_choice"] == row["gold"] != row["generator_choice"])
     built = build_prompt(question(row), "fewshot")
@@ -74,7 +74,7 @@ def test_mentor_margin_adopts_the_mentor_where_only_the_mentor_is_right(pair) ->
     assert extract_choice(alone.text, question(row).labels) == row["generator_choice"] != row["gold"]
 
 
-def test_mentor_margin_keeps_the_generator_where_the_mentor_barely_prefers_itself(pair) -> None:  # noqa: ANN001
+def test_mentor_margin_keeps_the_generator_where_the_mentor_barely_prefers_itself(pair) -> None:
     from mentorcollab_langchain.verifiers import MentorMarginVerifier
 
     threshold = MentorMarginVerifier().margin

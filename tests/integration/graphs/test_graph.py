@@ -27,6 +27,7 @@ from mentorcollab_langchain.chat import ChatMentorCollab
 from mentorcollab_langchain.engine import CollabConfig, run_collaboration
 from mentorcollab_langchain.errors import BackendError
 from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER
+from tests.paths import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,6 @@ QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether?"
 )
-from tests.paths import REPO
 
 PROMPT = [{"role": "user", "content": QUESTION}]
 CONFIG = CollabConfig(probe_rate=0.4, segment_tokens=6, seed=7, max_new_tokens=32)
@@ -75,7 +75,8 @@ def test_same_answer_as_the_chat_model(models, chat_answer) -> None:
     answer = build_mentorcollab_graph(*models, config=CONFIG).invoke({"messages": PROMPT})["answer"]
     assert answer.content == chat_answer.content
     assert answer.usage_metadata == chat_answer.usage_metadata
-    assert comparable(answer.response_metadata["mentorcollab"]) == comparable(chat_answer.response_metadata["mentorcollab"])
+    record, chat_record = answer.response_metadata["mentorcollab"], chat_answer.response_metadata["mentorcollab"]
+    assert comparable(record) == comparable(chat_record)
     assert answer.response_metadata["model_name"] == chat_answer.response_metadata["model_name"]
 
 
@@ -90,7 +91,8 @@ def test_streams_add_up_to_the_answer_and_spans_carry_the_decisions(models, chat
     texts = [event for event in custom if event["type"] == "text"]
     assert "".join(event["text"] for event in texts) == answer
     mentor_text = "".join(event["text"] for event in texts if event["source"] == "mentor")
-    assert mentor_text == "".join(answer[span["start"] : span["end"]] for span in record["spans"] if span["source"] == "mentor")
+    mentor_spans = [span for span in record["spans"] if span["source"] == "mentor"]
+    assert mentor_text == "".join(answer[span["start"] : span["end"]] for span in mentor_spans)
     assert "".join(message.content for message, _ in messages) == answer
     decided = [update["verify"]["step"] for update in updates if "verify" in update]
     assert [(d["mentorcollab.choice"], d["mentorcollab.probe.position"]) for d in decided] == [
@@ -107,10 +109,12 @@ def test_streams_add_up_to_the_answer_and_spans_carry_the_decisions(models, chat
     assert all("mentorcollab.generator_word" in p and "mentorcollab.mentor_word" in p for p in probes)
     assert sum(p["mentorcollab.diverged"] for p in probes) == record["stats"]["divergences"]
     verifies = [dict(span.attributes) for span in spans if span.name == "verify"]
-    assert [
-        (v["mentorcollab.probe.position"], v["mentorcollab.choice"], v["mentorcollab.verifier_score"], v["mentorcollab.verifier"])
+    traced = [
+        (v["mentorcollab.probe.position"], v["mentorcollab.choice"], v["mentorcollab.verifier_score"],
+         v["mentorcollab.verifier"])
         for v in verifies
-    ] == [(d["position"], d["choice"], d["score"], d["verifier"]) for d in record["decisions"]]
+    ]
+    assert traced == [(d["position"], d["choice"], d["score"], d["verifier"]) for d in record["decisions"]]
 
 
 class _FailingBackend:
@@ -165,9 +169,12 @@ def test_a_node_that_raises_resumes_to_the_same_text(models, chat_answer, tmp_pa
 def test_exact_resume_repeats_the_uninterrupted_run_exactly(models) -> None:
     """With exact_resume every node starts from cursors rebuilt from text, as a resumed run does."""
     generator, mentor = models
-    uninterrupted = build_mentorcollab_graph(generator, mentor, config=CONFIG, exact_resume=True).invoke({"messages": PROMPT})
+    straight = build_mentorcollab_graph(generator, mentor, config=CONFIG, exact_resume=True)
+    uninterrupted = straight.invoke({"messages": PROMPT})
     saver = InMemorySaver()
-    failing = build_mentorcollab_graph(_FailingBackend(generator, 10), mentor, config=CONFIG, checkpointer=saver, exact_resume=True)
+    failing = build_mentorcollab_graph(
+        _FailingBackend(generator, 10), mentor, config=CONFIG, checkpointer=saver, exact_resume=True
+    )
     with pytest.raises(BackendError):
         failing.invoke({"messages": PROMPT}, thread("exact"))
     graph = build_mentorcollab_graph(generator, mentor, config=CONFIG, checkpointer=saver, exact_resume=True)
@@ -211,7 +218,8 @@ class Slow:
 generator = TransformersBackend(sys.argv[5])
 mentor = TransformersBackend(sys.argv[6])
 with SqliteSaver.from_conn_string(database) as saver:
-    graph = build_mentorcollab_graph(Slow(generator) if mode == "start" else generator, mentor, config=config, checkpointer=saver)
+    writer = Slow(generator) if mode == "start" else generator
+    graph = build_mentorcollab_graph(writer, mentor, config=config, checkpointer=saver)
     thread = {"configurable": {"thread_id": "killed"}}
     result = graph.invoke({"messages": prompt} if mode == "start" else None, thread)
     print(json.dumps({"text": result["answer"].content}))
@@ -232,12 +240,16 @@ def test_a_killed_process_resumes_in_a_new_one_with_the_same_text(chat_answer, t
     environment = os.environ | {"PYTHONPATH": str(REPO)}
     arguments = [sys.executable, str(script), str(database)]
     settings = [CONFIG.model_dump_json(), json.dumps(PROMPT), GENERATOR, MENTOR]
-    worker = subprocess.Popen([*arguments, "start", *settings], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    worker = subprocess.Popen(
+        [*arguments, "start", *settings], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 240
         while _checkpoints(database) < 6 and worker.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert worker.poll() is None, "the worker ended before it could be killed: " + worker.stderr.read().decode()[-2000:]
+        assert worker.poll() is None, (
+            "the worker ended before it could be killed: " + worker.stderr.read().decode()[-2000:]
+        )
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
     finally:
@@ -245,7 +257,9 @@ def test_a_killed_process_resumes_in_a_new_one_with_the_same_text(chat_answer, t
             worker.kill()
     with SqliteSaver.from_conn_string(str(database)) as saver:
         # The graph object only reads the checkpoint here; the models are not loaded.
-        graph = build_mentorcollab_graph(TransformersBackend(GENERATOR), TransformersBackend(MENTOR), config=CONFIG, checkpointer=saver)
+        graph = build_mentorcollab_graph(
+            TransformersBackend(GENERATOR), TransformersBackend(MENTOR), config=CONFIG, checkpointer=saver
+        )
         stopped = graph.get_state(thread("killed"))
         assert stopped.next and stopped.values["collab"].finish_reason is None  # killed midway
     resumed = subprocess.run(
@@ -258,10 +272,13 @@ def test_a_killed_process_resumes_in_a_new_one_with_the_same_text(chat_answer, t
 @pytest.mark.parametrize("choice", ["generator", "mentor"])
 def test_human_verifier_decides_every_divergence(models, choice: str) -> None:
     generator, mentor = models
-    graph = build_mentorcollab_graph(generator, mentor, config=CONFIG, checkpointer=InMemorySaver(), human_verifier=True)
+    graph = build_mentorcollab_graph(
+        generator, mentor, config=CONFIG, checkpointer=InMemorySaver(), human_verifier=True
+    )
     result = graph.invoke({"messages": PROMPT}, thread(choice))
     shown = result["__interrupt__"][0].value
-    assert shown["generator_segment"] and shown["mentor_segment"] and shown["generator_segment"] != shown["mentor_segment"]
+    generator_segment, mentor_segment = shown["generator_segment"], shown["mentor_segment"]
+    assert generator_segment and mentor_segment and generator_segment != mentor_segment
     assert shown["verifier"] == DEFAULT_VERIFIER and 0.0 <= shown["verifier_score"] <= 1.0
     with pytest.raises(InvalidResumeError, match="Command"):
         graph.invoke(Command(resume="option B"), thread(choice))

@@ -31,7 +31,9 @@ def backends(tiny_byte_level_model: str) -> list:
 
 @pytest.mark.parametrize(("prompt", "problem"), BAD_PROMPTS)
 @pytest.mark.parametrize("style", ["chat", "raw"])
-def test_a_bad_prompt_is_named_before_any_token_is_read(backends: list, prompt: object, problem: str, style: str) -> None:
+def test_a_bad_prompt_is_named_before_any_token_is_read(
+    backends: list, prompt: object, problem: str, style: str
+) -> None:
     for backend in backends:
         with pytest.raises(InvalidPromptError, match=problem) as caught:
             backend.open(prompt, style)

@@ -17,7 +17,7 @@ def test_a_slow_first_load_blocks_neither_loaded_models_nor_other_loads(
     release = threading.Event()
     real_load = transformers_backend._load
 
-    def stuck_load(name, *args):  # noqa: ANN001, ANN202 - a first load that takes until it is released
+    def stuck_load(name, *args):  # a first load that takes until it is released
         if name == "stuck/model":
             release.wait(30)
             return loaded.loaded

@@ -47,7 +47,11 @@ def test_qwen_renders_tools_and_the_call_history_as_its_own_template_does() -> N
     native = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "What is magic_function(3)?"},
-        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "magic_function", "arguments": {"input": 3}}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": "magic_function", "arguments": {"input": 3}}}],
+        },
         {"role": "tool", "content": "5"},
     ]
     expected = qwen.apply_chat_template(native, tools=TOOLS, tokenize=False, add_generation_prompt=True)

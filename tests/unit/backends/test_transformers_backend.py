@@ -145,7 +145,8 @@ def test_a_dummy_prefix_tokenizer_keeps_each_words_space_and_its_cache(tiny_llam
     assert tokenizer.convert_ids_to_tokens(answer_ids("A")) == ["A"]
     assert tokenizer.convert_ids_to_tokens(answer_ids(" Five apples")) == ["▁Five", "▁apples"]
 
-    written = dict(zip(["", " Five", " Five apples"], tokenizer.convert_tokens_to_ids(["▁Five", "▁apples", "▁left"])))
+    next_ids = tokenizer.convert_tokens_to_ids(["▁Five", "▁apples", "▁left"])
+    written = dict(zip(["", " Five", " Five apples"], next_ids, strict=True))
     cursor._pick = lambda logits, text: written[text]  # the model writes " Five apples left"
     first = cursor.next_word("", 4)
     second = cursor.next_word(first.text, 4)
@@ -249,5 +250,5 @@ def test_tokens_read_counts_what_the_model_read_but_did_not_write(tiny_byte_leve
     read = len(cursor.prompt_ids)
     ids = cursor.token_ids(word.text + adopted)
     own = cursor.token_ids(word.text)
-    common = next((i for i, (a, b) in enumerate(zip(ids, own)) if a != b), min(len(ids), len(own)))
+    common = next((i for i, (a, b) in enumerate(zip(ids, own, strict=False)) if a != b), min(len(ids), len(own)))
     assert cursor.tokens_read == read + len(ids) - common  # only the other model's text, from where it differs

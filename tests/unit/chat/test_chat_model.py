@@ -71,7 +71,9 @@ def test_building_is_cheap_and_loads_nothing() -> None:
 
 def test_instances_naming_one_model_share_its_weights(tiny_byte_level_model: str) -> None:
     first = ChatMentorCollab(generator=tiny_byte_level_model, device="cpu", dtype="float32")
-    second = ChatMentorCollab(generator=tiny_byte_level_model, mentor=tiny_byte_level_model, device="cpu", dtype="float32")
+    second = ChatMentorCollab(
+        generator=tiny_byte_level_model, mentor=tiny_byte_level_model, device="cpu", dtype="float32"
+    )
     generator = first._backend("generator")
     assert isinstance(generator, TransformersBackend)
     assert generator.loaded is second._backend("generator").loaded is second._backend("mentor").loaded
@@ -154,7 +156,11 @@ def test_rejected_lookaheads_never_reach_the_stream() -> None:
     chunks = list(model.stream("count"))
     streamed = "".join(str(chunk.content) for chunk in chunks)
     record = chunks[-1].response_metadata["mentorcollab"]
-    rejected = [d["generator_segment"].strip() for d in record["decisions"] if d["choice"] == "mentor" and d["generator_segment"]]
+    rejected = [
+        d["generator_segment"].strip()
+        for d in record["decisions"]
+        if d["choice"] == "mentor" and d["generator_segment"]
+    ]
     assert rejected and all(segment not in streamed for segment in rejected)
     assert streamed == record["text"]
 
@@ -168,9 +174,13 @@ def test_stop_max_tokens_and_seed_per_call() -> None:
     assert instance_stop.invoke("q").content == "Natalia sold 48 clips in "
 
     probing = scripted_model(probe_rate=0.3, verifier="never-mentor")
-    positions = {seed: [d["word_index"] for d in probing.invoke("q", seed=seed).response_metadata["mentorcollab"]["decisions"]]
-                 for seed in (1, 2, 3)}
-    assert positions[1] == [d["word_index"] for d in probing.invoke("q", seed=1).response_metadata["mentorcollab"]["decisions"]]
+
+    def probed_words(seed: int) -> list[int]:
+        decisions = probing.invoke("q", seed=seed).response_metadata["mentorcollab"]["decisions"]
+        return [d["word_index"] for d in decisions]
+
+    positions = {seed: probed_words(seed) for seed in (1, 2, 3)}
+    assert positions[1] == probed_words(1)
     assert len({tuple(value) for value in positions.values()}) > 1, "the seed must move the probes"
     with pytest.raises(ConfigError, match="temperature"):
         model.invoke("q", temperature=-0.5)
@@ -217,7 +227,8 @@ def test_messages_the_models_cannot_take_give_clear_errors() -> None:
     with pytest.raises(ValueError, match="empty list"):
         model.invoke([])
     with pytest.raises(UnsupportedContentError, match="images"):
-        model.invoke([HumanMessage([{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "x"}}])])
+        text_and_image = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "x"}}]
+        model.invoke([HumanMessage(text_and_image)])
     with pytest.raises(UnsupportedContentError, match="audio"):
         model.invoke([HumanMessage([{"type": "audio", "base64": "AAAA", "mime_type": "audio/wav"}])])
     with pytest.raises(UnsupportedContentError, match="FunctionMessage"):
@@ -249,9 +260,10 @@ def test_usage_counts_on_real_tokenizers(tiny_pair: ChatMentorCollab) -> None:
     generator, mentor = tiny_pair._backend("generator"), tiny_pair._backend("mentor")
     record = message.response_metadata["mentorcollab"]
     stats = record["stats"]
-    assert message.usage_metadata["input_tokens"] == len(generator.prompt_ids(prompt)) > 0
-    assert message.usage_metadata["output_tokens"] == stats["generator_tokens_committed"] + stats["mentor_tokens_committed"]
-    assert message.usage_metadata["total_tokens"] == message.usage_metadata["input_tokens"] + message.usage_metadata["output_tokens"]
+    usage = message.usage_metadata
+    assert usage["input_tokens"] == len(generator.prompt_ids(prompt)) > 0
+    assert usage["output_tokens"] == stats["generator_tokens_committed"] + stats["mentor_tokens_committed"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
     assert stats["probes"] > 0
     assert record["mentor_usage"] == {
         "input_tokens": len(mentor.prompt_ids(prompt)),
@@ -292,9 +304,12 @@ async def test_temperature_per_call_samples_and_the_seed_fixes_the_draws(tiny_pa
     greedy = tiny_pair.invoke("Tell me about apples.", seed=1).content
     hot = [tiny_pair.invoke("Tell me about apples.", seed=seed, temperature=1.5).content for seed in (1, 2, 3)]
     assert hot[0] != greedy and len(set(hot)) > 1
-    concurrent = await asyncio.gather(*(tiny_pair.ainvoke("Tell me about apples.", seed=seed, temperature=1.5) for seed in (1, 2, 3)))
+    concurrent = await asyncio.gather(
+        *(tiny_pair.ainvoke("Tell me about apples.", seed=seed, temperature=1.5) for seed in (1, 2, 3))
+    )
     assert [message.content for message in concurrent] == hot
-    assert ChatMentorCollab(**{**tiny_pair.model_dump(), "temperature": 1.5}).invoke("Tell me about apples.", seed=2).content == hot[1]
+    hot_model = ChatMentorCollab(**{**tiny_pair.model_dump(), "temperature": 1.5})
+    assert hot_model.invoke("Tell me about apples.", seed=2).content == hot[1]
 
 
 # -- cancellation --------------------------------------------------------------------------------
@@ -436,7 +451,8 @@ def test_bound_tools_produce_parsed_tool_calls() -> None:
     assert message.content == "Let me compute."
     assert message.response_metadata["finish_reason"] == "tool_calls"
     prompt = model.bound.generator.prompts[-1]  # the tools go with the prompt, for each model to render
-    assert isinstance(prompt, Conversation) and [tool["function"]["name"] for tool in prompt.tools] == ["calculator", "weather"]
+    assert isinstance(prompt, Conversation)
+    assert [tool["function"]["name"] for tool in prompt.tools] == ["calculator", "weather"]
     assert '"name": "calculator"' in render_plain(prompt, "chat") and "<tool_call>" in render_plain(prompt, "chat")
 
     chunks = list(model.stream("What is 2 * 21?"))
@@ -447,14 +463,18 @@ def test_bound_tools_produce_parsed_tool_calls() -> None:
 
 
 def test_tool_choice_forces_the_named_tool() -> None:
-    model = scripted_model(probe_rate=0.0, generator_answer='<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call>')
+    model = scripted_model(
+        probe_rate=0.0,
+        generator_answer='<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+    )
     forced = model.bind_tools([calculator, weather], tool_choice="calculator")
     message = forced.invoke("Weather in Paris?")
     # The answer was started as a call of calculator; the model only wrote the argument's value.
     assert [call["name"] for call in message.tool_calls] == ["calculator"]
     assert message.response_metadata["mentorcollab"]["prefix"].startswith('<tool_call>\n{"name": "calculator"')
     streamed = merge(list(forced.stream("Weather in Paris?")))
-    assert [(call["name"], call["args"]) for call in streamed.tool_calls] == [(call["name"], call["args"]) for call in message.tool_calls]
+    streamed_calls = [(call["name"], call["args"]) for call in streamed.tool_calls]
+    assert streamed_calls == [(call["name"], call["args"]) for call in message.tool_calls]
     assert streamed.content == message.content == ""
     with pytest.raises(ValueError, match="not one of the bound tools"):
         model.bind_tools([calculator], tool_choice="search")
@@ -605,9 +625,13 @@ def test_tool_call_forms_are_parsed() -> None:
     from mentorcollab_langchain.chat.tools import parse_tool_calls
 
     names = ["calculator", "weather"]
-    content, calls, invalid = parse_tool_calls('```json\n{"name": "weather", "parameters": {"city": "Oslo"}}\n```', names)
+    content, calls, invalid = parse_tool_calls(
+        '```json\n{"name": "weather", "parameters": {"city": "Oslo"}}\n```', names
+    )
     assert (content, [(c["name"], c["args"]) for c in calls], invalid) == ("", [("weather", {"city": "Oslo"})], [])
-    content, calls, _ = parse_tool_calls('Sure. {"name": "calculator", "arguments": "{\\"expression\\": \\"1+1\\"}"}', names)
+    content, calls, _ = parse_tool_calls(
+        'Sure. {"name": "calculator", "arguments": "{\\"expression\\": \\"1+1\\"}"}', names
+    )
     assert content == "Sure." and calls[0]["args"] == {"expression": "1+1"}
     # a call cut off by the token limit is read as far as it goes
     _, calls, _ = parse_tool_calls('<tool_call>\n{"name": "weather", "arguments": {"city": "Os', names)

@@ -39,7 +39,7 @@ def test_cli_run_records_the_verifier_it_used(tiny_byte_level_model: str) -> Non
     assert record("--faithful", "--verifier", "always-mentor")["verifier"] == "always-mentor"
 
 
-def test_an_unknown_verifier_is_a_clear_error_before_any_model_loads(capsys) -> None:  # noqa: ANN001
+def test_an_unknown_verifier_is_a_clear_error_before_any_model_loads(capsys) -> None:
     from mentorcollab_langchain.cli import main
 
     assert main(["eval", "--benchmark", "csqa", "--limit", "1", "--verifier", "oracle"]) == 2

@@ -28,10 +28,14 @@ GENERATOR_ANSWER = "She sold 48 clips in April and 24 clips in May so 72 in all.
 MENTOR_ANSWER = "She sold 48 clips in April and half as many, 24, in May: 72."
 
 
-def run(config: CollabConfig, verifier=None, generator=GENERATOR_ANSWER, mentor=MENTOR_ANSWER) -> tuple[CollabState, list]:
+def run(
+    config: CollabConfig, verifier=None, generator=GENERATOR_ANSWER, mentor=MENTOR_ANSWER
+) -> tuple[CollabState, list]:
     state = CollabState()
     events = list(
-        collaborate("q", ScriptedBackend(generator), ScriptedBackend(mentor), verifier=verifier, config=config, state=state)
+        collaborate(
+            "q", ScriptedBackend(generator), ScriptedBackend(mentor), verifier=verifier, config=config, state=state
+        )
     )
     return state, events
 
@@ -46,7 +50,7 @@ def test_same_seed_gives_same_probes_and_text() -> None:
     second, second_events = run(config, AlwaysMentor())
     assert first.text == second.text
     assert [e for e in first_events if isinstance(e, Probed)] == [e for e in second_events if isinstance(e, Probed)]
-    other, other_events = run(config.model_copy(update={"seed": 8}), AlwaysMentor())
+    _, other_events = run(config.model_copy(update={"seed": 8}), AlwaysMentor())
     probed_at = lambda events: [e.word_index for e in events if isinstance(e, Probed)]  # noqa: E731
     assert probed_at(other_events) != probed_at(first_events), "another seed should probe elsewhere"
 
@@ -108,7 +112,7 @@ def test_streamed_pieces_add_up_to_the_text_and_its_spans() -> None:
         covering = [span for span in state.spans if span.start <= piece.start and piece.end <= span.end]
         assert covering and covering[0].source == piece.source
     assert state.spans[0].start == 0 and state.spans[-1].end == len(state.text)
-    assert all(a.end == b.start and a.source != b.source for a, b in zip(state.spans, state.spans[1:]))
+    assert all(a.end == b.start and a.source != b.source for a, b in itertools.pairwise(state.spans))
 
 
 def test_stop_string_cuts_the_answer_and_never_streams() -> None:
@@ -141,7 +145,7 @@ def test_max_new_tokens_holds_for_words_and_segments() -> None:
 
 
 def test_end_of_sequence_finishes() -> None:
-    state, events = run(CollabConfig(probe_rate=0.0))
+    state, _ = run(CollabConfig(probe_rate=0.0))
     assert state.text == GENERATOR_ANSWER and state.finish_reason == "eos"
 
 
@@ -156,7 +160,9 @@ def test_repetition_guard_stops_a_loop() -> None:
 def test_failed_mentor_falls_back_to_the_generator_and_is_recorded() -> None:
     state = CollabState()
     mentor = ScriptedBackend(MENTOR_ANSWER, fail_from_call=3)
-    events = list(collaborate("q", ScriptedBackend(GENERATOR_ANSWER), mentor, config=CollabConfig(probe_rate=1.0), state=state))
+    events = list(
+        collaborate("q", ScriptedBackend(GENERATOR_ANSWER), mentor, config=CollabConfig(probe_rate=1.0), state=state)
+    )
     assert state.text == GENERATOR_ANSWER and state.finish_reason == "eos"
     assert state.stats.mentor_errors == 1 and "scripted failure" in state.errors[0]
     assert state.probing_stopped.startswith("mentor failed: BackendError")
@@ -176,7 +182,10 @@ def test_failed_mentor_raises_when_configured() -> None:
 
 @pytest.mark.parametrize(
     ("budget", "spent"),
-    [({"max_mentor_calls": 4}, "mentor call budget spent (4 of max_mentor_calls=4)"), ({"max_mentor_tokens": 5}, "mentor token budget spent")],
+    [
+        ({"max_mentor_calls": 4}, "mentor call budget spent (4 of max_mentor_calls=4)"),
+        ({"max_mentor_tokens": 5}, "mentor token budget spent"),
+    ],
 )
 def test_mentor_budget_stops_probing_and_is_recorded(budget: dict, spent: str) -> None:
     answer = " ".join(f"w{i}" for i in range(200))
@@ -194,7 +203,8 @@ def test_state_round_trips_through_json_and_resumes_identically() -> None:
     uninterrupted, _ = run(config, AlwaysMentor())
 
     def team() -> Team:
-        return Team(ScriptedBackend(GENERATOR_ANSWER).open("q"), ScriptedBackend(MENTOR_ANSWER).open("q"), AlwaysMentor(), config)
+        generator, mentor = ScriptedBackend(GENERATOR_ANSWER).open("q"), ScriptedBackend(MENTOR_ANSWER).open("q")
+        return Team(generator, mentor, AlwaysMentor(), config)
 
     state = CollabState()
     while next_step(state) != "verify":  # stop with a divergence pending, as a killed run would
@@ -225,7 +235,8 @@ def test_bad_config_names_the_field(fields: dict, message: str) -> None:
 
 def test_faithful_preset_has_the_papers_settings() -> None:
     faithful = CollabConfig.faithful()
-    assert (faithful.probe_rate, faithful.segment_tokens, faithful.match, faithful.prompt_style) == (0.04, 16, "exact", "raw")
+    settings = (faithful.probe_rate, faithful.segment_tokens, faithful.match, faithful.prompt_style)
+    assert settings == (0.04, 16, "exact", "raw")
     assert CollabConfig.faithful(seed=3).seed == 3
 
 

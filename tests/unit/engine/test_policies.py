@@ -62,7 +62,9 @@ def test_random_probes_still_sample_confident_words() -> None:
     state = run_collaboration("q", sure, ScriptedBackend(answer),
                               config=uncertain(probe_rate=0.05, max_new_tokens=5000, seed=3))
     assert state.stats.probes / state.stats.words == pytest.approx(0.05, abs=4 * (0.05 * 0.95 / 2000) ** 0.5)
-    without = run_collaboration("q", ScriptedBackend(answer), ScriptedBackend(answer), config=uncertain(max_new_tokens=5000))
+    without = run_collaboration(
+        "q", ScriptedBackend(answer), ScriptedBackend(answer), config=uncertain(max_new_tokens=5000)
+    )
     assert without.stats.probes == 0
 
 

@@ -8,6 +8,7 @@ uninterrupted run: exactly on the scripted backend, to floating-point rounding o
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -51,13 +52,14 @@ def check_books(state: CollabState, events: list[Any], config: CollabConfig) -> 
         assert span.start == position < span.end
         position = span.end
     assert position == len(state.text)
-    assert all(left.source != right.source for left, right in zip(state.spans, state.spans[1:]))
+    assert all(left.source != right.source for left, right in itertools.pairwise(state.spans))
     # What was streamed is the text, each piece with its own span's source.
     streamed = [event for event in events if isinstance(event, TextCommitted)]
     assert "".join(event.text for event in streamed) == state.text
     for event in streamed:
         assert state.text[event.start : event.end] == event.text
-        assert all(span.source == event.source for span in state.spans if span.start < event.end and event.start < span.end)
+        overlapping = [span for span in state.spans if span.start < event.end and event.start < span.end]
+        assert all(span.source == event.source for span in overlapping)
     # The counters add up.
     stats = state.stats
     assert stats.generator_tokens_committed >= 0 and stats.mentor_tokens_committed >= 0
@@ -123,8 +125,11 @@ def events_with_earlier_text(state: CollabState, events: list[Any]) -> list[Any]
     """The resumed run streams only what was not streamed before the checkpoint: put that part back."""
     resumed = [event for event in events if isinstance(event, TextCommitted)]
     first = resumed[0].start if resumed else len(state.text)
-    earlier = [TextCommitted(state.text[span.start : min(span.end, first)], span.source, span.start, min(span.end, first))
-               for span in state.spans if span.start < first]
+    earlier = [
+        TextCommitted(state.text[span.start : min(span.end, first)], span.source, span.start, min(span.end, first))
+        for span in state.spans
+        if span.start < first
+    ]
     return [*earlier, *events]
 
 
@@ -144,12 +149,16 @@ def test_a_state_resumed_after_any_step_finishes_like_the_uninterrupted_run(
 
 
 @pytest.fixture(scope="module")
-def tiny_pair(tiny_byte_level_model: str, tiny_sentencepiece_model: str) -> tuple[TransformersBackend, TransformersBackend]:
+def tiny_pair(
+    tiny_byte_level_model: str, tiny_sentencepiece_model: str
+) -> tuple[TransformersBackend, TransformersBackend]:
     return (TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32"),
             TransformersBackend(tiny_sentencepiece_model, device="cpu", dtype="float32"))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(configs.filter(lambda config: config.max_new_tokens >= 8), st.sampled_from(["always-mentor", "mentor-margin"]),
        st.integers(0, 12))
 @example(  # found in CI: the resumed run's scores differed in the 8th digit

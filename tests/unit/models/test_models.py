@@ -38,7 +38,7 @@ def test_corrupted_part_is_refused_and_leaves_nothing_behind(tmp_path: Path) -> 
     source[12_345_678] ^= 0x01  # one flipped bit
     part = tmp_path / "part0"
     part.write_bytes(bytes(source))
-    with pytest.raises(ModelFileError, match="refusing out.gguf.*sha256"):
+    with pytest.raises(ModelFileError, match=r"refusing out\.gguf.*sha256"):
         assemble_file([part], tmp_path / "out.gguf", SMOLLM.size, SMOLLM.sha256)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["part0"]
 
@@ -55,7 +55,10 @@ def test_missing_package_names_the_exact_install_command() -> None:
         name="absent",
         role="test",
         description="",
-        parts=(FilePart("no-such-weights-part1", "9.9.9", "x/data.bin"), FilePart("no-such-weights-part2", "9.9.9", "y")),
+        parts=(
+            FilePart("no-such-weights-part1", "9.9.9", "x/data.bin"),
+            FilePart("no-such-weights-part2", "9.9.9", "y"),
+        ),
         gguf_name="absent.gguf",
         size=1,
         sha256="0" * 64,

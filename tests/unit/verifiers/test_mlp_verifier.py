@@ -77,14 +77,17 @@ def test_a_trained_verifier_saves_loads_and_decides(trained: Path, generator: Tr
     assert card["training"]["train_examples"] + card["training"]["validation_examples"] == 32
     assert set(card["validation"]) >= {"always-mentor", "self-consult-both-orders"}
 
-    verdicts = [verifier.decide(request_for(generator, wrong, right)) for right, wrong in zip(RIGHT, WRONG)]
+    pairs = list(zip(RIGHT, WRONG, strict=True))
+    verdicts = [verifier.decide(request_for(generator, wrong, right)) for right, wrong in pairs]
     for verdict in verdicts:
         assert 0.0 <= verdict.score <= 1.0
         assert verdict.choice == ("mentor" if verdict.score > verifier.threshold else "generator")
-        assert {"logit", "threshold", "feature:hidden", "feature:confidence", "label_margin", "entropy"} <= set(verdict.evidence)
-        assert verdict.score == pytest.approx(1 / (1 + torch.exp(torch.tensor(-verdict.evidence["logit"])).item()), rel=1e-5)
+        named = {"logit", "threshold", "feature:hidden", "feature:confidence", "label_margin", "entropy"}
+        assert named <= set(verdict.evidence)
+        sigmoid_of_logit = 1 / (1 + torch.exp(torch.tensor(-verdict.evidence["logit"])).item())
+        assert verdict.score == pytest.approx(sigmoid_of_logit, rel=1e-5)
     # It learned something from the training set: it prefers the mentor when the mentor names option B.
-    swapped = [verifier.decide(request_for(generator, right, wrong)).score for right, wrong in zip(RIGHT, WRONG)]
+    swapped = [verifier.decide(request_for(generator, right, wrong)).score for right, wrong in pairs]
     assert sum(v.score for v in verdicts) > sum(swapped)
 
 
@@ -166,7 +169,8 @@ def test_collection_runs_the_engine_and_labels_by_the_gold_letter(tiny_byte_leve
 
 def test_multiple_choice_labels_are_exact() -> None:
     question = Question("arc", "validation", "1", "q", "B", "choice", ("x", "y", "z"), stop=("\n",))
-    assert label_choice(question, " A\n\nQuestion: B", " B\n\nQuestion") == "mentor"  # text past the stop is not the answer
+    # text past the stop is not the answer
+    assert label_choice(question, " A\n\nQuestion: B", " B\n\nQuestion") == "mentor"
     assert label_choice(question, " B", " C") == "generator"
     assert label_choice(question, " A", " C") is None and label_choice(question, " B", " B.") is None
 

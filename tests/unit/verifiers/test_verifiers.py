@@ -47,7 +47,8 @@ def test_one_order_follows_the_label_preference_and_both_orders_cancel_it() -> N
 def test_without_a_label_preference_both_orders_agree_with_one() -> None:
     for preference in (-1.5, 1.5):
         judge = LabelBiasedJudge(label_bias=0.0, preference=preference)
-        assert decide(SelfConsultVerifier(), judge).choice == decide(SelfConsultVerifier(both_orders=True), judge).choice
+        one_order = decide(SelfConsultVerifier(), judge).choice
+        assert one_order == decide(SelfConsultVerifier(both_orders=True), judge).choice
 
 
 def test_named_verifiers_build_what_their_names_say() -> None:
