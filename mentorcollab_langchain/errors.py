@@ -27,6 +27,14 @@ class InvalidPromptError(MentorCollabError, ValueError):
     """A prompt no model can read: not text, or text holding a NUL or a lone surrogate."""
 
 
+class InvalidSchemaError(MentorCollabError, ValueError):
+    """A structured-output schema (or a tool's parameters) is not a JSON schema the models can answer with."""
+
+
+class InvalidToolError(InvalidSchemaError):
+    """A tool given to ``bind_tools`` has no usable name, or parameters that are not a JSON-schema object."""
+
+
 class ContextTooLongError(MentorCollabError, ValueError):
     """The prompt plus the answer would not fit in a model's context window."""
 

@@ -50,7 +50,7 @@ from mentorcollab_langchain.backends.http_client import CircuitBreaker, OpenAICo
 from mentorcollab_langchain.backends.local import common_prefix_length
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
-from mentorcollab_langchain.errors import BackendError
+from mentorcollab_langchain.errors import BackendError, ConfigError
 from mentorcollab_langchain.models.registry import resolve_model
 
 WORD_CHUNK_TOKENS = 4  # the first request at a new text: enough for most words
@@ -76,6 +76,7 @@ class OpenAICompatibleBackend:
         breaker: CircuitBreaker | None = None,
         report: Callable[[str], None] = lambda message: None,
     ) -> None:
+        check_server_url(base_url)
         self.model = model
         self.tokenizer_source = tokenizer
         self.client = OpenAICompatibleClient(
@@ -137,11 +138,26 @@ class OpenAICompatibleBackend:
             payload["logprobs"] = logprobs
         if logit_bias:
             payload["logit_bias"] = {str(token): bias for token, bias in logit_bias.items()}
-        answer = self.client.post("/v1/completions", payload)
         try:
-            return answer["choices"][0] | {"usage": answer.get("usage") or {}}
-        except (KeyError, IndexError, TypeError):
-            raise BackendError(f"{self.model_name}: unexpected completion response {str(answer)[:200]}") from None
+            answer = self.client.post("/v1/completions", payload)
+        except ValueError as error:  # the body is not JSON: not an OpenAI-compatible server
+            raise BackendError(
+                f"{self.model_name}: the server's answer is not JSON ({error}); is it an OpenAI-compatible server?"
+            ) from None
+        except BackendError as error:
+            if "HTTP 404" not in str(error):
+                raise
+            raise BackendError(
+                f"{error} (the server serves no model {self.model!r}, or has no /v1/completions: check the served "
+                "model name, --mentor-served-name on the command line)"
+            ) from None
+        try:
+            choice, usage = answer["choices"][0], answer.get("usage")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            choice = usage = None
+        if not isinstance(choice, dict):
+            raise BackendError(f"{self.model_name}: unexpected completion response {str(answer)[:200]}")
+        return choice | {"usage": usage if isinstance(usage, dict) else {}}
 
     def count_tokens(self, text: str) -> int:
         """How many tokens the model reads for ``text`` (no special tokens added)."""
@@ -155,6 +171,23 @@ class OpenAICompatibleBackend:
 
     def close(self) -> None:
         self.client.close()
+
+
+def check_server_url(base_url: object) -> None:
+    """A server URL must be http(s) with a host: anything else fails when the backend is built, with a
+    ``ConfigError``, rather than as a connection error at the first probe (which ``on_mentor_error="fallback"``
+    would only record, leaving the generator to answer alone)."""
+    import httpx
+
+    try:
+        url = httpx.URL(base_url) if isinstance(base_url, str) else None
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(
+            f"the server URL {base_url!r} is not an http:// or https:// URL with a host; write it as "
+            "http://HOST:PORT, for example http://127.0.0.1:8080"
+        )
 
 
 class OpenAICompatibleCursor:

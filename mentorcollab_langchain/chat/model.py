@@ -29,7 +29,6 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from mentorcollab_langchain.backends.base import Backend, Conversation, Prompt
@@ -382,7 +381,7 @@ class ChatMentorCollab(EngineSettings):
         """
         if parallel_tool_calls is not None:
             kwargs["parallel_tool_calls"] = parallel_tool_calls
-        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        formatted = tooling.openai_tools(tools)  # a malformed tool fails now, named (InvalidToolError)
         if tool_choice is not None:  # fail now on an unknown tool name
             tooling.normalize_tool_choice(tool_choice, [tooling.tool_name(tool) for tool in formatted])
         return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
@@ -407,5 +406,5 @@ class ChatMentorCollab(EngineSettings):
         compatibility; validation is always strict after the fact.
         """
         if kwargs:
-            raise ValueError(f"with_structured_output got unsupported arguments {kwargs}")
+            raise ConfigError(f"with_structured_output got unsupported arguments: {', '.join(sorted(kwargs))}")
         return structured.structured_output(self, schema, method=method, include_raw=include_raw, strict=strict)

@@ -4,7 +4,9 @@ The schema reaches the models as an instruction in the system message, and the c
 answer itself with ``{`` and the schema's first required key (``tools.json_prefix``), so even a small
 generator writes JSON of the right shape; ``function_calling`` instead forces a call of a tool shaped like the
 schema. The answer is read back and validated here, loudly: an invalid one raises
-``StructuredOutputError`` with the raw text, rather than passing on a half-filled object.
+``StructuredOutputError`` with the raw text, rather than passing on a half-filled object. A schema that
+is not one (no title, ``properties`` that is not a mapping, not an object) is refused before any model
+runs, with an ``InvalidSchemaError`` naming the problem (``check_schema``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ValidationError
 
 from mentorcollab_langchain.chat import tools
-from mentorcollab_langchain.errors import MentorCollabError
+from mentorcollab_langchain.errors import ConfigError, InvalidSchemaError, MentorCollabError
 
 Method = Literal["json_schema", "function_calling", "json_mode"]
 
@@ -42,7 +44,7 @@ def format_instruction(response_format: Mapping[str, Any]) -> str:
         return JSON_SCHEMA_INSTRUCTION.format(schema=json.dumps(schema, ensure_ascii=False))
     if response_format.get("type") == "json_object":
         return JSON_MODE_INSTRUCTION
-    raise ValueError(f"unknown response_format type {response_format.get('type')!r}; use json_schema or json_object")
+    raise ConfigError(f"unknown response_format type {response_format.get('type')!r}; use json_schema or json_object")
 
 
 def format_prefix(response_format: Mapping[str, Any]) -> str:
@@ -52,6 +54,36 @@ def format_prefix(response_format: Mapping[str, Any]) -> str:
 
 def _schema_name(schema: Any) -> str:
     return str(convert_to_openai_tool(schema)["function"]["name"])
+
+
+def check_schema(schema: Any) -> None:
+    """Refuse a schema no answer can be checked against, with an ``InvalidSchemaError`` naming the problem.
+
+    LangChain's conversion passes on a titled dict whose ``properties`` is not a mapping, and keeps only
+    the title of one that is not an object; the answer would then be parsed against nothing.
+    """
+    usage = (
+        "with_structured_output takes a pydantic class, a TypedDict, or a JSON-schema dict of type 'object' with "
+        "a top-level 'title'"
+    )
+    if schema is None or isinstance(schema, (str, bytes, int, float, list, tuple)):
+        raise InvalidSchemaError(f"{usage}; got {tools.shown(schema)}")
+    try:
+        function = convert_to_openai_tool(schema)["function"]
+        convert_to_json_schema(schema)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        if isinstance(schema, Mapping) and not any(key in schema for key in tools.NAMING_KEYS):
+            raise InvalidSchemaError(
+                f"the structured-output schema ({tools.shown(schema)}) has no top-level 'title'; a JSON-schema "
+                "dict needs one, and it names the answer"
+            ) from None
+        raise InvalidSchemaError(
+            f"the structured-output schema ({tools.shown(schema)}) is not usable: {tools.langchain_reason(error)}; "
+            f"{usage}"
+        ) from None
+    problem = tools.function_problem(function, tools.declared_parameters(schema, function), "schema")
+    if problem:
+        raise InvalidSchemaError(f"the structured-output schema {function.get('name')!r}: {problem}")
 
 
 def _validator(schema: Any) -> Callable[[Any], Any]:
@@ -107,7 +139,8 @@ def structured_output(
 ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
     """``model`` answering with objects of ``schema``: see ``ChatMentorCollab.with_structured_output``."""
     if method not in ("json_schema", "function_calling", "json_mode"):
-        raise ValueError(f"unknown method {method!r}; use json_schema, function_calling or json_mode")
+        raise ConfigError(f"unknown method {method!r}; use json_schema, function_calling or json_mode")
+    check_schema(schema)
     tracing = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
     if method == "function_calling":
         bound: Runnable[Any, Any] = model.bind_tools(

@@ -23,7 +23,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import InvalidToolCall, ToolCall
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.json import parse_partial_json
+
+from mentorcollab_langchain.errors import InvalidToolError
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -32,8 +35,153 @@ REQUIRED_INSTRUCTION = "You must call one of these functions now."
 NAMED_INSTRUCTION = "You must call the function {name} now."
 
 
+JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object", "null"})
+# The keys that give a dict tool its name in the formats LangChain converts (OpenAI, a titled JSON
+# schema, OpenAI's wrapped form, Anthropic's input_schema form (with "name"), Bedrock's toolSpec).
+NAMING_KEYS = ("name", "title", "function", "toolSpec")
+
+
 def tool_name(tool: Mapping[str, Any]) -> str:
     return str(tool["function"]["name"])
+
+
+def openai_tools(tools: Sequence[Any]) -> list[dict[str, Any]]:
+    """``tools`` in OpenAI's format, each checked: a name, and parameters that are a JSON-schema object.
+
+    LangChain's conversion passes on a dict with a name and any ``parameters`` at all, and drops the
+    type of a titled JSON schema that is not an object; a model shown ``"parameters": "nonsense"`` can
+    only guess. A malformed tool is refused here, when it is bound, with an ``InvalidToolError`` that
+    names the tool and the problem, rather than when a model answers.
+    """
+    formatted: list[dict[str, Any]] = []
+    for position, tool in enumerate(tools):
+        try:
+            converted = convert_to_openai_tool(tool)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            if isinstance(tool, Mapping) and not any(key in tool for key in NAMING_KEYS):
+                raise InvalidToolError(
+                    f"tool {position} ({shown(tool)}) has no name: a dict tool needs a 'name' and JSON-schema "
+                    "'parameters' (OpenAI's format), or is a JSON schema with a top-level 'title'"
+                ) from None
+            reason = f": {langchain_reason(error)}" if isinstance(tool, Mapping) or callable(tool) else ""
+            raise InvalidToolError(
+                f"tool {position} ({shown(tool)}) is not a tool{reason}; pass a LangChain tool, a function with a "
+                "docstring, a pydantic class, or a dict with a 'name' and JSON-schema 'parameters'"
+            ) from None
+        function = converted.get("function")
+        name = function.get("name") if isinstance(function, Mapping) else None
+        label = f"tool {name!r}" if isinstance(name, str) and name.strip() else f"tool {position} ({shown(tool)})"
+        problem = function_problem(function, declared_parameters(tool, function), "parameters")
+        if problem:
+            raise InvalidToolError(f"{label}: {problem}")
+        formatted.append(converted)
+    # Two tools may share a name (LangChain's standard tests bind a pydantic class and its own JSON
+    # schema together): a call names the tool, and either definition reads its arguments.
+    return formatted
+
+
+def declared_parameters(original: Any, function: Any) -> Any:
+    """The parameters schema as the user wrote it: a titled JSON schema is its own parameters (LangChain's
+    conversion keeps them only where they have ``properties``); otherwise the converted ``parameters``."""
+    forms = set(NAMING_KEYS) - {"title"}
+    if isinstance(original, Mapping) and "title" in original and not any(key in original for key in forms):
+        rest = {key: value for key, value in original.items() if key not in ("title", "description")}
+        return rest or None
+    return function.get("parameters") if isinstance(function, Mapping) else None
+
+
+def function_problem(function: Any, parameters: Any, where: str) -> str | None:
+    """What is wrong with an OpenAI function definition (its ``parameters`` called ``where``), or None."""
+    if not isinstance(function, Mapping):
+        return (
+            f"it is not a function definition (got {shown(function)}); OpenAI's built-in tools (web search, "
+            "file search) cannot run here"
+        )
+    name = function.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return f"its name must be a non-empty string, got {name!r:.60}"
+    description = function.get("description")
+    if description is not None and not isinstance(description, str):
+        return f"its description must be text, got {type(description).__name__}"
+    if parameters is None and "parameters" not in function:
+        return None
+    if not isinstance(parameters, Mapping):
+        return (
+            f"{where} must be a JSON-schema object (a dict such as {{'type': 'object', 'properties': {{...}}}}), "
+            f"got {shown(parameters)}"
+        )
+    if parameters.get("type", "object") != "object":
+        return (
+            f"{where} must describe a JSON object (type 'object'), got type {parameters.get('type')!r}; "
+            "put the value in a property of an object"
+        )
+    return schema_problem(parameters, where)
+
+
+def schema_problem(schema: Any, where: str) -> str | None:
+    """The first thing in a JSON schema that is not one (a path and the problem), or None.
+
+    Checks the parts a model's answer is shaped by: types, ``properties``, ``required``, ``items``,
+    the combinators and ``$defs``. A ``true``/``false`` schema is valid JSON schema and passes.
+    """
+    if isinstance(schema, bool):
+        return None
+    if not isinstance(schema, Mapping):
+        return f"{where} must be a JSON schema (a dict), got {shown(schema)}"
+    kind = schema.get("type")
+    if kind is not None:
+        kinds = kind if isinstance(kind, list) else [kind]
+        if not kinds or any(not isinstance(item, str) or item not in JSON_TYPES for item in kinds):
+            return f"{where} has type {kind!r:.60}, not a JSON-schema type ({', '.join(sorted(JSON_TYPES))})"
+    properties = schema.get("properties")
+    if properties is not None:
+        if not isinstance(properties, Mapping):
+            return f"{where}.properties must map each property name to a JSON schema, got {shown(properties)}"
+        for key, value in properties.items():
+            problem = schema_problem(value, f"{where}.properties.{key}")
+            if problem:
+                return problem
+    required = schema.get("required")
+    if required is not None and (
+        not isinstance(required, (list, tuple)) or not all(isinstance(item, str) for item in required)
+    ):
+        return f"{where}.required must be a list of property names, got {shown(required)}"
+    if "enum" in schema and not isinstance(schema["enum"], (list, tuple)):
+        return f"{where}.enum must be a list of values, got {shown(schema['enum'])}"
+    parts = [(key, schema[key]) for key in ("additionalProperties", "not") if key in schema]
+    items = schema.get("items")
+    if isinstance(items, list):  # the older tuple form
+        parts += [(f"items[{i}]", item) for i, item in enumerate(items)]
+    elif "items" in schema:
+        parts.append(("items", items))
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        if key in schema:
+            if not isinstance(schema[key], (list, tuple)):
+                return f"{where}.{key} must be a list of JSON schemas, got {shown(schema[key])}"
+            parts += [(f"{key}[{i}]", item) for i, item in enumerate(schema[key])]
+    for key in ("$defs", "definitions"):
+        if key in schema:
+            if not isinstance(schema[key], Mapping):
+                return f"{where}.{key} must map names to JSON schemas, got {shown(schema[key])}"
+            parts += [(f"{key}.{name}", item) for name, item in schema[key].items()]
+    for path, part in parts:
+        problem = schema_problem(part, f"{where}.{path}")
+        if problem:
+            return problem
+    return None
+
+
+def shown(value: Any) -> str:
+    """A short description of a bad value for an error message: its type and the start of its repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def langchain_reason(error: BaseException) -> str:
+    """The sentence of a LangChain conversion error that says what is wrong (the last paragraph; the
+    first ones repeat the whole object)."""
+    paragraphs = [part.strip() for part in str(error).split("\n\n") if part.strip()]
+    return (paragraphs[-1] if paragraphs else type(error).__name__).rstrip(".")
 
 
 def tool_choice_instruction(tool_choice: str | None) -> str:
@@ -78,7 +226,8 @@ def _first_key(schema: Mapping[str, Any]) -> str:
     required = [name for name in schema.get("required") or [] if name in properties]
     if not required:
         return ""
-    opening = '"' if properties[required[0]].get("type") == "string" else ""
+    first = properties[required[0]]
+    opening = '"' if isinstance(first, Mapping) and first.get("type") == "string" else ""
     return json.dumps(required[0], ensure_ascii=False) + ": " + opening
 
 
@@ -89,18 +238,21 @@ def normalize_tool_choice(tool_choice: Any, names: Sequence[str]) -> str | None:
     if tool_choice is True or tool_choice == "any":
         return "required" if len(names) != 1 else names[0]
     if isinstance(tool_choice, Mapping):
-        name = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
+        function = tool_choice.get("function")
+        name = (function.get("name") if isinstance(function, Mapping) else None) or tool_choice.get("name")
         if not name:
-            raise ValueError(f"tool_choice {dict(tool_choice)!r} names no function")
+            raise InvalidToolError(f"tool_choice {dict(tool_choice)!r} names no function")
         tool_choice = name
     if not isinstance(tool_choice, str):
-        raise ValueError(f"tool_choice must be a string, a bool or a dict, got {type(tool_choice).__name__}")
+        raise InvalidToolError(f"tool_choice must be a string, a bool or a dict, got {type(tool_choice).__name__}")
     if tool_choice in ("auto", "none"):
         return tool_choice
     if tool_choice == "required":
         return "required" if len(names) != 1 else names[0]
     if tool_choice not in names:
-        raise ValueError(f"tool_choice {tool_choice!r} is not one of the bound tools: {', '.join(names) or 'none'}")
+        raise InvalidToolError(
+            f"tool_choice {tool_choice!r} is not one of the bound tools: {', '.join(names) or 'none'}"
+        )
     return tool_choice
 
 

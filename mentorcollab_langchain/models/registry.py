@@ -9,17 +9,25 @@ once and cached:
 3. de-quantize the GGUF with transformers and save it as a safetensors folder in the cache.
 
 Afterwards the folder loads in seconds with a plain ``from_pretrained``.
+
+Every file lands under a temporary name and is renamed into place only when complete, so a corrupted
+part, a full disk or a crash never leaves a file that a later run could mistake for good; a full disk
+is a ``ModelFileError`` naming the folder. Before a folder of safetensors weights is used (converted or
+the user's own), each file's header is checked against its size, so a truncated or damaged file is a
+``ModelFileError`` naming it (a damaged converted folder is converted again) rather than a raw
+safetensors error at load.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,31 +176,114 @@ def assemble_file(sources: Sequence[Path], destination: Path, size: int, sha256:
     """Concatenate ``sources`` into ``destination``, refusing the result unless size and sha256 match.
 
     The bytes are hashed while they are written and land under a temporary name first, so a corrupted
-    or truncated part never leaves a file at ``destination`` that a later run could mistake for good.
+    or truncated part, or a disk that fills up, never leaves a file at ``destination`` (or a partial one
+    beside it) that a later run could mistake for good.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     written = 0
-    with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False, suffix=".partial") as out:
-        partial = Path(out.name)
-        try:
-            for source in sources:
-                with source.open("rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 22), b""):
-                        digest.update(block)
-                        out.write(block)
-                        written += len(block)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+    partial: Path | None = None
+    try:
+        _ensure_parent(destination)
+        with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False, suffix=".partial") as out:
+            partial = Path(out.name)
+            for block in _blocks(sources):
+                digest.update(block)
+                out.write(block)
+                written += len(block)
+    except OSError as error:  # writing: reading a part raises ModelFileError (``_blocks``)
+        _remove(partial)
+        raise cache_write_error(destination, error, size) from error
+    except BaseException:
+        _remove(partial)
+        raise
     if written != size or digest.hexdigest() != sha256:
-        partial.unlink(missing_ok=True)
+        _remove(partial)
         raise ModelFileError(
             f"refusing {destination.name}: expected {size} bytes with sha256 {sha256}, "
             f"got {written} bytes with sha256 {digest.hexdigest()} (a part is corrupted or was tampered with)"
         )
     partial.replace(destination)
     return destination
+
+
+def _blocks(sources: Sequence[Path]) -> Iterator[bytes]:
+    """The bytes of ``sources`` in blocks; a part that cannot be read is a ``ModelFileError`` naming it."""
+    for source in sources:
+        try:
+            with source.open("rb") as handle:
+                yield from iter(lambda: handle.read(1 << 22), b"")
+        except OSError as error:
+            raise ModelFileError(f"cannot read the model part {source}: {error.strerror or error}") from error
+
+
+def _remove(path: Path | None) -> None:
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` says the disk (or the user's quota) is full; safetensors reports it in its text."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return True
+    return "No space left on device" in str(error) or "os error 28" in str(error)
+
+
+def cache_write_error(path: Path, error: BaseException, needed: int | None = None) -> ModelFileError:
+    """The ``ModelFileError`` for a cache write that failed; nothing half-written is left by the caller."""
+    where = path.parent
+    if disk_full(error):
+        amount = f" (about {needed / 1e6:.0f} MB are needed)" if needed else ""
+        return ModelFileError(
+            f"the disk holding {where} is full: writing {path.name} failed and nothing was kept. Free space there"
+            f"{amount} or point MENTORCOLLAB_CACHE at a folder on another disk"
+        )
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return ModelFileError(
+        f"cannot write {path.name} in {where} ({reason}); nothing was kept. Make the folder writable or point "
+        "MENTORCOLLAB_CACHE at another folder"
+    )
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file, judged from its header and its size, or None.
+
+    A safetensors file is an 8-byte header length, a JSON header giving each tensor's byte range, and
+    the data; a complete file ends exactly where its last tensor does. Reads the header only.
+    """
+    size = path.stat().st_size
+    if size < 8:
+        return f"it is {size} bytes, too short for a safetensors header"
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if length > size - 8:
+            return f"its header claims {length} bytes, the file holds {size - 8} (truncated, or not safetensors)"
+        try:
+            header = json.loads(handle.read(length))
+            ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+            expected = 8 + length + max((int(end) for end in ends), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "its header is not a safetensors header (corrupted, or not a safetensors file)"
+    if expected != size:
+        return f"it is {size} bytes where its header describes {expected} (truncated or corrupted)"
+    return None
+
+
+def weights_problem(folder: Path) -> str | None:
+    """The first damaged or missing safetensors file of a model folder, and what is wrong with it, or None."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return f"{index.name}: not a safetensors index"
+        missing = sorted(shard for shard in shards if not (folder / shard).is_file())
+        if missing:
+            return f"{missing[0]}: listed in {index.name} but missing"
+    for path in sorted(folder.glob("*.safetensors")):
+        problem = safetensors_problem(path)
+        if problem:
+            return f"{path.name}: {problem}"
+    return None
 
 
 def verified_gguf(model: PackagedModel) -> Path:
@@ -219,18 +310,27 @@ def verified_gguf(model: PackagedModel) -> Path:
 
 
 def ensure_converted(model: PackagedModel, report: Callable[[str], None] = lambda message: None) -> Path:
-    """Return the model's safetensors folder, converting it from the verified GGUF the first time."""
+    """Return the model's safetensors folder, converting it from the verified GGUF the first time.
+
+    The folder is written under a temporary name and renamed into place only when complete and its
+    weights check out, so a full disk leaves nothing behind (``ModelFileError``). A converted folder
+    whose weights are damaged (a truncated file, say) is converted again.
+    """
     target = converted_dir(model)
     if is_converted(model):
-        return target
+        damage = weights_problem(target)
+        if damage is None:
+            return target
+        report(f"the cached {model.name} is damaged ({damage}); converting it again")
     report(f"assembling and verifying {model.name} ({model.size / 1e6:.0f} MB)")
     gguf_path = verified_gguf(model)
     report(f"converting {model.name} from GGUF to safetensors (once; up to a minute)")
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    staging = Path(tempfile.mkdtemp(dir=_ensure_parent(target), prefix=f".{model.name}-"))
+    staging: Path | None = None
     try:
+        staging = Path(tempfile.mkdtemp(dir=_ensure_parent(target), prefix=f".{model.name}-"))
         load_args = {"gguf_file": gguf_path.name}
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **load_args)
         network = AutoModelForCausalLM.from_pretrained(
@@ -241,10 +341,21 @@ def ensure_converted(model: PackagedModel, report: Callable[[str], None] = lambd
         (staging / CONVERSION_MARKER).write_text(
             json.dumps({"model": model.name, "gguf": model.gguf_name, "sha256": model.sha256}, indent=2)
         )
+        damage = weights_problem(staging)
+        if damage is not None:
+            raise ModelFileError(f"converting {model.name} wrote damaged weights ({damage}); nothing was kept")
         shutil.rmtree(target, ignore_errors=True)
         staging.replace(target)
+    except Exception as error:
+        # safetensors reports a full disk as its own error type; other failures to write in the cache
+        # are OSErrors on a path there (reading the GGUF fails with errors of its own, passed on as they are)
+        written_here = isinstance(error, OSError) and str(error.filename or "").startswith(str(target.parent))
+        if disk_full(error) or written_here:
+            raise cache_write_error(target, error, 7 * model.size) from error
+        raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -261,8 +372,12 @@ def resolve_model(name_or_path: str, report: Callable[[str], None] = lambda mess
     """
     if name_or_path in PACKAGED_MODELS:
         return str(ensure_converted(PACKAGED_MODELS[name_or_path], report)), True
-    if Path(name_or_path).expanduser().is_dir():
-        return str(Path(name_or_path).expanduser()), True
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        damage = weights_problem(folder)
+        if damage is not None:
+            raise ModelFileError(f"refusing the model folder {folder}: {damage}; re-download or re-save its weights")
+        return str(folder), True
     if name_or_path.count("/") == 1 and all(name_or_path.split("/")):
         return name_or_path, False
     known = ", ".join(PACKAGED_MODELS)
