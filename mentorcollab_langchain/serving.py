@@ -112,7 +112,11 @@ def _wait_until_serving(server: ModelServer, ready_within: float) -> None:
                 + server.log.read_text()[-2000:]
             )
         try:
-            models = httpx.get(f"{server.url}/v1/models", timeout=2)
+            # llama.cpp's server answers /v1/models only between completions (it holds the model's lock),
+            # so a server that clients call as soon as it listens (one restarted on their URL) answers it
+            # late: wait for that answer as long as the deadline allows. A fixed 2 s was never met under
+            # load, and the server, serving all along, was reported dead when the deadline passed.
+            models = httpx.get(f"{server.url}/v1/models", timeout=max(2.0, deadline - time.monotonic()))
             if models.status_code == 200:
                 # The first completion pays for loading the weights into memory; pay it here, not
                 # inside a caller's timeout. vLLM wants the served name, llama.cpp takes any.
