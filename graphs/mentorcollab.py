@@ -15,6 +15,7 @@ verifier and the open cursors reach the nodes as LangGraph's runtime context (``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -23,9 +24,10 @@ from graphs.context import ContextBoundGraph, MentorCollabContext
 from graphs.nodes import STEP_NODES
 from graphs.state import MentorCollabInput, MentorCollabOutput, MentorCollabState
 from graphs.teams import TeamCache
-from mentorcollab_langchain.backends.base import Backend
+from mentorcollab_langchain.backends.base import Backend, require_backend
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.steps import NEXT_STEPS, STEPS, StepName, next_step
+from mentorcollab_langchain.errors import ConfigError
 from mentorcollab_langchain.verifiers import Verifier, get_verifier
 
 NODES: tuple[StepName, ...] = tuple(STEPS)
@@ -40,7 +42,7 @@ def build_mentorcollab_graph(
     generator: Backend,
     mentor: Backend,
     verifier: str | Verifier | None = None,
-    config: CollabConfig | None = None,
+    config: CollabConfig | Mapping[str, Any] | None = None,
     checkpointer: Any = None,
     human_verifier: bool = False,
     *,
@@ -54,7 +56,8 @@ def build_mentorcollab_graph(
             cursors on; their weights are shared, their per-request caches stay out of the state.
         verifier: the automatic verifier (name or object); with ``human_verifier`` it still scores each
             divergence, and the person sees that score.
-        config: the collaboration settings (the same ``CollabConfig`` the engine and chat model take).
+        config: the collaboration settings (the same ``CollabConfig`` the engine and chat model take, or a
+            dict of its fields).
         checkpointer: any LangGraph checkpointer (in-memory, SQLite ...), or ``None`` to inherit the
             parent graph's when used as a subgraph.
         human_verifier: interrupt at ``verify`` with both candidate segments and the verifier's score;
@@ -72,6 +75,12 @@ def build_mentorcollab_graph(
     runs with these arguments as its context; pass ``context=MentorCollabContext(...)`` to a call to
     run it with others.
     """
+    require_backend("generator", generator)
+    require_backend("mentor", mentor)
+    if isinstance(config, Mapping):
+        config = CollabConfig(**config)
+    elif config is not None and not isinstance(config, CollabConfig):
+        raise ConfigError(f"config must be a CollabConfig or a dict of its fields, got {type(config).__name__}")
     context = MentorCollabContext(
         generator=generator,
         mentor=mentor,

@@ -11,6 +11,10 @@ class ConfigError(MentorCollabError, ValueError):
     """A configuration value is out of range or inconsistent."""
 
 
+class UnknownOptionError(ConfigError, TypeError):
+    """A call was given an option it does not take; a ``TypeError`` too, as Python's own unknown keywords are."""
+
+
 class UnknownModelError(MentorCollabError, ValueError):
     """A model name is neither a packaged model, a local folder nor a Hugging Face id."""
 
@@ -46,8 +50,8 @@ class BackendError(MentorCollabError, RuntimeError):
 class GenerationCancelled(BaseException):
     """Raised inside the worker thread to stop a run whose caller went away.
 
-    A ``BaseException`` on purpose: the engine turns ``Exception`` from a mentor call into a recorded
-    mentor failure, and a cancellation must not be mistaken for one.
+    A ``BaseException`` on purpose: no ``except Exception`` on the way (the engine's, a callback's, a
+    user's tool) may mistake a cancellation for a failure and carry on.
     """
 
 

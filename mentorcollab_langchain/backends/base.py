@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
+from mentorcollab_langchain.errors import ConfigError
 
 PromptStyle = Literal["chat", "raw"]
 
@@ -162,3 +163,13 @@ class Backend(Protocol):
         """
         ...
 
+
+
+def require_backend(role: str, value: object) -> None:
+    """Refuse, by name, something given as a model that cannot open cursors (a model name where a backend
+    object is needed, a config dict in the wrong place), before a run fails deep inside with an ``AttributeError``."""
+    if not (hasattr(value, "open") and hasattr(value, "model_name")):
+        raise ConfigError(
+            f"{role} must be a backend with open() and model_name (make_backend(name) builds one from a model "
+            f"name), got {type(value).__name__} {value!r:.60}"
+        )

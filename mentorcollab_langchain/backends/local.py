@@ -34,7 +34,7 @@ import numpy as np
 
 from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece
 from mentorcollab_langchain.backends.sampling import Sampling
-from mentorcollab_langchain.errors import ContextTooLongError
+from mentorcollab_langchain.errors import ContextTooLongError, InvalidPromptError
 
 
 class LocalModel(Protocol):
@@ -122,6 +122,11 @@ class LocalCursor(ABC, Generic[LoadedT]):
         context_length: int,
         sampling: Sampling,
     ) -> None:
+        if not prompt_ids:  # a model predicts from something; an empty raw prompt with no BOS is nothing
+            raise InvalidPromptError(
+                f"{loaded.name}: the prompt holds no tokens (an empty raw prompt on a tokenizer that adds no "
+                "BOS); give some text"
+            )
         self._model = loaded
         self._end_ids = end_ids  # tokens that end an answer: end-of-sequence and end-of-turn markers
         self.context_length = context_length

@@ -44,6 +44,8 @@ def as_messages(prompt: Prompt) -> list[ChatMessage]:
         messages = list(prompt)
     else:
         raise InvalidPromptError(f"a prompt is a string or a list of messages, got {type(prompt).__name__}")
+    if not messages:
+        raise InvalidPromptError("the prompt holds no messages; give at least one")
     for position, message in enumerate(messages):
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise InvalidPromptError(

@@ -14,7 +14,7 @@ from langchain_core.messages import ChatMessage as LangChainChatMessage
 
 from mentorcollab_langchain.backends.base import ChatMessage
 from mentorcollab_langchain.chat import tools
-from mentorcollab_langchain.errors import MentorCollabError
+from mentorcollab_langchain.errors import InvalidPromptError, MentorCollabError
 
 # Block types that carry something the models cannot read, with the word the error message uses.
 _UNSUPPORTED_BLOCKS = {
@@ -74,7 +74,7 @@ def to_engine_messages(messages: Sequence[BaseMessage], system_extra: Sequence[s
     tool instructions ask the models to write (``tools.py``).
     """
     if not messages:
-        raise ValueError("ChatMentorCollab needs at least one message; it got an empty list")
+        raise InvalidPromptError("ChatMentorCollab needs at least one message; it got an empty list")
     system: list[str] = []
     turns: list[ChatMessage] = []
     for position, message in enumerate(messages):

@@ -29,9 +29,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from mentorcollab_langchain.backends.base import Backend, Conversation, Prompt
+from mentorcollab_langchain.backends.base import Backend, Conversation, Prompt, require_backend
 from mentorcollab_langchain.chat import structured
 from mentorcollab_langchain.chat import tools as tooling  # as: bind_tools' argument is called tools
 from mentorcollab_langchain.chat.answer import PROVIDER, STREAM_KEY, AnswerStream, prompt_counts
@@ -40,7 +40,7 @@ from mentorcollab_langchain.chat.messages import to_engine_messages
 from mentorcollab_langchain.chat.settings import CHAT_NAMES, EngineSettings, per_call_options, to_config
 from mentorcollab_langchain.engine import CollabConfig, CollabState, Event, collaborate
 from mentorcollab_langchain.engine.slots import REQUEST_SLOTS
-from mentorcollab_langchain.errors import ConfigError
+from mentorcollab_langchain.errors import ConfigError, UnknownOptionError
 from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, DEFAULT_MENTOR
 from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, Verifier, get_verifier
 
@@ -158,27 +158,19 @@ class ChatMentorCollab(EngineSettings):
     _backends: dict[str, Backend] = PrivateAttr(default_factory=dict)
     _backends_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unknown_keywords(cls, values: Any) -> Any:
-        if isinstance(values, dict):
-            known = set(cls.model_fields) | {name for name, info in cls.model_fields.items() if info.alias}
-            unknown = sorted(set(values) - known - IGNORED_STANDARD_PARAMS)
-            if unknown:
-                raise ConfigError(
-                    f"ChatMentorCollab got unknown settings: {', '.join(unknown)}; see ChatMentorCollab's fields"
-                )
-        return values
-
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        unknown = sorted(set(kwargs) - set(type(self).model_fields) - IGNORED_STANDARD_PARAMS)
+        if unknown:
+            raise ConfigError(f"ChatMentorCollab got unknown settings: {', '.join(unknown)}; see its fields")
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as error:  # a field of the wrong type: say which, as every other bad setting does
+            problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
+            raise ConfigError(f"invalid ChatMentorCollab settings: {problems}") from None
         self.collab_config()  # a bad setting fails here, before any model loads
         for role in ("generator", "mentor"):
-            spec = getattr(self, role)
-            if not isinstance(spec, str) and not (hasattr(spec, "open") and hasattr(spec, "model_name")):
-                raise ConfigError(
-                    f"{role} must be a model name or a backend with open() and model_name, got {type(spec).__name__}"
-                )
+            if not isinstance(getattr(self, role), str):
+                require_backend(role, getattr(self, role))
         # An unknown name, a non-verifier, or a trained verifier made for another generator fails here.
         get_verifier(self.verifier, generator=self.generator)
 
@@ -254,13 +246,13 @@ class ChatMentorCollab(EngineSettings):
         unknown = sorted(set(kwargs) - per_call_options() - TRACING_KEYWORDS)
         if unknown:
             hint = " (choose models with generator= and mentor= when building the model)" if "model" in unknown else ""
-            raise TypeError(f"ChatMentorCollab got unknown call options: {', '.join(unknown)}{hint}")
+            raise UnknownOptionError(f"ChatMentorCollab got unknown call options: {', '.join(unknown)}{hint}")
         options = {name: kwargs.get(name) for name in CHAT_NAMES.values()}
         stops = list(stop if stop is not None else self.stop or [])
 
         extra: list[str] = []
         prefix = ""
-        offered = list(kwargs.get("tools") or [])
+        offered = tooling.openai_tools(kwargs.get("tools") or [])  # bound tools pass again; per-call ones are new
         names = [tooling.tool_name(tool) for tool in offered]
         tool_choice = tooling.normalize_tool_choice(kwargs.get("tool_choice"), names) if offered else None
         if tool_choice == "none":

@@ -6,9 +6,7 @@ regular expression), and that the type is the package's own (``MentorCollabError
 LangChain or LangGraph users already catch; a command-line row checks exit status 2 and one readable
 error with no traceback. A row that expects no error checks what the call returned instead.
 
-``test_the_readme_table_is_this_table`` keeps the README's table and these rows one to one. ``GAPS``
-lists bad input that still ends in a raw or untyped error; those tests are strict xfails, so fixing
-one fails its test until the case joins the table.
+``test_the_readme_table_is_this_table`` keeps the README's table and these rows one to one.
 
 The models are the tiny random ones from ``tests/conftest.py`` (real tokenizers), scripted backends
 and a local HTTP server that answers like a broken or wrong mentor; the whole file runs in seconds.
@@ -57,7 +55,7 @@ from mentorcollab_langchain import (
 )
 from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
 from mentorcollab_langchain.cli import main
-from mentorcollab_langchain.errors import InvalidSchemaError, InvalidToolError
+from mentorcollab_langchain.errors import InvalidSchemaError, InvalidToolError, UnknownOptionError
 from mentorcollab_langchain.models import PACKAGED_MODELS, registry
 from mentorcollab_langchain.models.registry import FilePart, PackagedModel, assemble_file, verified_gguf
 from mentorcollab_langchain.serving import free_port
@@ -381,6 +379,12 @@ CASES: list[Case] = [
     Case(API, "an empty prompt `\"\"` (chat style)", "no error: the models answer an empty user turn",
          lambda ctx: f"finish_reason={collab('', ctx.local(), ctx.local()).finish_reason}", None,
          r"finish_reason=(eos|length|repetition)"),
+    Case(API, "an empty prompt `\"\"` with `prompt_style=\"raw\"` on a tokenizer that adds no BOS",
+         "`InvalidPromptError`: the prompt holds no tokens", lambda ctx: collab("", ctx.local(), ctx.local(),
+         prompt_style="raw"), InvalidPromptError, r"the prompt holds no tokens"),
+    Case(API, "an empty message list `[]` to `run_collaboration`", "`InvalidPromptError`: the prompt holds no "
+         "messages", lambda ctx: collab([], ctx.local(), ctx.local()), InvalidPromptError,
+         r"the prompt holds no messages"),
     Case(API, "a prompt longer than the generator's context",
          "`ContextTooLongError`: the prompt is N tokens for MODEL, whose context holds M",
          lambda ctx: collab(too_long(), ctx.local(), scripted()), ContextTooLongError,
@@ -456,9 +460,19 @@ CASES: list[Case] = [
          ConfigError, r"temperature: Input should be greater than or equal to 0 \(got -1\)"),
     Case(CHAT, "`ChatMentorCollab(verifier=\"oracle\")`", "`ConfigError`: unknown verifier 'oracle', with the list",
          lambda ctx: chat(verifier="oracle"), ConfigError, r"unknown verifier 'oracle'"),
-    Case(CHAT, "`ChatMentorCollab(generator=42)`", "`ConfigError`: generator must be a model name or a backend",
+    Case(CHAT, "`ChatMentorCollab(generator=42)`",
+         "`ConfigError`: generator must be a backend with open() and model_name",
          lambda ctx: ChatMentorCollab(generator=42, mentor=scripted()), ConfigError,
-         r"generator must be a model name or a backend with open\(\) and model_name, got int"),
+         r"generator must be a backend with open\(\) and model_name .*got int"),
+    Case(CHAT, "`ChatMentorCollab(probe_rat=0.1)` (a misspelt setting)", "`ConfigError`: ChatMentorCollab got "
+         "unknown settings: probe_rat", lambda ctx: chat(probe_rat=0.1), ConfigError,
+         r"ChatMentorCollab got unknown settings: probe_rat"),
+    Case(CHAT, "`chat.invoke(\"hi\", model=\"x\")`", "`UnknownOptionError` (a `ConfigError` and a `TypeError`): "
+         "unknown call options: model (choose models with generator= and mentor= ...)",
+         lambda ctx: chat().invoke("hi", model="x"), UnknownOptionError,
+         r"unknown call options: model \(choose models with generator= and mentor="),
+    Case(CHAT, "`chat.invoke([])`", "`InvalidPromptError`: ChatMentorCollab needs at least one message",
+         lambda ctx: chat().invoke([]), InvalidPromptError, r"needs at least one message"),
     Case(CHAT, "`chat.invoke(\"a\\x00b\")`", "`InvalidPromptError`: holds a NUL character at 1",
          lambda ctx: chat(ctx).invoke("a\x00b"), InvalidPromptError, r"holds a NUL character at 1"),
     Case(CHAT, "an image in a message (audio, video and files alike)", "`UnsupportedContentError`: message 0 "
@@ -475,6 +489,10 @@ CASES: list[Case] = [
     Case(CHAT, "`bind_tools([{\"name\": \"x\", \"parameters\": \"nonsense\"}])`",
          "`InvalidToolError`: tool 'x': parameters must be a JSON-schema object, got str 'nonsense'",
          lambda ctx: chat().bind_tools([{"name": "x", "parameters": "nonsense"}]), InvalidToolError,
+         r"tool 'x': parameters must be a JSON-schema object .*got str 'nonsense'"),
+    Case(CHAT, "the same tool given per call, `chat.invoke(\"hi\", tools=[...])`",
+         "`InvalidToolError`: tool 'x': parameters must be a JSON-schema object, got str 'nonsense'",
+         lambda ctx: chat().invoke("hi", tools=[{"name": "x", "parameters": "nonsense"}]), InvalidToolError,
          r"tool 'x': parameters must be a JSON-schema object .*got str 'nonsense'"),
     Case(CHAT, "`bind_tools([{\"parameters\": {...}}])` (no name)", "`InvalidToolError`: tool 0 has no name",
          lambda ctx: chat().bind_tools([{"parameters": ARGS}]), InvalidToolError,
@@ -535,6 +553,14 @@ CASES: list[Case] = [
     Case(GRAPH, "`build_mentorcollab_graph(..., verifier=\"oracle\")`", "`ConfigError`: unknown verifier 'oracle'",
          lambda ctx: build_mentorcollab_graph(scripted(), scripted(), verifier="oracle"), ConfigError,
          r"unknown verifier 'oracle'"),
+    Case(GRAPH, "`build_mentorcollab_graph(\"smollm2-135m-instruct\", ...)` (a name, not a backend)",
+         "`ConfigError`: generator must be a backend with open() and model_name (make_backend(name) builds one)",
+         lambda ctx: build_mentorcollab_graph("smollm2-135m-instruct", scripted()), ConfigError,
+         r"generator must be a backend with open\(\) and model_name \(make_backend\(name\) builds one"),
+    Case(GRAPH, "`build_mentorcollab_graph(..., config={\"seed\": -1})`", "`ConfigError`: seed must be at least 0 "
+         "(a dict of settings is checked as a `CollabConfig`)",
+         lambda ctx: build_mentorcollab_graph(scripted(), scripted(), config={"seed": -1}), ConfigError,
+         r"seed: Input should be greater than or equal to 0 \(got -1\)"),
     Case(GRAPH, "`Command(resume=\"maybe\")` at the human verifier's interrupt", "`InvalidResumeError`: resume the "
          "human verifier with Command(resume='generator') or Command(resume='mentor'); got 'maybe'", bad_resume,
          InvalidResumeError, r"with Command\(resume='generator'\) .* or Command\(resume='mentor'\) .*; got 'maybe'"),
@@ -568,33 +594,6 @@ CASES: list[Case] = [
          "the prompt is N tokens for MODEL, whose context holds M`", lambda ctx: ctx.cli_run(too_long()), Exit2,
          rf"mentorcollab: error: the prompt is \d+ tokens for .*, whose context holds {CONTEXT}"),
 ]
-
-# Bad input that still ends in a raw or untyped error, outside this table until it is fixed (the files
-# that would change are named). Each is a strict xfail: once fixed, its test fails until the case
-# moves into CASES and the README's table.
-GAPS: list[Case] = [
-    Case(API, "an empty prompt `\"\"` with `prompt_style=\"raw\"` on a tokenizer that adds no BOS",
-         "raw torch `RuntimeError` from the embedding (backends/local.py, transformers.py: refuse a prompt of no "
-         "tokens)", lambda ctx: collab("", ctx.local(), ctx.local(), prompt_style="raw"), MentorCollabError, "."),
-    Case(API, "an empty message list `[]` to `run_collaboration`",
-         "raw `ValueError` from transformers' chat template (backends/prompts.py as_messages)",
-         lambda ctx: collab([], ctx.local(), ctx.local()), MentorCollabError, "."),
-    Case(CHAT, "`chat.invoke([])`", "plain `ValueError` (chat/messages.py to_engine_messages)",
-         lambda ctx: chat().invoke([]), MentorCollabError, "."),
-    Case(CHAT, "`ChatMentorCollab(probe_rat=0.1)`", "pydantic `ValidationError` around the ConfigError (chat/model.py "
-         "_refuse_unknown_keywords runs inside pydantic)", lambda ctx: chat(probe_rat=0.1), MentorCollabError, "."),
-    Case(CHAT, "`chat.invoke(\"hi\", model=\"x\")`", "plain `TypeError` (chat/model.py _call)",
-         lambda ctx: chat().invoke("hi", model="x"), MentorCollabError, "."),
-    Case(GRAPH, "`build_mentorcollab_graph(\"smollm2-135m-instruct\", ...)` (a name, not a backend)",
-         "raw `AttributeError: 'str' object has no attribute 'open'` at invoke (graphs/mentorcollab.py)",
-         lambda ctx: build_mentorcollab_graph("smollm2-135m-instruct", scripted()).invoke({"prompt": "hi"}),
-         MentorCollabError, "."),
-    Case(GRAPH, "`build_mentorcollab_graph(..., config={\"seed\": -1})` (a dict, not a CollabConfig)",
-         "raw `AttributeError` at invoke (graphs/mentorcollab.py)",
-         lambda ctx: build_mentorcollab_graph(scripted(), scripted(), config={"seed": -1}).invoke({"prompt": "hi"}),
-         MentorCollabError, "."),
-]
-
 
 # -- the fixtures ------------------------------------------------------------------------------------------
 
@@ -666,13 +665,6 @@ def test_bad_input_gets_a_clear_typed_answer(case: Case, ctx: Ctx) -> None:
     error = raised.value
     assert isinstance(error, (MentorCollabError, *FOREIGN_TYPES)), f"{type(error).__name__} is not a typed error"
     assert re.search(case.message, str(error), re.DOTALL), f"{type(error).__name__}: {error}"
-
-
-@pytest.mark.parametrize("case", GAPS, ids=_ids(GAPS))
-@pytest.mark.xfail(strict=True, reason="a known gap: the error is raw or untyped (see GAPS)")
-def test_known_gap_still_raises_an_untyped_error(case: Case, ctx: Ctx) -> None:
-    with pytest.raises(MentorCollabError):
-        case.trigger(ctx)
 
 
 def test_every_mentor_url_that_is_not_one_is_refused_when_built(ctx: Ctx) -> None:
