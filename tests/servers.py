@@ -68,7 +68,14 @@ def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    with serve_in_thread(Handler) as url:
+        yield url
+
+
+@contextmanager
+def serve_in_thread(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on a free loopback port, answering with ``handler`` from a thread; its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

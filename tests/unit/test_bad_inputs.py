@@ -20,10 +20,9 @@ import json
 import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,6 +59,7 @@ from mentorcollab_langchain.models import PACKAGED_MODELS, registry
 from mentorcollab_langchain.models.registry import FilePart, PackagedModel, assemble_file, verified_gguf
 from mentorcollab_langchain.serving import free_port
 from tests.paths import REPO
+from tests.servers import serve_in_thread
 
 # Errors users of LangChain and LangGraph already catch, raised for bad input that those libraries read
 # before this package does (a structured answer that does not parse, a graph input that is not a dict).
@@ -626,14 +626,8 @@ class _BrokenMentor(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def broken_mentor() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenMentor)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_in_thread(_BrokenMentor) as url:
+        yield url
 
 
 @pytest.fixture
