@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from mentorcollab_langchain.backends import ScriptedBackend
+from mentorcollab_langchain.backends.scripted import ScriptedCursor
 from mentorcollab_langchain.engine import (
     CollabConfig,
     CollabState,
@@ -168,6 +169,23 @@ def test_failed_mentor_falls_back_to_the_generator_and_is_recorded() -> None:
     assert state.probing_stopped.startswith("mentor failed: BackendError")
     assert [e for e in events if isinstance(e, MentorFailed)]
     assert mentor.calls == 3, "a failed mentor is not probed again in the same request"
+
+
+class BuggyMentor(ScriptedBackend):
+    """A mentor whose cursor has a bug: it raises a plain Python error, not a backend's typed failure."""
+
+    def open(self, *args: object, **kwargs: object) -> ScriptedCursor:
+        cursor = super().open(*args, **kwargs)
+        cursor.next_word = lambda *args, **kwargs: {}["missing key"]  # a programming error
+        return cursor
+
+
+def test_a_bug_in_the_mentor_is_raised_not_recorded_as_a_mentor_failure() -> None:
+    """Under on_mentor_error=fallback only typed backend errors are the mentor failing; a KeyError is a
+    bug, and hiding it as 'mentor failed' would silently turn the mentor off."""
+    with pytest.raises(KeyError, match="missing key"):
+        run_collaboration("q", ScriptedBackend(GENERATOR_ANSWER), BuggyMentor(MENTOR_ANSWER),
+                          config=CollabConfig(probe_rate=1.0, on_mentor_error="fallback"))
 
 
 def test_failed_mentor_raises_when_configured() -> None:
