@@ -307,3 +307,50 @@ def test_next_step_only_ever_answers_a_step_next_steps_allows() -> None:
                 seen.add((step, after))
     assert seen == {(step, after) for step, nexts in NEXT_STEPS.items() for after in nexts}, "an edge no run takes"
     assert set(NEXT_STEPS) == set(STEPS)
+
+
+# The scripted answers agree for seven words and diverge at the eighth (" 24" against " half"). With a probe
+# at every word the mentor's calls 1 to 8 are the probes' words and call 9 is its lookahead, so a mentor
+# that fails from its ninth call fails in the lookahead, after the probe that found the divergence.
+LOOKAHEAD_CALL = 9
+DIVERGES_AT = "She sold 48 clips in April and"
+LOOKAHEAD_FAILURE = f"BackendError: scripted: scripted failure on call {LOOKAHEAD_CALL}"
+
+
+def test_a_mentor_failing_in_the_lookahead_commits_the_generators_segment_and_stops_probing() -> None:
+    mentor = ScriptedBackend(MENTOR_ANSWER, fail_from_call=LOOKAHEAD_CALL)
+    state = CollabState()
+    config = CollabConfig(probe_rate=1.0, segment_tokens=3, on_mentor_error="fallback")
+    # always-mentor: had the failure been ignored, the mentor's segment would have been adopted
+    events = list(collaborate("q", ScriptedBackend(GENERATOR_ANSWER), mentor, verifier=AlwaysMentor(), config=config,
+                              state=state))
+    assert mentor.calls == LOOKAHEAD_CALL, "the failure must land in the lookahead, and the mentor is not asked again"
+    assert state.stats.probes == 8 and state.stats.divergences == 1
+    decision = state.decisions[0]
+    assert (decision.position, decision.generator_word, decision.mentor_word) == (len(DIVERGES_AT), " 24", " half")
+    assert (decision.choice, decision.verifier) == ("generator", "mentor-failed")
+    assert decision.generator_segment == " 24 clips in" and decision.mentor_segment == " half"  # no mentor segment
+    assert state.text == GENERATOR_ANSWER and state.finish_reason == "eos" and state.mentor_spans() == []
+    assert state.stats.mentor_errors == 1 and state.errors == [LOOKAHEAD_FAILURE]
+    assert state.probing_stopped == f"mentor failed: {state.errors[0]}"
+    assert state.stats.mentor_calls == 8  # the failed lookahead is not counted as a call that answered
+    failed_at = next(index for index, event in enumerate(events) if isinstance(event, MentorFailed))
+    assert [e for e in events[failed_at:] if isinstance(e, Probed)] == [], "probing went on after the failure"
+    assert "".join(e.text for e in streamed(events)) == GENERATOR_ANSWER
+
+
+def test_a_mentor_failing_in_the_lookahead_raises_when_configured() -> None:
+    mentor = ScriptedBackend(MENTOR_ANSWER, fail_from_call=LOOKAHEAD_CALL)
+    state = CollabState()
+    config = CollabConfig(probe_rate=1.0, segment_tokens=3, on_mentor_error="raise")
+    events: list = []
+    with pytest.raises(BackendError, match=f"scripted failure on call {LOOKAHEAD_CALL}"):
+        for event in collaborate("q", ScriptedBackend(GENERATOR_ANSWER), mentor, verifier=AlwaysMentor(),
+                                 config=config, state=state):
+            events.append(event)
+    assert mentor.calls == LOOKAHEAD_CALL
+    assert state.finish_reason == "error" and state.finished
+    assert state.stats.mentor_errors == 1 and state.errors == [LOOKAHEAD_FAILURE]
+    assert state.text == DIVERGES_AT and state.decisions == []  # neither segment was committed
+    assert state.divergence is not None and state.divergence.generator_segment.text == " 24 clips in"
+    assert isinstance(events[-1], MentorFailed)
