@@ -22,17 +22,36 @@ from mentorcollab_langchain.engine.team import Team
 TeamKey = tuple[str, str, str]
 
 
+class _Entry:
+    """One run's open team, the lock that lets one node at a time use it, and who is using it.
+
+    ``users`` counts the nodes holding the team (at most one works with it, others wait for the lock);
+    ``retired`` says the cache let go of it (released or evicted), so the last user closes it.
+    """
+
+    __slots__ = ("closed", "lock", "retired", "team", "users")
+
+    def __init__(self, team: Team) -> None:
+        self.team = team
+        self.lock = threading.Lock()
+        self.users = 0
+        self.retired = False
+        self.closed = False
+
+
 class TeamCache:
     """Open teams per (thread, namespace, prompt), the least recently used forgotten beyond ``size``.
 
     ``use`` hands a node its run's team, opening it with the given function the first time; one node
     at a time uses a team (concurrent runs of one thread and prompt wait for each other), while other
-    runs go on in parallel. ``release`` closes the team when its run is over.
+    runs go on in parallel. ``release`` closes the team when its run is over. A team the cache forgets
+    (released, or evicted beyond ``size``) is closed at once, or by the last node still using it, never
+    under a node: an evicted run's next node simply opens its team again.
     """
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
-        self._teams: OrderedDict[TeamKey, tuple[Team, threading.Lock]] = OrderedDict()
+        self._teams: OrderedDict[TeamKey, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -49,28 +68,53 @@ class TeamCache:
     def use(self, request: Request, config: RunnableConfig, open_team: Callable[[], Team]) -> Iterator[Team]:
         """The run's team, opened with ``open_team`` if this run has none yet, held for one node."""
         key = self.key(request, config)
+        idle: list[_Entry] = []
         with self._lock:
-            if key in self._teams:
+            entry = self._teams.get(key)
+            if entry is not None:
                 self._teams.move_to_end(key)
-                entry = self._teams[key]
             else:
-                entry = self._teams[key] = (open_team(), threading.Lock())
-                while len(self._teams) > self.size:
-                    # Forget the least recently used team; a node still using it keeps its reference,
-                    # and its caches are freed with the last one.
-                    self._teams.popitem(last=False)
-        team, team_lock = entry
-        with team_lock:
-            yield team
+                entry = self._teams[key] = _Entry(open_team())
+            entry.users += 1  # before any eviction below, so the team is not closed under this node
+            while len(self._teams) > self.size:
+                # Forget the least recently used team: closed now if no node holds it, else by its last user.
+                idle += self._retire(self._teams.popitem(last=False)[1])
+        try:
+            _close(idle)
+            with entry.lock:
+                yield entry.team
+        finally:
+            with self._lock:
+                entry.users -= 1
+                done = self._retire(entry) if entry.retired else []
+            _close(done)
 
     def release(self, request: Request, config: RunnableConfig) -> None:
-        """Close the run's team, if it has one open (not while a node of the same run is using it)."""
+        """Close the run's team, if it has one open (once no node of the same run is using it)."""
         with self._lock:
             entry = self._teams.pop(self.key(request, config), None)
-        if entry is not None:
-            team, team_lock = entry
-            with team_lock:
-                team.close()
+            done = self._retire(entry) if entry is not None else []
+        _close(done)
+
+    @staticmethod
+    def _retire(entry: _Entry) -> list[_Entry]:
+        """Mark a team the cache no longer holds; it is returned, to be closed, once nobody uses it (call
+        with the cache's lock held, and close what it returns after letting the lock go)."""
+        entry.retired = True
+        if entry.users or entry.closed:
+            return []
+        entry.closed = True
+        return [entry]
 
     def __len__(self) -> int:
         return len(self._teams)
+
+
+def _close(entries: list[_Entry]) -> None:
+    """Close each team (all of them, even if closing one fails)."""
+    for index, entry in enumerate(entries):
+        try:
+            entry.team.close()
+        except BaseException:
+            _close(entries[index + 1 :])
+            raise
