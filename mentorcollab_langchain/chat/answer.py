@@ -66,13 +66,14 @@ def prompt_counts(
 def _read_calls(
     text: str, tool_names: Sequence[str], parallel: bool
 ) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
-    """Content, tool calls and invalid calls of a finished answer; an answer without calls stays as written."""
+    """Content, tool calls and invalid calls of a finished answer; an answer without calls stays as written.
+    Without ``parallel`` calls, only the first call the model wrote is kept (valid or not)."""
     if not tool_names:
         return text, [], []
-    content, calls, invalid = tools.parse_tool_calls(text, tool_names)
+    content, calls, invalid = tools.parse_tool_calls(text, tool_names, first_only=not parallel)
     if not calls and not invalid:
         return text, [], []
-    return content, calls if parallel else calls[:1], invalid
+    return content, calls, invalid
 
 
 def _closing_chunk(

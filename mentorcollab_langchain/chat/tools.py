@@ -306,7 +306,7 @@ def _json_objects(text: str) -> list[tuple[int, int, Any]]:
 
 
 def parse_tool_calls(
-    text: str, names: Sequence[str]
+    text: str, names: Sequence[str], *, first_only: bool = False
 ) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
     """Read tool calls out of a model's answer.
 
@@ -315,7 +315,9 @@ def parse_tool_calls(
     blocks that are not (bad JSON, unknown tool). An invalid call's ``args`` is its whole block as the
     model wrote it, tags included: LangChain reads a tool-call chunk's ``args`` as JSON, and a block
     never parses as a call's arguments, so the call stays invalid in a merged stream too. A block cut
-    off by the token limit is read as far as it goes, closing its open brackets.
+    off by the token limit is read as far as it goes, closing its open brackets. With ``first_only``
+    (``parallel_tool_calls=False``) only the first call the model wrote is read, valid or not; the
+    later ones are still taken out of the text.
     """
     calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
@@ -324,6 +326,8 @@ def parse_tool_calls(
     for match in _TAGGED_CALL.finditer(text):
         body = match.group(1).strip()
         cuts.append(match.span())
+        if first_only and (calls or invalid):
+            continue
         objects = _json_objects(body)
         data: Any = objects[0][2] if objects else None
         if data is None and body.startswith("{"):
@@ -350,7 +354,8 @@ def parse_tool_calls(
         for start, end, value in _json_objects(text):
             call = _as_call(value)
             if call is not None and call[0] in names:
-                calls.append(ToolCall(type="tool_call", name=call[0], args=call[1], id=new_tool_call_id()))
+                if not (first_only and calls):
+                    calls.append(ToolCall(type="tool_call", name=call[0], args=call[1], id=new_tool_call_id()))
                 cuts.append((start, end))
 
     rest = text
