@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import email.utils
+import math
 import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -25,6 +29,15 @@ from mentorcollab_langchain.errors import BackendError, GenerationCancelled
 T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_WAIT = 10.0
+"""The longest wait before a retry, whatever a server's ``Retry-After`` asks: a call fails in bounded time."""
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """The retry policy's answer when the call is worth another attempt: wait this long first."""
+
+    seconds: float
 
 
 class CircuitBreaker:
@@ -112,9 +125,9 @@ class OpenAICompatibleClient:
             except httpx.HTTPError as error:
                 outcome = error
             answer = self._judge(target, outcome, attempt)
-            if not isinstance(answer, float):
+            if not isinstance(answer, _Retry):
                 return answer
-            time.sleep(answer)
+            time.sleep(answer.seconds)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _apost(self, http: httpx.AsyncClient, path: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -126,9 +139,9 @@ class OpenAICompatibleClient:
             except httpx.HTTPError as error:
                 outcome = error
             answer = self._judge(target, outcome, attempt)
-            if not isinstance(answer, float):
+            if not isinstance(answer, _Retry):
                 return answer
-            await asyncio.sleep(answer)
+            await asyncio.sleep(answer.seconds)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def async_client(self) -> httpx.AsyncClient:
@@ -140,9 +153,10 @@ class OpenAICompatibleClient:
         self.breaker.check(target)
         return target
 
-    def _judge(self, target: str, outcome: httpx.Response | httpx.HTTPError, attempt: int) -> dict[str, Any] | float:
-        """The retry policy: the answer's JSON, or seconds to wait before the next attempt; raises when
-        the call has failed (a timeout, a status not worth retrying, or the last attempt)."""
+    def _judge(self, target: str, outcome: httpx.Response | httpx.HTTPError, attempt: int) -> Any:
+        """The retry policy: the answer's JSON (whatever it holds: the caller checks its shape), or a
+        ``_Retry`` saying how long to wait before the next attempt; raises when the call has failed (a
+        timeout, a status not worth retrying, or the last attempt)."""
         retry_after: float | None = None
         if isinstance(outcome, httpx.TimeoutException):
             self.breaker.record(ok=False)
@@ -161,7 +175,7 @@ class OpenAICompatibleClient:
         if attempt >= self.max_retries:
             self.breaker.record(ok=False)
             raise BackendError(f"{target}: {problem} (after {self.max_retries} retries)")
-        return float(min(retry_after if retry_after is not None else self.backoff * 2**attempt, 10.0))
+        return _Retry(min(retry_after if retry_after is not None else self.backoff * 2**attempt, MAX_RETRY_WAIT))
 
     def close(self) -> None:
         self._http.close()
@@ -217,7 +231,19 @@ CURRENT_ASYNC_SCOPE: ContextVar[AsyncScope | None] = ContextVar("mentorcollab_as
 
 
 def _seconds(header: str | None) -> float | None:
-    try:
-        return float(header) if header is not None else None
-    except ValueError:
+    """``Retry-After`` in seconds from now: a number of seconds, or an HTTP date (in the past: 0). None when
+    there is none or it reads as neither (a negative or non-finite number, a malformed date): the backoff
+    applies then, rather than a wait the server did not mean or an error from ``sleep``."""
+    if header is None:
         return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is in GMT
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
