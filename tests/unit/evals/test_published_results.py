@@ -1,16 +1,65 @@
-"""The published evaluation tables rebuild exactly from the committed per-question records."""
+"""The published evaluation tables rebuild exactly from the committed per-question records.
+
+Which table in ``docs/results`` comes from which committed data, and the test that rebuilds it:
+
+- ``report.md`` and the README's summary table: ``data/*.jsonl`` through ``mentorcollab eval --report``;
+- ``ceiling.md`` and the README's ceiling table: ``data/*.jsonl`` through ``ceiling.py``;
+- ``tuning/summary.md`` and the README's tuning table: ``tuning/*.jsonl`` through ``answer_slot.py --summary``;
+- the README's "Against the targets" table: its measured column, from the same summary rows.
+
+Not rebuilt, because their records (``runs/eval``, ``runs/sweep``, ``runs/sweep-arc``, ``runs/verifier``) were
+never committed: ``issue5-report.md``, ``issue5-random-probes.md``, ``sweep/report.md``,
+``sweep-arc/report.md``, ``mlp_verifier.md`` and ``verifier_order_check.txt``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
+import runpy
 from pathlib import Path
 
-from mentorcollab_langchain.evals.report import build_report
-from tests.paths import RESULTS
+import pytest
+
+from mentorcollab_langchain.evals.data import MissingBenchmarkData, load_questions
+from mentorcollab_langchain.evals.extract import score
+from mentorcollab_langchain.evals.report import build_report, summarize
+from mentorcollab_langchain.evals.runner import read_results
+from tests.paths import RESULTS, TUNING
 
 
 def _without_source_line(text: str) -> list[str]:
     """The report minus the line naming the folder it was rebuilt from (an absolute path in the test)."""
     return [line for line in text.splitlines() if not line.startswith("Rebuilt from the result JSONL")]
+
+
+def _printed(script: Path, function: str, *args: object) -> str:
+    """What a docs/results script's ``function`` prints (the scripts write their tables to stdout)."""
+    namespace = runpy.run_path(str(script), run_name="published_results_test")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        namespace[function](*args)
+    return printed.getvalue()
+
+
+def _table_rows(text: str, header_start: str) -> list[str]:
+    """The body rows of the markdown table whose header line starts with ``header_start``."""
+    lines = text.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+def _cells(row: str) -> list[str]:
+    return [cell.strip().strip("*").strip() for cell in row.strip().strip("|").split("|")]
+
+
+README = (RESULTS / "README.md").read_text(encoding="utf-8")
 
 
 def test_the_published_report_rebuilds_from_the_committed_records(tmp_path: Path) -> None:
@@ -23,4 +72,69 @@ def test_the_published_report_rebuilds_from_the_committed_records(tmp_path: Path
 def test_the_results_readme_quotes_the_rebuilt_summary(tmp_path: Path) -> None:
     report, _ = build_report(RESULTS / "data", tmp_path)
     summary = report.read_text(encoding="utf-8").split("## Summary\n\n", 1)[1].split("\n\n", 1)[0]
-    assert summary in (RESULTS / "README.md").read_text(encoding="utf-8")
+    assert summary in README
+
+
+def test_the_ceiling_table_rebuilds_from_the_committed_records() -> None:
+    rebuilt = _printed(RESULTS / "ceiling.py", "main", RESULTS / "data")
+    assert rebuilt == (RESULTS / "ceiling.md").read_text(encoding="utf-8")
+    header = "| benchmark | n | generator | mentor | default, as run |"
+    assert _table_rows(README, header) == _table_rows(rebuilt, header)
+    assert len(_table_rows(rebuilt, header)) == 2  # arc_challenge and csqa
+
+
+def test_the_tuning_summary_rebuilds_from_the_committed_tuning_records() -> None:
+    rebuilt = _printed(TUNING / "answer_slot.py", "summary", sorted(TUNING.glob("*.jsonl")))
+    assert rebuilt == (TUNING / "summary.md").read_text(encoding="utf-8")
+    # The README's tuning table picks rows of it: (threshold, margin) -> ARC probed, gap; CSQA probed, gap.
+    replayed: dict[tuple[str, float, float], tuple[str, str]] = {}
+    for block in filter(None, (block.strip() for block in rebuilt.split("\n\n"))):
+        benchmark = block.split(":", 1)[0]
+        for row in _table_rows(block, "| top_share below |"):
+            threshold, margin, probed, _, _, gap = _cells(row)
+            replayed[(benchmark, float(threshold), float(margin))] = (probed, gap)
+    assert {key[0] for key in replayed} == {"arc_challenge", "csqa"}
+    quoted = _table_rows(README, "| `top_share` below | margin |")
+    assert len(quoted) == 5
+    for row in quoted:
+        threshold, margin, *figures = _cells(row)
+        key = (1.01 if threshold == "every question" else float(threshold), float(margin.split(" ")[0]))
+        expected = [*replayed[("arc_challenge", *key)], *replayed[("csqa", *key)]]
+        assert figures == expected, row
+
+
+def test_the_targets_table_quotes_the_rebuilt_figures() -> None:
+    rows = {(row.benchmark, row.method): row for row in summarize(read_results(RESULTS / "data"))}
+    measured = {_cells(row)[0]: _cells(row)[2] for row in _table_rows(README, "| benchmark | target | measured |")}
+    pairs = []
+    for benchmark, name in (("arc_challenge", "ARC-Challenge"), ("csqa", "CommonsenseQA")):
+        row = rows[(benchmark, "mentorcollab")]
+        paired = row.vs_generator
+        p = "p < 0.001" if paired.p_value < 0.001 else f"p = {paired.p_value:.2g}"
+        expected = (f"{row.gap_recovered.value:.0%} at {row.compute_vs_mentor.value:.2f}× "
+                    f"(n={row.n}; +{paired.gained}/\u2212{paired.lost}, {p})")
+        assert measured[name] == expected
+        pairs.append(f"+{paired.gained}/\u2212{paired.lost}")
+    assert measured["all"] == " and ".join(pairs)
+
+
+def test_the_committed_records_score_the_same_under_todays_extractor() -> None:
+    """Each record's predicted answer and correctness, rescored from its response with today's extractor."""
+    records = read_results(RESULTS / "data")
+    assert len(records) == 600
+    try:
+        questions = {(q.benchmark, q.id): q for name in ("arc_challenge", "csqa") for q in load_questions(name)}
+    except MissingBenchmarkData as error:
+        pytest.skip(str(error))
+    for record in records:
+        question = questions[(record["benchmark"], record["question_id"])]
+        predicted, correct = score(question.kind, record["response"], question.gold, question.labels,
+                                   question.choices)
+        assert (predicted, correct, question.gold) == (record["predicted"], record["correct"], record["gold"]), record
+
+
+def test_every_table_in_the_results_folder_is_accounted_for() -> None:
+    """A new results page must be added to this module's list: rebuilt by a test, or named as not rebuilt."""
+    listed = re.findall(r"``([\w./-]+\.(?:md|txt))``", __doc__ or "")
+    pages = {str(path.relative_to(RESULTS)) for path in RESULTS.rglob("*") if path.suffix in (".md", ".txt")}
+    assert pages - {"README.md"} == set(listed)
