@@ -84,14 +84,23 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError("name a --benchmark (or pass --report DIR)")
     if args.prompt_style is not None:
         raise ConfigError("eval sets the prompt style from --prompt (chat or fewshot); leave --prompt-style out")
+    from mentorcollab_langchain.evals.data import load_questions
+    from mentorcollab_langchain.evals.runner import METHOD_NAMES
     from mentorcollab_langchain.verifiers import get_verifier
 
     get_verifier(args.verifier, generator=args.generator)  # an unknown name fails now, not once per question
     out = Path(args.out)
-    names = {name.strip() for name in args.methods.split(",")}
+    names = {name.strip() for name in args.methods.split(",") if name.strip()}
+    unknown = sorted(names - set(METHOD_NAMES)) if not args.sweep else []
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHOD_NAMES)}")
+    benchmarks = [name.strip() for name in args.benchmark.split(",") if name.strip()]
+    for benchmark in benchmarks:  # an unknown benchmark or split, or missing data, fails before any model loads
+        if not load_questions(benchmark, args.split, args.limit, offset=args.offset):
+            raise ConfigError(f"{benchmark}: no questions")
     needs_mentor = args.sweep or bool(names & {"mentor", "mentorcollab", "faithful"})
     models = load_models(args, needs_mentor=needs_mentor)
-    for benchmark in [name.strip() for name in args.benchmark.split(",") if name.strip()]:
+    for benchmark in benchmarks:
         _run_benchmark(args, benchmark, models, out)
     report, image = build_report(out)
     print(f"wrote {report} and {image}", file=sys.stderr)

@@ -1,0 +1,228 @@
+"""The ``serve``, ``bench`` and ``eval`` commands run end to end, so a broken path in one fails here.
+
+A NameError in one of these commands was once caught only by a run from a fresh clone: no test ran
+them. Here they run in process through ``main`` on the tiny local models (``eval`` on one or two real
+benchmark questions from the installed data wheel), ``bench`` also with its llama.cpp mentor replaced
+by a loopback completion server, and ``serve`` down to the server command it replaces itself with; the
+slow set starts ``serve`` for real on the smallest packaged model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from mentorcollab_langchain.cli import COMMANDS, build_parser, main
+from mentorcollab_langchain.models import PACKAGED_MODELS
+from mentorcollab_langchain.models.registry import verified_gguf
+from mentorcollab_langchain.serving import free_port, serve, server_command
+from tests.unit.backends.test_shared_remote_mentor import hash_model_server
+
+SMALLEST_PACKAGED = "smollm2-135m-instruct"  # one 98 MB GGUF
+
+
+def tiny_models(folder: str) -> list[str]:
+    return ["--generator", folder, "--mentor", folder, "--device", "cpu", "--dtype", "float32"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_byte_level_model: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_byte_level_model)
+
+
+# -- every command -----------------------------------------------------------------------------
+
+
+def command_names() -> list[str]:
+    subparsers = next(action for action in build_parser()._actions if action.dest == "command")
+    return list(subparsers.choices)  # type: ignore[union-attr]
+
+
+def test_every_command_answers_help(capsys: pytest.CaptureFixture[str]) -> None:
+    names = command_names()
+    assert len(names) == len(COMMANDS) and {"serve", "bench", "eval"} <= set(names)
+    for name in names:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0, name
+        assert capsys.readouterr().out.startswith(f"usage: mentorcollab {name}")
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def test_serve_replaces_itself_with_llama_cpps_server_on_the_verified_gguf(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    executed: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: executed.append((path, list(argv))))
+    assert main(["serve", SMALLEST_PACKAGED, "--port", "18123", "--threads", "1", "--n-ctx", "512"]) == 0
+    gguf = verified_gguf(PACKAGED_MODELS[SMALLEST_PACKAGED])
+    expected = server_command(gguf, 18123, 512, 1)
+    assert executed == [(expected[0], expected)]
+    assert expected[1:3] == ["-m", "llama_cpp.server"] and "127.0.0.1" in expected  # loopback only
+    assert f"serving {SMALLEST_PACKAGED} at http://127.0.0.1:18123/v1" in capsys.readouterr().err
+
+
+def test_serve_takes_the_default_mentor_and_its_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mentorcollab_langchain.models import DEFAULT_MENTOR
+
+    args = build_parser().parse_args(["serve"])
+    assert (args.model, args.port, args.threads, args.n_ctx) == (DEFAULT_MENTOR, 8080, 2, 4096)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "gpt-17"], "unknown packaged model 'gpt-17'"),
+        (["serve", "/tmp"], "unknown packaged model '/tmp'"),  # serve takes packaged models only
+    ],
+)
+def test_serve_refuses_what_it_cannot_serve_in_one_line(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "execv", lambda *args: pytest.fail("nothing may be executed"))
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("mentorcollab: error: ") and message in error and "Traceback" not in error
+
+
+def test_serve_refuses_a_port_that_is_not_a_number(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--port", "eighty"])
+    assert done.value.code == 2 and "argument --port: invalid int value" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serve_serves_a_packaged_model_that_answers_completions(tmp_path: Path) -> None:
+    """The command as a user runs it, in its own process: it must come up and complete a prompt."""
+    port = free_port()
+    command = [sys.executable, "-m", "mentorcollab_langchain.cli", "serve", SMALLEST_PACKAGED, "--port", str(port),
+               "--threads", "1", "--n-ctx", "512"]
+    with serve(command, f"http://127.0.0.1:{port}", tmp_path / "serve.log", ready_within=120) as server:
+        answer = httpx.post(f"{server.url}/v1/completions", timeout=60,
+                            json={"model": "mentor", "prompt": "The capital of France is", "max_tokens": 3,
+                                  "temperature": 0.0}).json()
+        assert isinstance(answer["choices"][0]["text"], str) and answer["usage"]["completion_tokens"] >= 1
+    assert server.process.poll() is not None  # stopped with the block
+
+
+# -- bench -------------------------------------------------------------------------------------
+
+
+def table_rows(out: str) -> list[str]:
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:4] == ["setup", "tokens", "seconds", "tok/s"], out
+    return lines[1:]
+
+
+def test_bench_measures_every_local_case(tiny_byte_level_model: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "--no-remote", *tiny_models(tiny_byte_level_model), "--max-new-tokens", "3"]
+    assert main(argv) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert [row.split(" (")[0] for row in rows] == ["generator alone", "mentor alone", "mentorcollab p=0.1, both local"]
+    assert all(int(row.split()[-6]) == 6 for row in rows)  # 3 tokens on each of the two prompts, every case
+
+
+def test_bench_measures_the_served_mentor_too(
+    tiny_byte_level_model: str, tokenizer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The remote cases, with the llama.cpp server the command starts replaced by a loopback one."""
+    from mentorcollab_langchain import serving
+
+    started: list[str] = []
+
+    @contextmanager
+    def loopback_llama_server(model: str, log: Path, **_: object) -> Iterator[SimpleNamespace]:
+        started.append(model)
+        with hash_model_server(tokenizer) as (url, completions):
+            yield SimpleNamespace(url=url, completions=completions)
+        assert completions.requests > 0
+
+    monkeypatch.setattr(serving, "llama_server", loopback_llama_server)
+    argv = ["bench", *tiny_models(tiny_byte_level_model), "--max-new-tokens", "3", "--probe-rate", "1"]
+    assert main(argv) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert started == [tiny_byte_level_model]
+    assert [row.split(" (")[0] for row in rows] == ["generator alone", "mentor alone", "mentorcollab p=1.0, both local",
+                                                    "mentor alone", "mentorcollab p=1.0, remote mentor"]
+    assert "llama.cpp" in rows[3] and "llama.cpp" in rows[4]
+    assert int(rows[4].split()[-1]) > 0, "the remote mentor generated nothing in MentorCollab"
+
+
+# -- eval --------------------------------------------------------------------------------------
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_eval_runs_resumes_and_reports(tiny_byte_level_model: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval"
+    argv = ["eval", "--benchmark", "csqa,arc_easy", "--limit", "1", "--prompt", "chat",
+            "--methods", "generator,mentor,mentorcollab", *tiny_models(tiny_byte_level_model), "--backend",
+            "transformers", "--max-new-tokens", "3", "--probe-rate", "1", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    first = records(out)
+    assert sorted((r["benchmark"], r["method"]) for r in first) == sorted(
+        (benchmark, method) for benchmark in ("csqa", "arc_easy")
+        for method in ("generator", "mentor", "mentorcollab (p=1)")
+    )
+    assert all(r["error"] is None and r["finish_reason"] != "error" for r in first), [r["error"] for r in first]
+    collab = [r for r in first if r["method"].startswith("mentorcollab")]
+    assert all(r["stats"]["probes"] >= 1 and r["stats"]["mentor_calls"] >= 1 for r in collab)
+    assert (out / "report.md").is_file() and "mentorcollab (p=1)" in (out / "report.md").read_text()
+    capsys.readouterr()
+
+    assert main(argv) == 0  # resumed: every question already answered, nothing is run again
+    assert records(out) == first
+
+    assert main(["eval", "--report", str(out), "--report-out", str(tmp_path / "report")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("# MentorCollab evaluation") and "csqa (validation)" in printed
+    assert (tmp_path / "report" / "report.md").read_text().strip() == printed.strip()
+
+
+def test_eval_with_the_mentor_behind_a_server(tiny_byte_level_model: str, tokenizer, tmp_path: Path) -> None:
+    with hash_model_server(tokenizer) as (url, completions):
+        argv = ["eval", "--benchmark", "csqa", "--limit", "1", "--prompt", "chat", "--methods", "mentor,mentorcollab",
+                *tiny_models(tiny_byte_level_model), "--backend", "transformers", "--mentor-url", url,
+                "--max-new-tokens", "3", "--probe-rate", "1", "--out", str(tmp_path), "--no-progress"]
+        assert main(argv) == 0
+    found = records(tmp_path)
+    assert [r["method"] for r in found] == ["mentor", "mentorcollab (p=1)"]
+    assert all(r["error"] is None for r in found) and completions.requests > 0
+    assert found[0]["method_key"]["models"]["mentor"]["backend"] == f"server {url}"
+    assert found[0]["response"].strip(), "the served mentor's answer is in the record"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--limit", "1"], "name a --benchmark"),
+        (["--benchmark", "csqa", "--prompt-style", "raw"], "eval sets the prompt style"),
+        (["--benchmark", "nope", "--limit", "1"], "unknown benchmark 'nope'"),
+        (["--benchmark", "csqa", "--split", "test", "--limit", "1"], "csqa has no split 'test'"),
+        (["--benchmark", "csqa", "--limit", "1", "--methods", "generator,oracle"], "unknown method 'oracle'"),
+        (["--benchmark", "csqa", "--limit", "1", "--offset", "100000"], "csqa: no questions"),
+    ],
+)
+def test_eval_refuses_bad_settings_before_loading_a_model(
+    options: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The generator named here does not exist: an error about it would mean a model was being loaded
+    (minutes, for real ones) before the bad setting was noticed."""
+    assert main(["eval", *options, "--generator", "/nonexistent/model", "--mentor", "/nonexistent/model"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "nonexistent" not in error, error
