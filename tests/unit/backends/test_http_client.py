@@ -169,7 +169,7 @@ def test_while_the_half_open_trial_is_in_flight_the_other_calls_are_refused(serv
     with pytest.raises(BackendError, match="HTTP 500"):
         api.post("/v1/completions", {})
     time.sleep(COOLDOWN + 0.1)
-    script.delay = 0.6  # the trial is slow: the others arrive while it is in flight
+    script.delay = 1.0  # the trial is slow: the others arrive while it is in flight
 
     def call(wait: float) -> str:
         time.sleep(wait)
