@@ -3,20 +3,30 @@
 The unit suite builds the model without running it (fast). The integration suite runs real packaged
 weights, the fastest real pair on a CPU: SmolLM2-135M-Instruct writes and Gemma-3-270M (a base model,
 rendered with the plain-text prompt) is the mentor, with short answers. Capability flags say what the
-class really supports; a test that these tiny models cannot pass honestly is marked xfail with the
-reason (the list is in the README).
+class really supports; a test that these tiny models cannot pass honestly is a strict xfail that checks
+the failure is the documented one (the list is in the README).
+
+The suites skip what the capability flags say the class lacks; those skips are by design, so they do
+not fail a CI=true run (``allow_skip``, tests/conftest.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import LLMResult
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from mentorcollab_langchain import ChatMentorCollab
+from mentorcollab_langchain import ChatMentorCollab, StructuredOutputError
+
+pytestmark = pytest.mark.allow_skip(reason="the suites skip what the capability flags say the class lacks")
 
 FAST_REAL_PAIR: dict[str, Any] = {
     "generator": "smollm2-135m-instruct",
@@ -27,21 +37,97 @@ FAST_REAL_PAIR: dict[str, Any] = {
     "seed": 0,
 }
 
-# Tests that the fastest real pair cannot pass honestly. They are not run (run=False): greedy decoding
-# is deterministic, so each would fail the same way on every run and only cost CI minutes. The
-# features themselves are covered by tests/unit/chat/test_chat_model.py on scripted models.
+# Tests that the fastest real pair cannot pass honestly. Greedy decoding is deterministic, so each fails
+# the same way on every run: each is a strict xfail that counts only the documented failure (checked on
+# the model's own answer or on the error it raised). A pass (XPASS) or any other failure fails the run at
+# once. The features themselves are covered by tests/unit/chat/test_chat_model.py on scripted models.
 WRONG_TOOL_ARGUMENTS = (
-    "SmolLM2-135M completes the forced call of magic_function but writes the schema's "
-    '{"type": "integer"} as the argument instead of 3'
+    "SmolLM2-135M completes the forced call of magic_function with input 3 but copies the schema's keys "
+    '("type": "integer", "exclusiveMinimum", "exclusiveMaximum") into the arguments next to it'
 )
 NO_UNFORCED_TOOL_CALL = (
     "with the tool choice left to the model, SmolLM2-135M answers the weather question in prose "
     "instead of calling get_weather (forced calls work: see test_tool_choice)"
 )
-NO_VALID_JOKE = (
-    "SmolLM2-135M does not write a joke with both setup and punchline as JSON: it repeats one phrase "
-    "inside the setup string until the token limit"
+NO_PUNCHLINE = (
+    "SmolLM2-135M's JSON joke has no punchline: it writes setup, then closes the object or wanders into "
+    "other keys, repeating a phrase until the token limit; StructuredOutputError names the missing field"
 )
+NESTED_JOKE = (
+    "in JSON mode SmolLM2-135M writes setup as an object that holds the punchline, so the answer is not a "
+    "valid Joke (StructuredOutputError: setup is not a string, punchline is missing)"
+)
+
+
+class DocumentedFailure(Exception):
+    """The standard test failed exactly as its xfail reason says."""
+
+
+def documented_failure(reason: str) -> pytest.MarkDecorator:
+    """Expected to fail, strictly, and only as documented: another error fails the test."""
+    return pytest.mark.xfail(reason=reason, strict=True, raises=DocumentedFailure)
+
+
+class Answers(BaseCallbackHandler):
+    """The messages a chat model answered, in order."""
+
+    def __init__(self) -> None:
+        self.messages: list[BaseMessage] = []
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        self.messages.append(response.generations[0][0].message)  # type: ignore[attr-defined]
+
+
+def record_answers(model: BaseChatModel) -> list[BaseMessage]:
+    answers = Answers()
+    model.callbacks = [answers]
+    return answers.messages
+
+
+@contextmanager
+def failing_as_documented(reason: str, documented: Callable[[Exception], bool]) -> Iterator[None]:
+    """Turn the standard test's failure into DocumentedFailure when ``documented`` recognises it; anything
+    else (a pass included: then the strict xfail reports XPASS) propagates as it is."""
+    try:
+        yield
+    except Exception as error:
+        if documented(error):
+            raise DocumentedFailure(reason) from error
+        raise
+
+
+def wrote_schema_keys_as_arguments(answers: list[BaseMessage]) -> Callable[[Exception], bool]:
+    def documented(error: Exception) -> bool:
+        if not (isinstance(error, AssertionError) and answers and isinstance(answers[-1], AIMessage)):
+            return False
+        calls = answers[-1].tool_calls
+        return (
+            len(calls) == 1 and calls[0]["name"] == "magic_function"
+            and calls[0]["args"].get("input") == 3 and calls[0]["args"].get("type") == "integer"
+        )
+
+    return documented
+
+
+def answered_in_prose(answers: list[BaseMessage]) -> Callable[[Exception], bool]:
+    def documented(error: Exception) -> bool:
+        first = answers[0] if answers else None
+        return (
+            isinstance(error, AssertionError) and isinstance(first, AIMessage)
+            and not first.tool_calls and bool(first.text.strip())
+        )
+
+    return documented
+
+
+def structured_output_error(*fragments: str) -> Callable[[Exception], bool]:
+    """A StructuredOutputError whose validation message (before the raw answer) holds every fragment."""
+
+    def documented(error: Exception) -> bool:
+        message = str(error).split("Raw answer:")[0]
+        return isinstance(error, StructuredOutputError) and all(fragment in message for fragment in fragments)
+
+    return documented
 
 
 class TestChatMentorCollabUnit(ChatModelUnitTests):
@@ -85,34 +171,48 @@ class TestChatMentorCollabIntegration(ChatModelIntegrationTests):
     def has_tool_choice(self) -> bool:
         return True
 
-    @pytest.mark.xfail(reason=WRONG_TOOL_ARGUMENTS, run=False)
+    @documented_failure(WRONG_TOOL_ARGUMENTS)
     @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
     def test_tool_calling(self, model: BaseChatModel) -> None:
-        super().test_tool_calling(model)
+        answers = record_answers(model)
+        with failing_as_documented(WRONG_TOOL_ARGUMENTS, wrote_schema_keys_as_arguments(answers)):
+            super().test_tool_calling(model)
 
-    @pytest.mark.xfail(reason=WRONG_TOOL_ARGUMENTS, run=False)
+    @documented_failure(WRONG_TOOL_ARGUMENTS)
     async def test_tool_calling_async(self, model: BaseChatModel) -> None:
-        await super().test_tool_calling_async(model)
+        answers = record_answers(model)
+        with failing_as_documented(WRONG_TOOL_ARGUMENTS, wrote_schema_keys_as_arguments(answers)):
+            await super().test_tool_calling_async(model)
 
-    @pytest.mark.xfail(reason=NO_VALID_JOKE, run=False)
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    # The suite's base test also runs json_schema, which passes (its check for a dict schema only asks that
+    # no key be unknown): an override must be an xfail as a whole (test_no_overrides_DO_NOT_OVERRIDE), so
+    # the two failing schema types are overridden and json_schema runs as its own test below.
+    @documented_failure(NO_PUNCHLINE)
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict"])
     def test_structured_output(self, model: BaseChatModel, schema_type: Any) -> None:
-        super().test_structured_output(model, schema_type)
+        with failing_as_documented(NO_PUNCHLINE, structured_output_error("punchline")):
+            super().test_structured_output(model, schema_type)
 
-    @pytest.mark.xfail(reason=NO_VALID_JOKE, run=False)
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    @documented_failure(NO_PUNCHLINE)
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict"])
     async def test_structured_output_async(self, model: BaseChatModel, schema_type: Any) -> None:
-        await super().test_structured_output_async(model, schema_type)
+        with failing_as_documented(NO_PUNCHLINE, structured_output_error("punchline")):
+            await super().test_structured_output_async(model, schema_type)
 
-    @pytest.mark.xfail(reason=NO_VALID_JOKE, run=False)
-    def test_structured_output_pydantic_2_v1(self, model: BaseChatModel) -> None:
-        super().test_structured_output_pydantic_2_v1(model)
+    def test_structured_output_json_schema(self, model: BaseChatModel) -> None:
+        super().test_structured_output(model, "json_schema")
 
-    @pytest.mark.xfail(reason=NO_VALID_JOKE, run=False)
+    async def test_structured_output_json_schema_async(self, model: BaseChatModel) -> None:
+        await super().test_structured_output_async(model, "json_schema")
+
+    @documented_failure(NESTED_JOKE)
     def test_json_mode(self, model: BaseChatModel) -> None:
-        super().test_json_mode(model)
+        with failing_as_documented(NESTED_JOKE, structured_output_error("setup", "valid string", "punchline")):
+            super().test_json_mode(model)
 
-    @pytest.mark.xfail(reason=NO_UNFORCED_TOOL_CALL, run=False)
+    @documented_failure(NO_UNFORCED_TOOL_CALL)
     @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
     def test_agent_loop(self, model: BaseChatModel) -> None:
-        super().test_agent_loop(model)
+        answers = record_answers(model)
+        with failing_as_documented(NO_UNFORCED_TOOL_CALL, answered_in_prose(answers)):
+            super().test_agent_loop(model)
