@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -195,15 +198,45 @@ def test_sampling_is_fixed_by_the_seed(backend: TransformersBackend) -> None:
     assert backend.open(PROMPT, sampling=Sampling(temperature=1e-4, seed=3)).generate("", 16) == greedy
 
 
-def test_sampling_follows_the_temperature(backend: TransformersBackend) -> None:
-    cursor = backend.open(PROMPT, sampling=Sampling(temperature=1.0, seed=0))
-    logits = cursor.next_token_logits("")
-    probabilities = torch.softmax(logits.double(), dim=-1)
-    draws = [cursor._pick(logits, f" draw {index}") for index in range(2000)]
-    top = int(probabilities.argmax())
-    share = draws.count(top) / len(draws)
-    expected = float(probabilities[top])
-    assert abs(share - expected) < 4 * (expected * (1 - expected) / len(draws)) ** 0.5 + 1e-3
+# Four live tokens with logits 2, 1, 0, -1, scattered among impossible ones, as in a real vocabulary.
+LIVE_TOKENS = {3: 2.0, 11: 1.0, 12: 0.0, 30: -1.0}
+DRAWS = 4000
+
+
+def chi_square_p_value_3_dof(statistic: float) -> float:
+    """P(X >= statistic) for a chi-square variable with 3 degrees of freedom (closed form)."""
+    return math.erfc(math.sqrt(statistic / 2)) + math.sqrt(2 * statistic / math.pi) * math.exp(-statistic / 2)
+
+
+def chi_square(counts: list[int], probabilities: list[float]) -> float:
+    total = sum(counts)
+    return sum((count - total * p) ** 2 / (total * p) for count, p in zip(counts, probabilities, strict=True))
+
+
+def softmax(logits: list[float], temperature: float) -> list[float]:
+    weights = [math.exp(logit / temperature) for logit in logits]
+    return [weight / sum(weights) for weight in weights]
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_sampling_follows_the_temperature(backend: TransformersBackend, temperature: float) -> None:
+    """4000 seeded draws from fixed logits land on each token as often as softmax(logits / T) says.
+
+    The draws are fixed by the seed, so the test is deterministic; the bound is a chi-square test at a
+    p-value of 1e-6. The last lines check that the same counts reject, far below that, what a sampler
+    that ignored the temperature (T = 1) or multiplied by it (T' = 1 / T) would draw."""
+    logits = np.full(32, -np.inf)
+    for token, logit in LIVE_TOKENS.items():
+        logits[token] = logit
+    cursor = backend.open(PROMPT, sampling=Sampling(temperature=temperature, seed=0))
+    picks = [cursor._pick(logits, f" draw {index}") for index in range(DRAWS)]  # the cursor's own sampler
+    assert set(picks) <= set(LIVE_TOKENS), "an impossible token was drawn"
+    counts = [picks.count(token) for token in LIVE_TOKENS]
+    expected = softmax(list(LIVE_TOKENS.values()), temperature)
+    assert chi_square_p_value_3_dof(chi_square(counts, expected)) > 1e-6, (counts, expected)
+    for wrong in (1.0, 1 / temperature):  # temperature ignored; multiplied instead of divided
+        statistic = chi_square(counts, softmax(list(LIVE_TOKENS.values()), wrong))
+        assert chi_square_p_value_3_dof(statistic) < 1e-12, f"{DRAWS} draws cannot tell T={temperature} from {wrong}"
 
 
 def test_confidence_is_read_from_the_first_tokens_distribution(backend: TransformersBackend) -> None:
