@@ -131,7 +131,9 @@ async def events_in_thread(produce: Callable[[threading.Event], Iterable[Event]]
         cancel.set()
         scope.cancel()
         await scope.aclose()
-        # The worker stops within one model call; wait for its last act, so that when the caller moves
-        # on (and frees its request slot) this request's caches are closed.
+        # The worker stops within one model call; wait for its last act and its end, so that when the
+        # caller moves on (and frees its request slot) this request's caches are closed and its thread gone.
         while not done:
             done = await queue.get() is _DONE
+        while worker.is_alive():  # it has nothing left to do but exit: a few microseconds
+            await asyncio.sleep(0.001)

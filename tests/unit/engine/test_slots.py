@@ -35,34 +35,35 @@ class Gauge:
 
 
 def test_threads_beyond_the_limit_wait_and_enter_in_arrival_order() -> None:
-    gate, live, entered = RequestSlots(2), Gauge(), []
-    holding = threading.Barrier(3)  # the first two hold their slots until the others have queued
+    # One slot, so that the order in which requests get in is the order in which they enter the block:
+    # with more, two woken together race to their first line.
+    gate, live, entered = RequestSlots(1), Gauge(), []
+    holding = threading.Event()  # the first request holds the slot until the others have queued
 
     def request(index: int) -> None:
         with gate.held():
             entered.append(index)
             live.up()
-            if index < 2:
-                holding.wait()
-            time.sleep(0.01)
+            if index == 0:
+                holding.wait(10)
+            time.sleep(0.005)
             live.down()
 
-    first = [threading.Thread(target=request, args=(index,)) for index in range(2)]
-    for thread in first:
-        thread.start()
-    while gate.running < 2:
+    first = threading.Thread(target=request, args=(0,))
+    first.start()
+    while gate.running < 1:
         time.sleep(0.001)
     later = []
-    for index in range(2, 6):
+    for index in range(1, 6):
         later.append(threading.Thread(target=request, args=(index,)))
         later[-1].start()
-        while gate.waiting < index - 1:  # each joins the queue before the next starts
+        while gate.waiting < index:  # each joins the queue before the next starts
             time.sleep(0.001)
-    holding.wait()
-    for thread in first + later:
+    holding.set()
+    for thread in [first, *later]:
         thread.join(10)
-    assert live.most == 2 and gate.running == 0 and gate.waiting == 0
-    assert entered[2:] == [2, 3, 4, 5]
+    assert live.most == 1 and gate.running == 0 and gate.waiting == 0
+    assert entered == [0, 1, 2, 3, 4, 5]
 
 
 async def test_a_coroutine_cancelled_while_queued_leaves_the_queue_and_loses_no_slot() -> None:
