@@ -49,6 +49,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is installed b
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads threads, descriptors and memory in /proc"),
+    pytest.mark.allow_skip(reason="a platform's limit, not a missing part: CI runs on Linux"),
 ]
 
 CONCURRENCY = 16
