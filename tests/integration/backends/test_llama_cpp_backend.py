@@ -121,6 +121,7 @@ def test_rendered_prompt_ids_match_the_transformers_tokenizer(name: str) -> None
     assert end_of_turn in backend.loaded.eog_ids
 
 
+@pytest.mark.slow  # several seconds: the fast set stays under two minutes
 def test_chat_tokenizer_comes_from_the_gguf_without_converting_weights(
     generator: LlamaCppBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,6 +153,7 @@ def test_word_table_marks_whitespace_led_tokens(generator: LlamaCppBackend) -> N
 # -- the cache ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds: the fast set stays under two minutes
 def test_cached_decoding_matches_full_recompute(generator: LlamaCppBackend) -> None:
     cursor = generator.open(PROMPT)
     piece = cursor.generate("", 16)
@@ -162,6 +164,7 @@ def test_cached_decoding_matches_full_recompute(generator: LlamaCppBackend) -> N
     assert fresh.cached_ids == cursor.cached_ids, "the text re-tokenizes to the generated tokens"
 
 
+@pytest.mark.slow  # several seconds: the fast set stays under two minutes
 def test_greedy_words_and_segment_equal_an_uninterrupted_decode(generator: LlamaCppBackend) -> None:
     cursor = generator.open(PROMPT)
     words = ""
@@ -312,6 +315,7 @@ def test_generate_cuts_at_a_stop_string(generator: LlamaCppBackend) -> None:
     assert marker not in cut.text and whole.text.startswith(cut.text) and cut.tokens < whole.tokens
 
 
+@pytest.mark.slow  # several seconds: the fast set stays under two minutes
 def test_sampling_draws_like_the_transformers_backend(generator: LlamaCppBackend) -> None:
     hot = Sampling(temperature=1.5, seed=7)
     whole = generator.open(PROMPT, sampling=hot).generate("", 16)

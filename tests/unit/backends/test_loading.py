@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from mentorcollab_langchain.backends import TransformersBackend
 from mentorcollab_langchain.backends import transformers as transformers_backend
 
 
+@pytest.mark.slow  # several seconds: the fast set stays under two minutes
 def test_a_slow_first_load_blocks_neither_loaded_models_nor_other_loads(
     tiny_byte_level_model: str, tiny_sentencepiece_model: str, monkeypatch
 ) -> None:
