@@ -9,6 +9,7 @@ reaches depends only on that text, a run rebuilt from a checkpoint continues exa
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
@@ -159,9 +160,16 @@ class Backend(Protocol):
     def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> Cursor:
         """Render ``prompt`` (messages with the chat template, or raw text) and start a cursor there.
 
-        ``sampling`` says how the cursor picks tokens when it proposes words and writes segments.
+        ``sampling`` says how the cursor picks tokens when it proposes words and writes segments. A backend
+        that can decode under a grammar (``backends.grammar``) takes a ``grammar`` argument as well, and its
+        cursors then write only text the grammar accepts and have ``grammar_prefix_length(text)``.
         """
         ...
+
+
+def takes_grammar(backend: Backend) -> bool:
+    """Whether the backend's ``open`` takes a grammar to decode under."""
+    return "grammar" in inspect.signature(backend.open).parameters
 
 
 

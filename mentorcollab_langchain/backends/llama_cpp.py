@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -252,7 +253,10 @@ class LlamaCppBackend:
         # Plain text gets the vocabulary's own special tokens (Gemma needs its <bos>).
         return loaded.tokenize(render_plain(prompt, style), add_special=True)
 
-    def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> LlamaCppCursor:
+    def open(
+        self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY, grammar: str | None = None
+    ) -> LlamaCppCursor:
+        """A cursor after the rendered prompt; with ``grammar`` it writes only text the grammar accepts."""
         prompt_ids = self.prompt_ids(prompt, style)
         if not prompt_ids:
             raise ConfigError(f"the prompt renders to no tokens for {self.model}: a model needs text to continue")
@@ -261,7 +265,9 @@ class LlamaCppBackend:
                 f"the prompt is {len(prompt_ids)} tokens for {self.model}, whose context holds {self.n_ctx} "
                 "(raise n_ctx)"
             )
-        return LlamaCppCursor(self.loaded, prompt_ids, n_ctx=self.n_ctx, n_threads=self.n_threads, sampling=sampling)
+        return LlamaCppCursor(
+            self.loaded, prompt_ids, n_ctx=self.n_ctx, n_threads=self.n_threads, sampling=sampling, grammar=grammar
+        )
 
 
 def _free_context(llama: ModuleType, context: Any, batch: Any) -> None:
@@ -275,7 +281,14 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
     context_advice = " (raise n_ctx)"
 
     def __init__(
-        self, loaded: LoadedGguf, prompt_ids: list[int], *, n_ctx: int, n_threads: int, sampling: Sampling = GREEDY
+        self,
+        loaded: LoadedGguf,
+        prompt_ids: list[int],
+        *,
+        n_ctx: int,
+        n_threads: int,
+        sampling: Sampling = GREEDY,
+        grammar: str | None = None,
     ) -> None:
         llama = llama_library()
         params = llama.llama_context_default_params()
@@ -286,7 +299,9 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
         context = llama.llama_init_from_model(loaded.model, params)
         if context is None:
             raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens for {loaded.name}")
-        super().__init__(loaded, prompt_ids, end_ids=loaded.eog_ids, context_length=n_ctx, sampling=sampling)
+        super().__init__(
+            loaded, prompt_ids, end_ids=loaded.eog_ids, context_length=n_ctx, sampling=sampling, grammar=grammar
+        )
         self._llama = llama
         self._context = context
         self._memory = llama.llama_get_memory(context)
@@ -301,6 +316,18 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
 
     def _decode_ids(self, ids: Sequence[int]) -> str:
         return b"".join(map(self._model.piece, ids)).decode("utf-8", errors="replace")
+
+    def _grammar_tokenizer(self) -> Any:
+        from llguidance.llamacpp import lltokenizer_from_vocab
+
+        # llguidance reads each token through llama-cpp-python functions that warn they are deprecated: one
+        # warning per token of the vocabulary, with nothing for us to change.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return lltokenizer_from_vocab(self._model.vocab, eos_token=sorted(self._model.eog_ids))
+
+    def _vocabulary_size(self) -> int:
+        return self._model.n_vocab
 
     def _move_to(self, target: list[int], outputs: int = 1, hidden: bool = False) -> np.ndarray:
         if self._context is None:

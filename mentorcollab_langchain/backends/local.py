@@ -28,11 +28,12 @@ import hashlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
-from typing import ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece
+from mentorcollab_langchain.backends.grammar import GrammarMatcher, masked
 from mentorcollab_langchain.backends.sampling import Sampling
 from mentorcollab_langchain.errors import ContextTooLongError, InvalidPromptError
 
@@ -79,6 +80,9 @@ class LoadOnce(Generic[KeyT, ValueT]):
         return set(self._loaded)
 
 
+GRAMMAR_TOKENIZERS: LoadOnce[tuple[str, str], Any] = LoadOnce()  # llguidance vocabularies, by backend and model
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Log-probabilities in float64 from one row (or rows) of logits."""
     wide = logits.astype(np.float64)
@@ -121,6 +125,7 @@ class LocalCursor(ABC, Generic[LoadedT]):
         end_ids: frozenset[int],
         context_length: int,
         sampling: Sampling,
+        grammar: str | None = None,
     ) -> None:
         if not prompt_ids:  # a model predicts from something; an empty raw prompt with no BOS is nothing
             raise InvalidPromptError(
@@ -138,6 +143,11 @@ class LocalCursor(ABC, Generic[LoadedT]):
         self.cached_ids: list[int] = []
         self._logits: np.ndarray | None = None  # next-token logits after cached_ids
         self.tokens_read = 0
+        self.grammar = grammar
+        self._matcher: GrammarMatcher | None = None
+        if grammar is not None:
+            tokenizer = GRAMMAR_TOKENIZERS.get((type(self).__name__, loaded.name), self._grammar_tokenizer)
+            self._matcher = GrammarMatcher(tokenizer, grammar, self._vocabulary_size())
 
     # -- what each backend supplies ------------------------------------------------------------
 
@@ -161,6 +171,15 @@ class LocalCursor(ABC, Generic[LoadedT]):
     @abstractmethod
     def _crop_cache(self, keep: int) -> int:
         """Remove cached positions from ``keep`` on; how many stay (``keep``, or 0 where it had to start over)."""
+
+    @abstractmethod
+    def _grammar_tokenizer(self) -> Any:
+        """llguidance's view of this model's vocabulary, with its end tokens as end of sequence (built once
+        per model: it reads the whole vocabulary)."""
+
+    @abstractmethod
+    def _vocabulary_size(self) -> int:
+        """How many logits a forward pass gives (the vocabulary, with any padding rows)."""
 
     # -- the cache -----------------------------------------------------------------------------
 
@@ -218,7 +237,7 @@ class LocalCursor(ABC, Generic[LoadedT]):
         hard limit: if it falls inside a character split across tokens, that character's tokens are left
         out (counted as generated), so a piece never ends inside a character nor runs past the limit.
         """
-        logits = self._move_to(self.token_ids(text))
+        logits = self._allowed(self._move_to(self.token_ids(text)))
         confidence = confidence_of(logits) if with_confidence else None
         produced: list[int] = []
         decoded = ""
@@ -229,7 +248,7 @@ class LocalCursor(ABC, Generic[LoadedT]):
             if one_word and produced and self._model.whitespace_start[token]:
                 break
             produced.append(token)
-            logits = self._feed([token])
+            logits = self._allowed(self._feed([token]))
             decoded = self._decode_ids(produced)
             if stop and any(marker in decoded for marker in stop):
                 cut = min(decoded.index(marker) for marker in stop if marker in decoded)
@@ -243,6 +262,24 @@ class LocalCursor(ABC, Generic[LoadedT]):
             )
             return Piece(self._decode_ids(produced[:kept]), kept, generated=len(produced), confidence=confidence)
         return Piece(decoded, len(produced), confidence=confidence)
+
+    def _allowed(self, logits: np.ndarray) -> np.ndarray:
+        """The logits after the cache, with the tokens the grammar forbids there masked (if there is one)."""
+        if self._matcher is None:
+            return logits
+        return masked(logits, self._matcher.allowed(self.cached_ids[len(self.prompt_ids) :]))
+
+    def grammar_prefix_length(self, text: str) -> int:
+        """How many characters at the start of the response ``text`` the grammar accepts (all, without one).
+
+        The engine keeps a mentor's words and segments to this, so text from a mentor that does not follow
+        the grammar itself (a remote one) never enters a constrained answer.
+        """
+        if self._matcher is None:
+            return len(text)
+        ids = self._encode(text)
+        accepted = self._matcher.accepted(ids)
+        return len(text) if accepted == len(ids) else len(self._decode_ids(ids[:accepted]))
 
     def _pick(self, logits: np.ndarray, text: str) -> int:
         """The most likely token, or the one the draw for ``text`` lands on at the sampling temperature."""

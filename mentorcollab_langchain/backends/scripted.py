@@ -41,14 +41,19 @@ class ScriptedBackend:
         self.fail_from_call = fail_from_call
         self.calls = 0
         self.prompts: list[Prompt] = []
+        self.grammars: list[str | None] = []
 
     @property
     def model_name(self) -> str:
         return self.name
 
-    def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> ScriptedCursor:
-        """A script writes its answer whatever the sampling: it forces situations, it does not sample."""
+    def open(
+        self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY, grammar: str | None = None
+    ) -> ScriptedCursor:
+        """A script writes its answer whatever the sampling or grammar: it forces situations, it does not
+        decode. The grammar is recorded in ``grammars``, so tests can see that a run asked for one."""
         self.prompts.append(prompt)
+        self.grammars.append(grammar)
         return ScriptedCursor(self)
 
 
@@ -106,6 +111,10 @@ class ScriptedCursor:
     def hidden_state(self, text: str) -> list[float]:
         self._call()
         return [float(len(text)), float(len(self.backend.words))]
+
+    def grammar_prefix_length(self, text: str) -> int:
+        """A script follows no grammar, so it accepts all of ``text`` (real backends check it)."""
+        return len(text)
 
     def close(self) -> None:
         pass

@@ -148,24 +148,34 @@ class TransformersBackend:
         # Plain text gets the tokenizer's own special tokens (Gemma needs its <bos>).
         return loaded.tokenizer.encode(render_plain(prompt, style), add_special_tokens=True)
 
-    def open(self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY) -> TransformersCursor:
+    def open(
+        self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY, grammar: str | None = None
+    ) -> TransformersCursor:
+        """A cursor after the rendered prompt; with ``grammar`` it writes only text the grammar accepts."""
         prompt_ids = self.prompt_ids(prompt, style)
         if len(prompt_ids) >= self.loaded.context_length:
             raise ContextTooLongError(
                 f"the prompt is {len(prompt_ids)} tokens for {self.model}, whose context holds "
                 f"{self.loaded.context_length}"
             )
-        return TransformersCursor(self.loaded, prompt_ids, sampling)
+        return TransformersCursor(self.loaded, prompt_ids, sampling, grammar)
 
 
 class TransformersCursor(LocalCursor[LoadedModel]):
     """One request's ``DynamicCache`` on one model, moved by text (see ``backends.local``)."""
 
-    def __init__(self, loaded: LoadedModel, prompt_ids: list[int], sampling: Sampling = GREEDY) -> None:
+    def __init__(
+        self, loaded: LoadedModel, prompt_ids: list[int], sampling: Sampling = GREEDY, grammar: str | None = None
+    ) -> None:
         from transformers import DynamicCache
 
         super().__init__(
-            loaded, prompt_ids, end_ids=loaded.eos_ids, context_length=loaded.context_length, sampling=sampling
+            loaded,
+            prompt_ids,
+            end_ids=loaded.eos_ids,
+            context_length=loaded.context_length,
+            sampling=sampling,
+            grammar=grammar,
         )
         self._new_cache = lambda: DynamicCache(config=loaded.network.config)
         self._cache = self._new_cache()
@@ -181,6 +191,16 @@ class TransformersCursor(LocalCursor[LoadedModel]):
         if self._model.response_tokenizer is not None:
             return self._model.response_tokenizer.decode(list(ids), skip_special_tokens=False)
         return self._model.tokenizer.decode(ids)
+
+    def _grammar_tokenizer(self) -> Any:
+        from llguidance.hf import from_tokenizer
+
+        return from_tokenizer(
+            self._model.tokenizer, n_vocab=self._vocabulary_size(), eos_token=sorted(self._model.eos_ids)
+        )
+
+    def _vocabulary_size(self) -> int:
+        return int(self._model.network.get_output_embeddings().weight.shape[0])
 
     def _forward(self, ids: list[int], outputs: int, hidden: bool) -> np.ndarray:
         with torch.inference_mode():

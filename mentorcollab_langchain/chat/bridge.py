@@ -14,7 +14,15 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-from mentorcollab_langchain.backends.base import Backend, ContinuationScore, Cursor, Piece, Prompt, PromptStyle
+from mentorcollab_langchain.backends.base import (
+    Backend,
+    ContinuationScore,
+    Cursor,
+    Piece,
+    Prompt,
+    PromptStyle,
+    takes_grammar,
+)
 from mentorcollab_langchain.backends.http_client import CURRENT_ASYNC_SCOPE, AsyncScope
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.engine import Event
@@ -74,13 +82,24 @@ class _CancellableBackend:
         return _CancellableCursor(self._backend.open(prompt, style, sampling), self._cancel)
 
 
+class _CancellableGrammarBackend(_CancellableBackend):
+    """The same, for a backend that decodes under a grammar: its ``open`` takes one too."""
+
+    def open(
+        self, prompt: Prompt, style: PromptStyle = "chat", sampling: Sampling = GREEDY, grammar: str | None = None
+    ) -> Cursor:
+        _stop_if(self._cancel)
+        return _CancellableCursor(self._backend.open(prompt, style, sampling, grammar=grammar), self._cancel)
+
+
 def cancellable(backend: Backend, cancel: threading.Event) -> Backend:
     """``backend`` whose cursors raise ``GenerationCancelled`` at their next model call once ``cancel`` is set.
 
     ``GenerationCancelled`` is a ``BaseException``, so the engine does not record it as a mentor failure
     and go on with the generator alone.
     """
-    return _CancellableBackend(backend, cancel)
+    wrapper = _CancellableGrammarBackend if takes_grammar(backend) else _CancellableBackend
+    return wrapper(backend, cancel)
 
 
 _DONE = object()

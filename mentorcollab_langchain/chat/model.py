@@ -31,7 +31,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from mentorcollab_langchain.backends.base import Backend, Conversation, Prompt, require_backend
+from mentorcollab_langchain.backends.base import Backend, Conversation, Prompt, require_backend, takes_grammar
 from mentorcollab_langchain.chat import structured
 from mentorcollab_langchain.chat import tools as tooling  # as: bind_tools' argument is called tools
 from mentorcollab_langchain.chat.answer import PROVIDER, STREAM_KEY, AnswerStream, prompt_counts
@@ -252,6 +252,7 @@ class ChatMentorCollab(EngineSettings):
 
         extra: list[str] = []
         prefix = ""
+        grammar: str | None = None  # the answer's format, where a forced call or structured output fixes it
         offered = tooling.openai_tools(kwargs.get("tools") or [])  # bound tools pass again; per-call ones are new
         names = [tooling.tool_name(tool) for tool in offered]
         tool_choice = tooling.normalize_tool_choice(kwargs.get("tool_choice"), names) if offered else None
@@ -262,14 +263,21 @@ class ChatMentorCollab(EngineSettings):
             prefix = tooling.forced_prefix(tool_choice, offered)
             if prefix:
                 stops.append(tooling.TOOL_CALL_CLOSE)
+                grammar = tooling.call_grammar(tool_choice, offered)
         response_format = kwargs.get("response_format")
         if response_format:
             extra.append(structured.format_instruction(response_format))
-            prefix = prefix or structured.format_prefix(response_format)
+            if not prefix:
+                prefix = structured.format_prefix(response_format)
+                grammar = structured.format_grammar(response_format)
         options["stop"] = list(dict.fromkeys(stops))
         engine_messages = to_engine_messages(messages, extra)
         config = self.collab_config(**options)  # a bad option fails before any model loads
         generator, mentor = self._backend("generator"), self._backend("mentor")
+        if grammar is not None and takes_grammar(generator):
+            # Both models decode under the format's grammar; a generator that cannot (a remote one) still
+            # gets the instruction and the started answer, and its answer is validated when read back.
+            config = self.collab_config(**(options | {"grammar": grammar}))
         verifier = get_verifier(self.verifier, generator=generator)
         return _Call(
             prompt=Conversation(tuple(engine_messages), tuple(offered)) if offered else engine_messages,

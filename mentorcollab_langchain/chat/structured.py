@@ -24,6 +24,7 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ValidationError
 
+from mentorcollab_langchain.backends.grammar import json_grammar
 from mentorcollab_langchain.chat import tools
 from mentorcollab_langchain.errors import ConfigError, InvalidSchemaError, MentorCollabError
 
@@ -50,6 +51,13 @@ def format_instruction(response_format: Mapping[str, Any]) -> str:
 def format_prefix(response_format: Mapping[str, Any]) -> str:
     """The start the chat model writes into a structured answer: ``{`` and the schema's first required key."""
     return tools.json_prefix((response_format.get("json_schema") or {}).get("schema"))
+
+
+def format_grammar(response_format: Mapping[str, Any]) -> str:
+    """The grammar of a structured answer: one JSON object of the schema (``json_schema``), or any JSON
+    object (``json_object``), so the answer always parses and has exactly the schema's fields."""
+    schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+    return json_grammar(schema)
 
 
 def _schema_name(schema: Any) -> str:

@@ -26,6 +26,7 @@ from langchain_core.messages import InvalidToolCall, ToolCall
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.json import parse_partial_json
 
+from mentorcollab_langchain.backends.grammar import json_grammar
 from mentorcollab_langchain.errors import InvalidToolError
 
 TOOL_CALL_OPEN = "<tool_call>"
@@ -212,6 +213,31 @@ def forced_prefix(tool_choice: str | None, tools: Sequence[Mapping[str, Any]] = 
     if not properties:
         return start + "}}"
     return start + _first_key(schema)
+
+
+def call_grammar(tool_choice: str | None, tools: Sequence[Mapping[str, Any]]) -> str | None:
+    """The grammar of a forced tool call's answer, or None when the model may choose (``auto``, ``none``).
+
+    The answer is one ``<tool_call>`` block holding the named tool's call (``required``: any offered
+    tool's), its arguments exactly the tool's parameters: even a 135M model then writes a call LangChain
+    can parse, with values of the declared types and no keys copied from the schema.
+    """
+    if tool_choice in (None, "auto", "none"):
+        return None
+    calls = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": tool_name(tool)},
+                "arguments": tool["function"].get("parameters") or {"type": "object", "properties": {}},
+            },
+            "required": ["name", "arguments"],
+        }
+        for tool in tools
+        if tool_choice == "required" or tool_name(tool) == tool_choice
+    ]
+    call = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    return json_grammar(call, before=TOOL_CALL_OPEN + "\n", after="\n" + TOOL_CALL_CLOSE)
 
 
 def json_prefix(schema: Mapping[str, Any] | None) -> str:

@@ -6,9 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mentorcollab_langchain.backends.grammar import check_grammar
 from mentorcollab_langchain.backends.sampling import Sampling
 from mentorcollab_langchain.engine.policies import NAMED_POLICIES
-from mentorcollab_langchain.errors import ConfigError
+from mentorcollab_langchain.errors import ConfigError, InvalidSchemaError
 
 
 class CollabConfig(BaseModel):
@@ -85,6 +86,12 @@ class CollabConfig(BaseModel):
     max_mentor_tokens: int | None = Field(
         default=None, ge=0, description="per-request budget of tokens the mentor generates; once spent, no more probes"
     )
+    grammar: str | None = Field(
+        default=None,
+        description="an llguidance grammar (Lark syntax; a JSON schema inside as %json {...}) that the whole answer "
+        "must match: both models decode under it, and a mentor's words outside it are never adopted; the generator "
+        "must run in process (llama.cpp or transformers)",
+    )
 
     @field_validator("probe_policy")
     @classmethod
@@ -92,6 +99,16 @@ class CollabConfig(BaseModel):
         if name not in NAMED_POLICIES:
             raise ValueError(f"unknown probe policy; choose one of {', '.join(NAMED_POLICIES)}")
         return name
+
+    @field_validator("grammar")
+    @classmethod
+    def _compiles(cls, grammar: str | None) -> str | None:
+        if grammar is None:
+            return None
+        try:
+            return check_grammar(grammar)
+        except InvalidSchemaError as error:
+            raise ValueError(str(error)) from None
 
     def __init__(self, **fields: Any) -> None:
         """Validate ``fields``, raising ``ConfigError`` that names each bad field and its value."""

@@ -99,7 +99,11 @@ def probe(state: CollabState, team: Team) -> Iterator[Event]:
         return
     state.stats.mentor_calls += 1
     state.stats.mentor_tokens_generated += mentor_word.cost
-    diverged = not team.config.words_match(generator_word.text, mentor_word.text)
+    # A mentor word the answer's grammar forbids (from a mentor that cannot decode under it) is nothing the
+    # generator could adopt, so it opens no divergence.
+    diverged = not team.config.words_match(generator_word.text, mentor_word.text) and _fits_grammar(
+        team, state.text + mentor_word.text
+    )
     yield Probed(state.stats.words - 1, len(state.text), generator_word.text, mentor_word.text, diverged)
     if not diverged:
         yield from _commit(state, team.config, generator_word, "generator")
@@ -126,9 +130,8 @@ def lookahead(state: CollabState, team: Team) -> Iterator[Event]:
     state.stats.generator_calls += 1
     try:
         with _timed(state, team, "lookahead"):
-            divergence.mentor_segment, spent = _extend(
-                team.mentor, state.text, divergence.mentor_word, length, team.config.stop
-            )
+            mentor_segment, spent = _extend(team.mentor, state.text, divergence.mentor_word, length, team.config.stop)
+        divergence.mentor_segment = _within_grammar(team, state.text, mentor_segment, divergence.mentor_word)
     except MentorCollabError as error:  # a backend's typed failure; a programming error still raises
         yield from _mentor_failed(state, team.config, error)
         yield from commit_verdict(state, team, Verdict("generator"), verifier="mentor-failed")
@@ -391,6 +394,23 @@ def _extend(cursor: Cursor, text: str, word: Piece, length: int, stop: Sequence[
         return word, 0
     segment = Piece(word.text + more.text, word.tokens + more.tokens, eos=more.eos, stopped=more.stopped)
     return segment, more.cost
+
+
+def _fits_grammar(team: Team, text: str) -> bool:
+    """Whether the grammar of the run (if any) accepts all of the answer ``text``."""
+    return team.config.grammar is None or team.generator.grammar_prefix_length(text) == len(text)
+
+
+def _within_grammar(team: Team, text: str, segment: Piece, word: Piece) -> Piece:
+    """The mentor's ``segment`` cut to what the grammar accepts after ``text``, never shorter than its
+    ``word`` (which the probe checked). A mentor decoding under the grammar is never cut; a remote one may
+    write past the answer's format, and that text must not be adopted. The kept tokens are estimated by the
+    kept share of characters, as for a cut at a stop string."""
+    if _fits_grammar(team, text + segment.text):
+        return segment
+    kept = max(team.generator.grammar_prefix_length(text + segment.text) - len(text), len(word.text))
+    tokens = max(word.tokens, round(segment.tokens * kept / len(segment.text)))
+    return Piece(segment.text[:kept], tokens, generated=segment.cost, confidence=segment.confidence)
 
 
 def _pending(state: CollabState) -> Divergence:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NoReturn
 
-from mentorcollab_langchain.backends.base import Backend, Cursor, Prompt
+from mentorcollab_langchain.backends.base import Backend, Cursor, Prompt, takes_grammar
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.policies import ProbePolicy, get_probe_policy
 from mentorcollab_langchain.errors import ConfigError, MentorCollabError
@@ -39,6 +39,11 @@ class Team:
 
     def __post_init__(self) -> None:
         self.policy = get_probe_policy(self.policy or self.config.probe_policy)
+        if self.config.grammar is not None and not hasattr(self.generator, "grammar_prefix_length"):
+            raise ConfigError(
+                "a grammar needs a generator whose cursor follows it (grammar_prefix_length): run the generator in "
+                "process (llama.cpp or transformers)"
+            )
         if self.policy.needs_confidence and not _takes_confidence(self.generator):
             raise ConfigError(
                 f"the {self.policy.name!r} probe policy reads the generator's confidence, but its cursor's "
@@ -77,9 +82,9 @@ def open_team(
     """
     config = config or CollabConfig()
     judge = get_verifier(verifier, generator=generator)
-    generator_cursor = generator.open(prompt, config.prompt_style, config.sampling)
+    generator_cursor = _open(generator, "generator", prompt, config)
     try:
-        mentor_cursor: Cursor = mentor.open(prompt, config.prompt_style, config.sampling)
+        mentor_cursor: Cursor = _open(mentor, "mentor", prompt, config)
     except MentorCollabError as error:
         if config.on_mentor_error == "raise":
             generator_cursor.close()
@@ -94,6 +99,22 @@ def open_team(
         generator_cursor.close()
         mentor_cursor.close()
         raise
+
+
+def _open(backend: Backend, role: str, prompt: Prompt, config: CollabConfig) -> Cursor:
+    """The backend's cursor for this run, under the run's grammar where it can decode under one.
+
+    A mentor that cannot (a remote one) writes freely: the engine keeps its words to the grammar with the
+    generator's cursor. The generator must follow the grammar itself.
+    """
+    if config.grammar is None or (role == "mentor" and not takes_grammar(backend)):
+        return backend.open(prompt, config.prompt_style, config.sampling)
+    if not takes_grammar(backend):
+        raise ConfigError(
+            f"the generator {backend.model_name!r} cannot decode under a grammar (its open() takes none); run it in "
+            "process (llama.cpp or transformers), or drop the grammar, structured output or forced tool call"
+        )
+    return backend.open(prompt, config.prompt_style, config.sampling, grammar=config.grammar)
 
 
 class UnopenedCursor:

@@ -22,7 +22,7 @@ def another_value(name: str) -> Any:
     elif isinstance(default, int | float):
         candidates += [default + 1, default / 2 + 0.25]
     elif default is None:
-        candidates.append(1)
+        candidates += [1, 'start: "yes" | "no"']
     elif isinstance(default, tuple):
         candidates.append(("END",))
     for value in candidates:

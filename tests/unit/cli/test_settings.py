@@ -46,6 +46,9 @@ def _other_value(name: str, action: argparse.Action) -> tuple[list[str], Any]:
     if action.type is float:
         value = (default + 1) / 2  # inside [0, 1] for a rate in it, and never the default itself
         return [flag, repr(value)], value
+    if action.type is str:  # the grammar: any text llguidance compiles
+        value = 'start: "yes" | "no"'
+        return [flag, value], value
     raise AssertionError(f"--{name}: no test value for {action!r}")
 
 
