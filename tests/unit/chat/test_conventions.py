@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from langchain_core.exceptions import ContextOverflowError
 from langchain_core.load import dumps
+from langchain_core.messages import AIMessageChunk
 
 from mentorcollab_langchain import ChatMentorCollab, ConfigError, ContextTooLongError, ScriptedBackend
 from mentorcollab_langchain.backends.llama_cpp import LlamaCppBackend
@@ -124,3 +125,24 @@ def test_timeout_max_retries_and_the_key_reach_the_remote_mentors_requests(
     with pytest.raises(BackendError, match="timeout"):
         impatient._backend("mentor").client.post("/v1/completions", {})
     assert time.monotonic() - started < 0.3  # gave up before the server answered
+
+
+# -- usage -----------------------------------------------------------------------------------------
+
+
+def test_usage_details_carry_the_mentors_tokens_and_add_up_over_the_stream() -> None:
+    model = ChatMentorCollab(generator=ScriptedBackend("a b c d e f", name="g"),
+                             mentor=ScriptedBackend("x y z w v u", name="m"), probe_rate=1.0, segment_tokens=2,
+                             verifier="always-mentor")
+    chunks: list[AIMessageChunk] = list(model.stream("Go."))
+    whole = chunks[0]
+    for chunk in chunks[1:]:
+        whole = whole + chunk
+    stats = whole.response_metadata["mentorcollab"]["stats"]
+    usage = whole.usage_metadata
+    assert usage is not None and stats["mentor_tokens_generated"] > 0
+    assert usage["output_token_details"] == {"mentor_written": stats["mentor_tokens_generated"]}
+    assert usage["input_token_details"] == {"mentor_read": stats["mentor_tokens_read"]}
+    assert usage == model.invoke("Go.").usage_metadata
+    twice = whole + whole  # two answers' usage (as a tracer adds them) adds the mentor's tokens too
+    assert twice.usage_metadata["output_token_details"]["mentor_written"] == 2 * stats["mentor_tokens_generated"]
