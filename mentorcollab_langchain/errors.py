@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from langchain_core.exceptions import ContextOverflowError
+
 
 class MentorCollabError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -39,8 +41,12 @@ class InvalidToolError(InvalidSchemaError):
     """A tool given to ``bind_tools`` has no usable name, or parameters that are not a JSON-schema object."""
 
 
-class ContextTooLongError(MentorCollabError, ValueError):
-    """The prompt plus the answer would not fit in a model's context window."""
+class ContextTooLongError(MentorCollabError, ContextOverflowError, ValueError):
+    """The prompt plus the answer would not fit in a model's context window.
+
+    Also LangChain's ``ContextOverflowError``, so code written for any chat model (a middleware that
+    trims the history and retries) catches it as it catches a hosted model's overflow.
+    """
 
 
 class BackendError(MentorCollabError, RuntimeError):

@@ -90,6 +90,7 @@ class OpenAICompatibleClient:
         base_url: str,
         *,
         api_key_env: str | None = "OPENAI_API_KEY",
+        api_key: str | None = None,
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
         max_retries: int = 3,
@@ -101,7 +102,8 @@ class OpenAICompatibleClient:
         self.backoff = backoff
         self.breaker = breaker or CircuitBreaker()
         headers = {"Content-Type": "application/json"}
-        api_key = os.environ.get(api_key_env) if api_key_env else None
+        # A key given here (the chat model's ``mentor_api_key``) wins over the environment's.
+        api_key = api_key or (os.environ.get(api_key_env) if api_key_env else None)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.Client(

@@ -71,6 +71,7 @@ class OpenAICompatibleBackend:
         model: str,
         tokenizer: str,
         api_key_env: str | None = "OPENAI_API_KEY",
+        api_key: str | None = None,
         timeout: float = 60.0,
         max_retries: int = 3,
         breaker: CircuitBreaker | None = None,
@@ -80,7 +81,12 @@ class OpenAICompatibleBackend:
         self.model = model
         self.tokenizer_source = tokenizer
         self.client = OpenAICompatibleClient(
-            base_url, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries, breaker=breaker
+            base_url,
+            api_key_env=api_key_env,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            breaker=breaker,
         )
         self._report = report
 

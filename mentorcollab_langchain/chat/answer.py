@@ -11,14 +11,22 @@ What the chunks hold:
   provenance. Rejected lookaheads are never committed, so they never stream.
 - Where the chat model starts the answer itself (a forced tool call, a structured answer's ``{"key": ``),
   that start goes out as one chunk of source ``prefix``.
-- With tools bound, text from the first ``<``, ``{`` or backtick on is held back to the end, and goes
-  out as tool calls if it parses as them, so a stream never shows half a call as text.
+- With tools bound (and ``tool_choice`` not ``"none"``), text streams as it is written until a tool
+  call may have begun (``tools.call_start``: ``<tool_call>``, ``<|python_tag|>``, ``[TOOL_CALLS]``, a
+  ``{"name"``, a ```json fence). From there it is held: released as soon as it is clearly prose
+  (``<b>``, ``{x}``), else kept to the end and sent as tool calls if it parses as them, so a stream
+  never shows half a call as text.
+- A ``<think>`` block that opens the answer streams as ``additional_kwargs["reasoning_content"]``, not
+  content (``reasoning.py``), so ``content_blocks`` shows it as a reasoning block.
 - The last chunk has ``chunk_position="last"``, the tool calls, the usage and the whole record.
 
 ``usage_metadata``: ``input_tokens`` is the generator's rendered prompt, ``output_tokens`` the tokens
 committed to the answer (both sources, each counted in its own tokenizer: the count ``max_tokens``
-limits). The mentor's own tokens are under ``response_metadata["mentorcollab"]["mentor_usage"]``,
-outside ``usage_metadata``, so tracers that add up usage do not count them twice.
+limits). The mentor's own work is in the token details, as extra keys beside the totals (not part of
+them): ``input_token_details["mentor_read"]`` (every token the mentor read: its prompt, catch-ups and
+scoring) and ``output_token_details["mentor_written"]`` (every token it generated, kept or rejected),
+so a tracer shows the cost of both models; ``response_metadata["mentorcollab"]`` has each model's
+whole account (``generator_usage``, ``mentor_usage``). Adding chunks adds the details too.
 """
 
 from __future__ import annotations
@@ -27,20 +35,22 @@ import json
 from collections.abc import Sequence
 
 from langchain_core.messages import AIMessage, AIMessageChunk, InvalidToolCall, ToolCall
-from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
 from langchain_core.messages.utils import message_chunk_to_message
 
 from mentorcollab_langchain.backends.base import Backend, Prompt, PromptStyle
 from mentorcollab_langchain.chat import tools
+from mentorcollab_langchain.chat.reasoning import ReasoningSplitter, split_reasoning
 from mentorcollab_langchain.engine import CollabConfig, CollabState, Event, TextCommitted
 
 PROVIDER = "mentorcollab"
 STREAM_KEY = "mentorcollab_stream"
 
 
-def _piece(text: str, source: str, start: int, end: int) -> AIMessageChunk:
+def _piece(text: str, source: str, start: int, end: int, reasoning: str = "") -> AIMessageChunk:
     entry = {"source": source, "start": start, "end": end}
-    return AIMessageChunk(content=text, response_metadata={STREAM_KEY: [entry]})
+    extra = {"reasoning_content": reasoning} if reasoning else {}
+    return AIMessageChunk(content=text, additional_kwargs=extra, response_metadata={STREAM_KEY: [entry]})
 
 
 def text_chunk(event: TextCommitted) -> AIMessageChunk:
@@ -79,6 +89,7 @@ def _read_calls(
 def _closing_chunk(
     state: CollabState,
     content: str,
+    reasoning: str,
     calls: Sequence[ToolCall],
     invalid: Sequence[InvalidToolCall],
     *,
@@ -89,7 +100,8 @@ def _closing_chunk(
     input_tokens: int,
     mentor_input_tokens: int,
 ) -> AIMessageChunk:
-    """The last chunk: ``content`` (what is left to stream), the tool calls, the usage and the record.
+    """The last chunk: ``content`` and ``reasoning`` (what is left to stream), the tool calls, the usage
+    and the record.
 
     Tool calls travel as ``tool_call_chunks``, from which LangChain derives ``tool_calls`` and
     ``invalid_tool_calls`` for the chunk and for any sum of chunks, so ``invoke`` and a merged stream
@@ -127,9 +139,16 @@ def _closing_chunk(
         for index, (call, args) in enumerate(zip([*calls, *invalid], arguments, strict=True))
     ]
     output = stats.tokens_committed
-    usage = UsageMetadata(input_tokens=input_tokens, output_tokens=output, total_tokens=input_tokens + output)
+    usage = UsageMetadata(
+        input_tokens=input_tokens,
+        output_tokens=output,
+        total_tokens=input_tokens + output,
+        input_token_details=InputTokenDetails(mentor_read=stats.mentor_tokens_read),  # type: ignore[typeddict-unknown-key]
+        output_token_details=OutputTokenDetails(mentor_written=stats.mentor_tokens_generated),  # type: ignore[typeddict-unknown-key]
+    )
     return AIMessageChunk(
         content=content,
+        additional_kwargs={"reasoning_content": reasoning} if reasoning else {},
         chunk_position="last",
         usage_metadata=usage,
         response_metadata=metadata,
@@ -143,6 +162,10 @@ class AnswerStream:
     ``prefix`` is the start the chat model wrote into the answer itself; ``tool_names`` are the tools
     the models were offered (none: no text is held back and no calls are read); with
     ``parallel_tool_calls=False`` only the first call is kept.
+
+    Each event's text goes through the reasoning splitter, then its content through the tool-call
+    hold; a chunk whose text is held or kept by the splitter still goes out at once with its
+    provenance entry (and no text), so the entries of a stream always add up to the answer's.
     """
 
     def __init__(
@@ -159,30 +182,42 @@ class AnswerStream:
         self._prefix = prefix
         self._tool_names = list(tool_names)
         self._parallel = parallel_tool_calls
-        # A forced tool call is held from the start; any other forced start (``{`` of a structured
-        # answer) streams first, as a chunk of source "prefix".
-        self._holding = bool(self._tool_names) and bool(prefix)
-        self._prefix_pending = bool(prefix) and not self._holding
-        self._held: list[TextCommitted] = []
-        self._held_from: int | None = 0 if self._holding else None  # where the held text begins
+        # A forced start (a tool call, or a structured answer's ``{"key": ``) is the answer's, not reasoning.
+        self._splitter = ReasoningSplitter(enabled=not prefix)
+        # The forced start goes out first, as a chunk of source "prefix"; a forced tool call's start
+        # is held from the beginning (its chunk carries no text), as any call is.
+        forced_call = bool(self._tool_names) and bool(prefix)
+        self._prefix_pending = bool(prefix)
+        self._sent = ""  # the content streamed so far
+        self._held = prefix if forced_call else ""  # content held back: it may be a tool call
 
     def _prefix_chunks(self) -> list[AIMessageChunk]:
         if not self._prefix_pending:
             return []
         self._prefix_pending = False
-        return [_piece(self._prefix, "prefix", 0, len(self._prefix))]
+        shown = "" if self._held else self._prefix
+        self._sent += shown
+        return [_piece(shown, "prefix", 0, len(self._prefix))]
+
+    def _release(self, content: str) -> str:
+        """The part of ``content`` (after what is held) that can stream now; the rest is held."""
+        pending = self._held + content
+        if not self._tool_names:
+            ready, self._held = pending, ""
+        else:  # whitespace waits for the next text too: before a call, it is not the answer's
+            start = tools.call_start(pending)
+            ready = pending[:start].rstrip()
+            self._held = pending[len(ready) :]
+        self._sent += ready
+        return ready
 
     def feed(self, event: Event) -> list[AIMessageChunk]:
-        """The chunks to stream now for ``event`` (none while text is held back, or for other events)."""
+        """The chunks to stream now for ``event`` (for text that is held back, a chunk without text)."""
         if not isinstance(event, TextCommitted):
             return []
         chunks = self._prefix_chunks()
-        if self._tool_names and not self._holding and tools.might_hold_tool_call(event.text):
-            self._holding, self._held_from = True, event.start
-        if self._holding:
-            self._held.append(event)
-            return chunks
-        return [*chunks, text_chunk(event)]
+        reasoning, content = self._splitter.feed(event.text)
+        return [*chunks, _piece(self._release(content), event.source, event.start, event.end, reasoning)]
 
     def finish(self, state: CollabState, *, input_tokens: int, mentor_input_tokens: int) -> list[AIMessageChunk]:
         """The rest of the stream once the run ended in ``state``; the last chunk closes the answer.
@@ -190,20 +225,20 @@ class AnswerStream:
         ``input_tokens`` and ``mentor_input_tokens`` are each model's rendered prompt (``prompt_counts``).
         """
         chunks = self._prefix_chunks()
-        content, calls, invalid = _read_calls(state.text, self._tool_names, self._parallel)
+        reasoning, content = self._splitter.finish()
+        answer = self._sent + self._held + content
+        text, calls, invalid = _read_calls(answer, self._tool_names, self._parallel)
         if calls or invalid:
-            # The calls lie in the held text, so the content (the text less its calls, stripped) starts
-            # with what already went out, less that text's leading whitespace: send the rest of it.
-            streamed = state.text[: self._held_from]
-            rest = content[len(streamed.lstrip()) :]
-        else:  # nothing to take out: the held text goes out as the chunks it came in
-            if self._prefix and self._holding:
-                chunks.append(_piece(self._prefix, "prefix", 0, len(self._prefix)))
-            chunks += [text_chunk(event) for event in self._held]
-            rest = ""
+            # The calls lie in the held text, so the content (the answer less its calls, stripped)
+            # starts with what already went out, less its whitespace at either end: send the rest.
+            sent = self._sent.strip()
+            rest = text[len(sent) :] if text.startswith(sent) else text
+        else:  # nothing to take out: the held text goes out as written
+            rest = self._held + content
         closing = _closing_chunk(
             state,
             rest,
+            reasoning,
             calls,
             invalid,
             **self._names,
@@ -233,9 +268,11 @@ def answer_message(
     input_tokens, mentor_input_tokens = prompt_counts(
         state, prompt=prompt, style=config.prompt_style, generator=generator, mentor=mentor
     )
+    reasoning, content = split_reasoning(state.text)
     chunk = _closing_chunk(
         state,
-        state.text,
+        content,
+        reasoning,
         [],
         [],
         generator=str(generator.model_name),

@@ -29,7 +29,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from mentorcollab_langchain.backends.base import Backend, Conversation, Prompt, require_backend, takes_grammar
 from mentorcollab_langchain.chat import structured
@@ -37,16 +37,18 @@ from mentorcollab_langchain.chat import tools as tooling  # as: bind_tools' argu
 from mentorcollab_langchain.chat.answer import PROVIDER, STREAM_KEY, AnswerStream, prompt_counts
 from mentorcollab_langchain.chat.bridge import cancellable, events_in_thread
 from mentorcollab_langchain.chat.messages import to_engine_messages
-from mentorcollab_langchain.chat.settings import CHAT_NAMES, EngineSettings, per_call_options, to_config
+from mentorcollab_langchain.chat.profile import model_profile
+from mentorcollab_langchain.chat.remote import RemoteMentorSettings
+from mentorcollab_langchain.chat.settings import CHAT_NAMES, per_call_options, to_config
 from mentorcollab_langchain.engine import CollabConfig, CollabState, Event, collaborate
 from mentorcollab_langchain.engine.slots import REQUEST_SLOTS
 from mentorcollab_langchain.errors import ConfigError, UnknownOptionError
 from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, DEFAULT_MENTOR
 from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, Verifier, get_verifier
 
-# Constructor keywords of the standard LangChain parameters that mean nothing for local models: they
-# are accepted (so code written for hosted models runs) and ignored. Any other unknown keyword fails.
-IGNORED_STANDARD_PARAMS = frozenset({"api_key", "timeout", "max_retries", "base_url"})
+# LangChain's standard names for fields that have a more precise name here (``ChatOpenAI(model=...,
+# base_url=..., api_key=...)`` code builds this model unchanged).
+STANDARD_ALIASES = {"model": "generator", "base_url": "mentor_base_url", "api_key": "mentor_api_key"}
 # Set by LangChain itself for tracing; not options of the model.
 TRACING_KEYWORDS = frozenset({"ls_structured_output_format", "structured_output_format"})
 
@@ -96,7 +98,7 @@ def _whole(result: ChatResult) -> ChatResult:
     return result
 
 
-class ChatMentorCollab(EngineSettings):
+class ChatMentorCollab(RemoteMentorSettings):
     """A LangChain chat model where a small generator writes and a large mentor guides at sparse probes.
 
     Example:
@@ -113,8 +115,33 @@ class ChatMentorCollab(EngineSettings):
     by every instance naming the same model (and device and dtype). Calls share no mutable state, so
     one instance serves many threads or tasks at once.
 
-    Besides the fields below, every ``CollabConfig`` setting is a field and a per-call option, under
-    LangChain's name where it has one (``max_tokens``, ``temperature``, ``stop``); see ``chat.settings``.
+    Key init args — the models:
+        generator (alias ``model``): the model that writes: a packaged name, a Hugging Face id or
+            folder, or a backend object.
+        mentor: the model probed at sparse words; with ``mentor_base_url``, the name its chat template
+            (tokenizer) comes from.
+        verifier: who decides at a divergence: a name in ``NAMED_VERIFIERS`` or a verifier object.
+        backend: ``auto``, ``llama.cpp`` or ``transformers``, for models named by a string.
+        device, dtype: where and in which precision transformers models run.
+
+    Key init args — a mentor behind an OpenAI-compatible server (vLLM, SGLang, llama.cpp server):
+        mentor_base_url (alias ``base_url``): the server's URL; unset, the mentor runs in process.
+        mentor_served_name: the name the server knows the mentor by (default: ``mentor``).
+        mentor_api_key (alias ``api_key``): its key; read from ``MENTORCOLLAB_MENTOR_API_KEY``, else
+            ``OPENAI_API_KEY``, when not given. A ``SecretStr``: never in repr, logs or serialization.
+        timeout: seconds before one mentor request gives up.
+        max_retries: retries of a failed mentor request (connection errors, 429, 5xx) before the call
+            fails (or, by ``on_mentor_error``, the generator answers alone).
+
+    Key init args — generation (each also a per-call option):
+        max_tokens, temperature, stop, seed: LangChain's standard settings.
+        probe_rate, segment_tokens, ...: every other ``CollabConfig`` setting, under its own name
+            (see ``chat.settings``).
+        streaming: ``invoke`` streams its chunks to callbacks as they come.
+
+    ``profile`` says what the pair supports, with the generator's context as ``max_input_tokens``
+    (``chat/profile.py``); a prompt longer than that context raises ``ContextTooLongError``, which is
+    LangChain's ``ContextOverflowError``.
     ``response_metadata["mentorcollab"]`` holds the engine's record (text, provenance spans, decisions
     with both candidate segments, verifier score and choice, stats) and the names of the models;
     ``answer.py`` says what the chunks and ``usage_metadata`` hold.
@@ -124,6 +151,7 @@ class ChatMentorCollab(EngineSettings):
 
     generator: Any = Field(
         default=DEFAULT_GENERATOR,
+        validation_alias=AliasChoices("generator", "model"),
         description="the model that writes: a packaged name, a Hugging Face id or folder, or a backend object",
     )
     mentor: Any = Field(
@@ -154,14 +182,16 @@ class ChatMentorCollab(EngineSettings):
     streaming: bool = Field(
         default=False, description="LangChain's switch: invoke streams its chunks to callbacks as they come"
     )
-
     _backends: dict[str, Backend] = PrivateAttr(default_factory=dict)
     _backends_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, **kwargs: Any) -> None:
-        unknown = sorted(set(kwargs) - set(type(self).model_fields) - IGNORED_STANDARD_PARAMS)
+        unknown = sorted(set(kwargs) - set(type(self).model_fields) - set(STANDARD_ALIASES))
         if unknown:
             raise ConfigError(f"ChatMentorCollab got unknown settings: {', '.join(unknown)}; see its fields")
+        twice = [f"{alias}= and {name}=" for alias, name in STANDARD_ALIASES.items() if {alias, name} <= set(kwargs)]
+        if twice:
+            raise ConfigError(f"ChatMentorCollab got both {', '.join(twice)}; they name one setting, give one")
         try:
             super().__init__(**kwargs)
         except ValidationError as error:  # a field of the wrong type: say which, as every other bad setting does
@@ -171,8 +201,12 @@ class ChatMentorCollab(EngineSettings):
         for role in ("generator", "mentor"):
             if not isinstance(getattr(self, role), str):
                 require_backend(role, getattr(self, role))
+        self.check_remote_mentor(self.mentor)
         # An unknown name, a non-verifier, or a trained verifier made for another generator fails here.
         get_verifier(self.verifier, generator=self.generator)
+        if self.profile is None:  # building a backend object loads nothing (see chat/profile.py)
+            self.profile = model_profile(self.model_name, self._backend("generator"))
+
 
     # -- settings and names --------------------------------------------------------------------
 
@@ -189,7 +223,11 @@ class ChatMentorCollab(EngineSettings):
             if role not in self._backends:
                 from mentorcollab_langchain.backends.choose import make_backend
 
-                self._backends[role] = make_backend(spec, self.backend, device=self.device, dtype=self.dtype)
+                self._backends[role] = (
+                    self.remote_mentor(spec)
+                    if role == "mentor" and self.mentor_base_url is not None
+                    else make_backend(spec, self.backend, device=self.device, dtype=self.dtype)
+                )
             return self._backends[role]
 
     @staticmethod
@@ -212,6 +250,11 @@ class ChatMentorCollab(EngineSettings):
     def model_name(self) -> str:
         """Both models, as LangChain's tracers and usage callbacks see this model."""
         return f"{self.generator_name}+{self.mentor_name}"
+
+    @property
+    def model(self) -> str:
+        """The generator's name: ``model=`` names the generator, as it names the model of other chat models."""
+        return self.generator_name
 
     @property
     def _llm_type(self) -> str:

@@ -1,4 +1,4 @@
-"""ChatMentorCollab on the real packaged models (slow): the default mentor once, tools once."""
+"""ChatMentorCollab on the real packaged models (slow): the default mentor once, tools once, the context once."""
 
 from __future__ import annotations
 
@@ -54,3 +54,17 @@ def test_forced_tool_call_on_real_models() -> None:
     # and it is not 3 (it copies the schema's "type": "integer"), so only the forced key is checked.
     assert "input" in message.tool_calls[0]["args"]
     assert message.response_metadata["finish_reason"] == "tool_calls"
+
+
+def test_the_profiles_context_is_the_real_generators_limit() -> None:
+    """A prompt just past ``profile["max_input_tokens"]`` fails as LangChain's ContextOverflowError on the
+    packaged generator (llama.cpp on the CPU), before any word is written."""
+    from langchain_core.exceptions import ContextOverflowError
+
+    model = ChatMentorCollab(backend="llama.cpp", probe_rate=0.0, max_tokens=4)
+    context = model.profile["max_input_tokens"]
+    generator = model._backend("generator")
+    prompt = "apple " * context
+    assert len(generator.prompt_ids([{"role": "user", "content": prompt}])) > context
+    with pytest.raises(ContextOverflowError, match=str(context)):
+        model.invoke(prompt)

@@ -122,6 +122,9 @@ def test_invoke_returns_the_answer_with_record_and_usage() -> None:
         "input_tokens": 0,  # scripted models cannot count prompt tokens
         "output_tokens": stats["tokens_committed"],
         "total_tokens": stats["tokens_committed"],
+        # The mentor's work, beside the totals: a script reads nothing and writes one token per word.
+        "input_token_details": {"mentor_read": stats["mentor_tokens_read"]},
+        "output_token_details": {"mentor_written": stats["mentor_tokens_generated"]},
     }
     assert record["mentor_usage"]["output_tokens"] == stats["mentor_tokens_generated"] > 0
     assert message.response_metadata["model_name"] == "scripted-generator+scripted-mentor"
