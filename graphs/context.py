@@ -11,7 +11,9 @@ a default context to a compiled graph (``compile()`` takes none; see langgraph i
 proposes ``compile(context=...)``). So the builder returns a ``ContextBoundGraph``: the compiled graph
 with its context bound, which every run uses unless the caller passes a ``MentorCollabContext`` of its
 own (``invoke``, ``batch`` and a parent graph all run a graph through ``stream``/``astream``, and a
-graph's own context wins over a parent's in LangGraph's ``Runtime.merge``).
+graph's own context wins over a parent's in LangGraph's ``Runtime.merge``). A LangGraph server
+(``langgraph dev``, ``graphs/studio.py``) passes ``context={}`` when its client sent none: that too
+runs with the bound context, since a client cannot send models as JSON.
 """
 
 from __future__ import annotations
@@ -81,14 +83,19 @@ class ContextBoundGraph(CompiledStateGraph):
         a LangGraph server shows the graph as taking no context instead of failing to build a schema."""
         return None
 
+    def _context(self, context: Any) -> Any:
+        """The caller's context, or the bound one where the caller gave none (``None``, or the empty
+        dict a LangGraph server passes for a client that sent no context)."""
+        return self.bound_context if context is None or context == {} else context
+
     def stream(
         self, input: Any, config: RunnableConfig | None = None, *, context: Any = None, **kwargs: Any
     ) -> Iterator[Any]:
         """``CompiledStateGraph.stream`` with the bound context unless ``context`` is given."""
-        return super().stream(input, config, context=self.bound_context if context is None else context, **kwargs)
+        return super().stream(input, config, context=self._context(context), **kwargs)
 
     def astream(
         self, input: Any, config: RunnableConfig | None = None, *, context: Any = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """``CompiledStateGraph.astream`` with the bound context unless ``context`` is given."""
-        return super().astream(input, config, context=self.bound_context if context is None else context, **kwargs)
+        return super().astream(input, config, context=self._context(context), **kwargs)

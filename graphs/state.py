@@ -6,10 +6,14 @@ only text and numbers, and a resumed run (in another process, say) reopens the c
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired
 
 from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.graph.message import add_messages
+
+# typing_extensions' TypedDict: pydantic builds JSON schemas only from it on Python < 3.12, and a LangGraph
+# server (Studio) builds the graph's input and output forms from these classes with pydantic.
+from typing_extensions import TypedDict
 
 from mentorcollab_langchain.backends.base import ChatMessage, Confidence, Piece
 from mentorcollab_langchain.engine.state import CollabState, Decision, Divergence, Span, Stats
