@@ -25,10 +25,11 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
+from graphs import tools
 from graphs.human import HUMAN
 from graphs.state import Request
 from graphs.teams import TeamCache
-from mentorcollab_langchain.backends.base import Backend
+from mentorcollab_langchain.backends.base import Backend, Prompt
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.team import Team, open_team
 from mentorcollab_langchain.verifiers import Verifier
@@ -40,7 +41,8 @@ class MentorCollabContext:
 
     ``verifier`` is the automatic verifier (with ``human_verifier`` it still scores each divergence
     for the person); ``teams`` keeps each run's cursors open between nodes; ``exact_resume`` reopens
-    them for every node instead (see ``build_mentorcollab_graph``).
+    them for every node instead (see ``build_mentorcollab_graph``); ``tools`` are the tools the answers
+    may call (OpenAI's format, ``graphs.tools``).
     """
 
     generator: Backend
@@ -50,15 +52,25 @@ class MentorCollabContext:
     teams: TeamCache = field(default_factory=TeamCache)
     exact_resume: bool = False
     human_verifier: bool = False
+    tools: tools.Tools = ()
 
     @property
     def verifier_name(self) -> str:
         """Who decides the divergences, as the answer's record names it."""
         return HUMAN if self.human_verifier else self.verifier.name
 
-    def open_team(self, request: Request) -> Team:
-        """Open a cursor on each model for ``request``, as the engine's run loop does."""
-        return open_team(request, self.generator, self.mentor, verifier=self.verifier, config=self.config)
+    def prompt(self, request: Request, tool_choice: str | None) -> Prompt:
+        """What the cursors open on: ``request`` with the tools its answer is offered."""
+        return tools.prompt(request, self.tools, tool_choice)
+
+    def open_team(self, request: Request, tool_choice: str | None = None) -> Team:
+        """Open a cursor on each model for ``request``, as the engine's run loop does; a forced tool call
+        also stops at its closing tag, as the chat model's does."""
+        stops = tools.stops(self.tools, tool_choice)
+        config = self.config.model_copy(update={"stop": tuple(dict.fromkeys((*self.config.stop, *stops)))})
+        return open_team(
+            self.prompt(request, tool_choice), self.generator, self.mentor, verifier=self.verifier, config=config
+        )
 
 
 class ContextBoundGraph(CompiledStateGraph):
