@@ -29,6 +29,7 @@ from graphs import tools
 from graphs.human import HUMAN
 from graphs.state import Request
 from graphs.teams import TeamCache
+from graphs.tools import Tools
 from mentorcollab_langchain.backends.base import Backend, Prompt
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.team import Team, open_team
@@ -52,7 +53,7 @@ class MentorCollabContext:
     teams: TeamCache = field(default_factory=TeamCache)
     exact_resume: bool = False
     human_verifier: bool = False
-    tools: tools.Tools = ()
+    tools: Tools = ()  # the name, not ``tools.Tools``: the field shadows the module where hints are resolved
 
     @property
     def verifier_name(self) -> str:

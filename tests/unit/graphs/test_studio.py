@@ -10,11 +10,12 @@ import importlib.util
 import json
 import sys
 from types import ModuleType
+from typing import Any, get_type_hints
 
 from langgraph.pregel import Pregel
 from langgraph_cli.config import get_unknown_keys, validate_config_file
 
-from graphs import NODES, build_mentorcollab_graph
+from graphs import NODES, MentorCollabContext, build_mentorcollab_graph
 from mentorcollab_langchain.backends import ScriptedBackend, llama_cpp, transformers
 from mentorcollab_langchain.engine import CollabConfig
 from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, DEFAULT_MENTOR
@@ -66,3 +67,9 @@ def test_a_servers_empty_context_runs_with_the_bound_one() -> None:
     answer = "The cat sat on the mat."
     graph = build_mentorcollab_graph(ScriptedBackend(answer), ScriptedBackend(answer), config=CollabConfig(seed=1))
     assert graph.invoke({"prompt": "Tell me a story."}, context={})["answer"].content == answer
+
+
+def test_the_context_class_resolves_its_type_hints() -> None:
+    """A LangGraph server resolves them to build the graph's config form (a failure there is logged, and the
+    form is lost)."""
+    assert get_type_hints(MentorCollabContext)["tools"] == tuple[dict[str, Any], ...]
