@@ -11,7 +11,9 @@ a default context to a compiled graph (``compile()`` takes none; see langgraph i
 proposes ``compile(context=...)``). So the builder returns a ``ContextBoundGraph``: the compiled graph
 with its context bound, which every run uses unless the caller passes a ``MentorCollabContext`` of its
 own (``invoke``, ``batch`` and a parent graph all run a graph through ``stream``/``astream``, and a
-graph's own context wins over a parent's in LangGraph's ``Runtime.merge``).
+graph's own context wins over a parent's in LangGraph's ``Runtime.merge``). A LangGraph server
+(``langgraph dev``, ``graphs/studio.py``) passes ``context={}`` when its client sent none: that too
+runs with the bound context, since a client cannot send models as JSON.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
+from graphs import tools
 from graphs.human import HUMAN
 from graphs.state import Request
 from graphs.teams import TeamCache
-from mentorcollab_langchain.backends.base import Backend
+from graphs.tools import Tools
+from mentorcollab_langchain.backends.base import Backend, Prompt
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.team import Team, open_team
 from mentorcollab_langchain.verifiers import Verifier
@@ -38,7 +42,8 @@ class MentorCollabContext:
 
     ``verifier`` is the automatic verifier (with ``human_verifier`` it still scores each divergence
     for the person); ``teams`` keeps each run's cursors open between nodes; ``exact_resume`` reopens
-    them for every node instead (see ``build_mentorcollab_graph``).
+    them for every node instead (see ``build_mentorcollab_graph``); ``tools`` are the tools the answers
+    may call (OpenAI's format, ``graphs.tools``).
     """
 
     generator: Backend
@@ -48,15 +53,25 @@ class MentorCollabContext:
     teams: TeamCache = field(default_factory=TeamCache)
     exact_resume: bool = False
     human_verifier: bool = False
+    tools: Tools = ()  # the name, not ``tools.Tools``: the field shadows the module where hints are resolved
 
     @property
     def verifier_name(self) -> str:
         """Who decides the divergences, as the answer's record names it."""
         return HUMAN if self.human_verifier else self.verifier.name
 
-    def open_team(self, request: Request) -> Team:
-        """Open a cursor on each model for ``request``, as the engine's run loop does."""
-        return open_team(request, self.generator, self.mentor, verifier=self.verifier, config=self.config)
+    def prompt(self, request: Request, tool_choice: str | None) -> Prompt:
+        """What the cursors open on: ``request`` with the tools its answer is offered."""
+        return tools.prompt(request, self.tools, tool_choice)
+
+    def open_team(self, request: Request, tool_choice: str | None = None) -> Team:
+        """Open a cursor on each model for ``request``, as the engine's run loop does; a forced tool call
+        also stops at its closing tag, as the chat model's does."""
+        stops = tools.stops(self.tools, tool_choice)
+        config = self.config.model_copy(update={"stop": tuple(dict.fromkeys((*self.config.stop, *stops)))})
+        return open_team(
+            self.prompt(request, tool_choice), self.generator, self.mentor, verifier=self.verifier, config=config
+        )
 
 
 class ContextBoundGraph(CompiledStateGraph):
@@ -81,14 +96,19 @@ class ContextBoundGraph(CompiledStateGraph):
         a LangGraph server shows the graph as taking no context instead of failing to build a schema."""
         return None
 
+    def _context(self, context: Any) -> Any:
+        """The caller's context, or the bound one where the caller gave none (``None``, or the empty
+        dict a LangGraph server passes for a client that sent no context)."""
+        return self.bound_context if context is None or context == {} else context
+
     def stream(
         self, input: Any, config: RunnableConfig | None = None, *, context: Any = None, **kwargs: Any
     ) -> Iterator[Any]:
         """``CompiledStateGraph.stream`` with the bound context unless ``context`` is given."""
-        return super().stream(input, config, context=self.bound_context if context is None else context, **kwargs)
+        return super().stream(input, config, context=self._context(context), **kwargs)
 
     def astream(
         self, input: Any, config: RunnableConfig | None = None, *, context: Any = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """``CompiledStateGraph.astream`` with the bound context unless ``context`` is given."""
-        return super().astream(input, config, context=self.bound_context if context is None else context, **kwargs)
+        return super().astream(input, config, context=self._context(context), **kwargs)

@@ -43,16 +43,20 @@ class Emitter:
     """Writes engine events to the custom stream, and committed text to the messages stream.
 
     Only ``TextCommitted`` reaches ``stream_mode="messages"`` (as ``AIMessageChunk``s with the answer's
-    id), so a rejected lookahead never shows there: lookahead text is not committed text.
+    id), so a rejected lookahead never shows there: lookahead text is not committed text. Without
+    ``stream_text`` (an answer offered tools) the messages stream gets only the finished answer, whose
+    calls are read by then: text streamed under its id would hide them, LangGraph sending a message
+    once per id.
     """
 
-    def __init__(self, write: StreamWriter, answer_id: str) -> None:
+    def __init__(self, write: StreamWriter, answer_id: str, stream_text: bool = True) -> None:
         self.write = write
         self.answer_id = answer_id
+        self.stream_text = stream_text
 
     def __call__(self, event: Event) -> None:
         self.write(custom_event(event))
-        if isinstance(event, TextCommitted) and event.text:
+        if self.stream_text and isinstance(event, TextCommitted) and event.text:
             chunk = text_chunk(event)
             chunk.id = self.answer_id
             push_message(chunk, state_key=None)

@@ -15,11 +15,12 @@ verifier and the open cursors reach the nodes as LangGraph's runtime context (``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
+from graphs import tools as graph_tools
 from graphs.context import ContextBoundGraph, MentorCollabContext
 from graphs.nodes import STEP_NODES
 from graphs.state import MentorCollabInput, MentorCollabOutput, MentorCollabState
@@ -47,6 +48,7 @@ def build_mentorcollab_graph(
     human_verifier: bool = False,
     *,
     exact_resume: bool = False,
+    tools: Sequence[Any] = (),
     name: str = "mentorcollab",
 ) -> ContextBoundGraph:
     """The method as a compiled LangGraph graph.
@@ -68,10 +70,14 @@ def build_mentorcollab_graph(
             floating point can differ in the last bits from the token-by-token cache and flip a
             near-tie greedy choice. With ``exact_resume`` an interrupted and resumed run repeats the
             uninterrupted one's arithmetic exactly, at the cost of one prefill per node and model.
+        tools: tools the answers may call (LangChain tools, functions, pydantic classes or OpenAI dicts), as
+            ``ChatMentorCollab.bind_tools`` takes them: the graph is then the model step of a tool-calling
+            agent (``langgraph.prebuilt.ToolNode`` runs the calls). Each answer's ``tool_choice`` comes with
+            its input (``graphs.tools``).
         name: the graph's name (its runs' name in traces).
 
-    Input ``{"messages": [...]}`` or ``{"prompt": "..."}``; output ``{"messages": [..., AIMessage],
-    "answer": AIMessage}`` whose ``response_metadata["mentorcollab"]`` is the run's record. The graph
+    Input ``{"messages": [...]}`` or ``{"prompt": "..."}`` (and ``"tool_choice"``); output ``{"messages": [...,
+    AIMessage], "answer": AIMessage}`` whose ``response_metadata["mentorcollab"]`` is the run's record. The graph
     runs with these arguments as its context; pass ``context=MentorCollabContext(...)`` to a call to
     run it with others.
     """
@@ -89,6 +95,7 @@ def build_mentorcollab_graph(
         teams=TeamCache(),
         exact_resume=exact_resume,
         human_verifier=human_verifier,
+        tools=graph_tools.bound_tools(tools),
     )
     builder = StateGraph(
         MentorCollabState,

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from graphs import human
+from graphs import human, tools
 from graphs.context import MentorCollabContext
 from graphs.events import Emitter, step_attributes
 from graphs.state import MentorCollabState, Request
@@ -39,12 +40,27 @@ Node = Callable[[MentorCollabState, Runtime[MentorCollabContext], RunnableConfig
 def prepare(
     state: MentorCollabState, runtime: Runtime[MentorCollabContext], config: RunnableConfig
 ) -> dict[str, Any]:
-    """Start a collaboration for the request (a new one on the thread starts afresh) and draw the first gap."""
+    """Start a collaboration for the request (a new one on the thread starts afresh) and draw the first gap.
+
+    With tools offered, the request is always a conversation (a ``prompt`` becomes its user message), which
+    the tools travel with; a forced call asks for itself in the system message and starts the answer."""
     prompt, messages = state.get("prompt"), state.get("messages") or []
     if not prompt and not messages:
         raise MentorCollabError("the MentorCollab graph needs a prompt: pass {'messages': [...]} or {'prompt': '...'}")
-    request: Request = prompt if prompt else to_engine_messages(messages)
-    fresh = {"request": request, "collab": CollabState(), "answer_id": f"mentorcollab-{uuid.uuid4()}"}
+    bound = runtime.context.tools
+    choice = tools.normalize_choice(bound, state.get("tool_choice"))
+    request: Request
+    if prompt and not tools.offered(bound, choice):
+        request = prompt
+    else:
+        request = to_engine_messages([HumanMessage(prompt)] if prompt else messages, tools.instructions(bound, choice))
+    prefix = tools.forced_prefix(bound, choice)
+    fresh = {
+        "request": request,
+        "tool_choice": choice,
+        "collab": CollabState(text=prefix, emitted=len(prefix)),
+        "answer_id": f"mentorcollab-{uuid.uuid4()}",
+    }
     with _step("prepare", {**state, **fresh}, runtime, config) as run:  # type: ignore[arg-type]
         run.play(engine.prepare)
     return fresh | run.update() | {"prompt": None, "machine_verdict": None, "answer": None}
@@ -99,22 +115,25 @@ def verify(
 def finish(
     state: MentorCollabState, runtime: Runtime[MentorCollabContext], config: RunnableConfig
 ) -> dict[str, Any]:
-    """Release the held-back text, close the run's cursors and give the answer as the chat model does."""
+    """Release the held-back text, close the run's cursors and give the answer as the chat model does (with
+    the tool calls it wrote), clearing the tool choice that was this answer's alone."""
     context = runtime.context
+    choice = state.get("tool_choice")
     with _step("finish", state, runtime, config) as run:
         run.play(engine.finish)
     context.teams.release(state["request"], config)
     update = run.update()
     message = answer_message(
         update["collab"],
-        prompt=state["request"],
+        prompt=context.prompt(state["request"], choice),
         config=context.config,
         generator=context.generator,
         mentor=context.mentor,
         verifier_name=context.verifier_name,
         message_id=state["answer_id"],
     )
-    return update | {"answer": message, "messages": [message], "machine_verdict": None}
+    message = tools.with_tool_calls(message, context.tools, choice)
+    return update | {"answer": message, "messages": [message], "machine_verdict": None, "tool_choice": None}
 
 
 # The node of each step, in the engine's order (``engine.steps.STEPS``).
@@ -158,10 +177,11 @@ def _step(
 ) -> Iterator[_StepRun]:
     """The node's run with its thread's team; with ``exact_resume`` the team is closed after the node."""
     context = runtime.context
-    request = state["request"]
+    request, choice = state["request"], state.get("tool_choice")
+    emit = Emitter(runtime.stream_writer, state["answer_id"], stream_text=not tools.offered(context.tools, choice))
     try:
-        with context.teams.use(request, config, partial(context.open_team, request)) as team:
-            yield _StepRun(step, state, team, Emitter(runtime.stream_writer, state["answer_id"]))
+        with context.teams.use(request, config, partial(context.open_team, request, choice)) as team:
+            yield _StepRun(step, state, team, emit)
     finally:
         if context.exact_resume:
             context.teams.release(request, config)

@@ -6,10 +6,14 @@ only text and numbers, and a resumed run (in another process, say) reopens the c
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired
 
 from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.graph.message import add_messages
+
+# typing_extensions' TypedDict: pydantic builds JSON schemas only from it on Python < 3.12, and a LangGraph
+# server (Studio) builds the graph's input and output forms from these classes with pydantic.
+from typing_extensions import TypedDict
 
 from mentorcollab_langchain.backends.base import ChatMessage, Confidence, Piece
 from mentorcollab_langchain.engine.state import CollabState, Decision, Divergence, Span, Stats
@@ -18,18 +22,27 @@ from mentorcollab_langchain.engine.state import CollabState, Decision, Divergenc
 Request = list[ChatMessage] | str
 
 
+# An answer's tool choice, in the spellings ``bind_tools`` takes: "auto", "none", "any"/"required"/True, a
+# tool's name, or OpenAI's {"type": "function", "function": {"name": ...}}.
+ToolChoice = str | bool | dict[str, Any] | None
+
+
 class MentorCollabInput(TypedDict, total=False):
-    """What the graph takes: the conversation (``messages``) or a ready prompt (``prompt``)."""
+    """What the graph takes: the conversation (``messages``) or a ready prompt (``prompt``), and, for a
+    graph built with tools, this answer's ``tool_choice`` (``graphs.tools``)."""
 
     messages: Annotated[list[AnyMessage], add_messages]
     prompt: str
+    tool_choice: ToolChoice
 
 
 class MentorCollabOutput(TypedDict, total=False):
-    """What the graph returns: the conversation with the answer appended, and the answer itself."""
+    """What the graph returns: the conversation with the answer appended, and the answer itself.
+    ``tool_choice`` comes back cleared: a parent that shares the key forces a call for one answer only."""
 
     messages: Annotated[list[AnyMessage], add_messages]
     answer: AIMessage
+    tool_choice: ToolChoice
 
 
 class MentorCollabState(TypedDict):
@@ -40,6 +53,9 @@ class MentorCollabState(TypedDict):
     # The prompt the cursors open on, fixed at ``prepare`` so every later node (and a resume in another
     # process) rebuilds the same cursors, whatever happens to ``messages`` meanwhile.
     request: NotRequired[Request]
+    # The answer's tool choice: as given until ``prepare`` reads it ("auto", "none", "required" or a
+    # tool's name from then on), cleared by ``finish``.
+    tool_choice: NotRequired[ToolChoice]
     collab: NotRequired[CollabState]
     answer_id: NotRequired[str]
     # The automatic verifier's verdict on the pending divergence, shown to the person (human verifier).

@@ -268,6 +268,8 @@ def test_human_verifier_sees_both_segments_and_the_score_and_decides(choice: str
     shown = interrupts[0].value
     assert shown["generator_segment"] == " cat sat on" and shown["mentor_segment"] == " dog ran in"
     assert shown["verifier"] == "self-consult" and 0.0 < shown["verifier_score"] < 1.0
+    # The interrupt tells a client (Studio, an app) what to resume with (langgraph>=1.2.12's response_schema).
+    assert interrupts[0].response_schema["properties"]["choice"]["enum"] == ["generator", "mentor"]
     assert graph.get_state(thread(choice)).next == ("verify",)
     mentor_calls = mentor.calls
     # Resume with the person's choice for every divergence; lookaheads are never recomputed.

@@ -214,3 +214,27 @@ def test_the_bound_context_is_no_client_schema() -> None:
     """It holds models and open cursors: a LangGraph server must not ask its clients for one."""
     graph = build_mentorcollab_graph(ScriptedBackend(GENERATOR_ANSWER), ScriptedBackend(MENTOR_ANSWER))
     assert graph.get_context_jsonschema() is None
+
+
+def test_nodes_and_routing_take_their_dependencies_from_the_runtime_context_never_a_closure() -> None:
+    """Two graphs of different models share the very same node functions: what a run uses comes in
+    through ``runtime.context``, so a node can be run, tested or resumed with any context."""
+    graphs_built = [
+        build_mentorcollab_graph(ScriptedBackend(answer), ScriptedBackend(MENTOR_ANSWER), tools=[tool_stub])
+        for answer in (GENERATOR_ANSWER, "Another answer.")
+    ]
+    for step in STEPS:
+        functions = {graph.builder.nodes[step].runnable.func for graph in graphs_built}
+        assert functions == {STEP_NODES[step]}
+        node = STEP_NODES[step]
+        assert node.__closure__ is None and node.__qualname__ == node.__name__  # module-level, closes over nothing
+        assert "runtime" in graphs_built[0].builder.nodes[step].runnable.func_accepts
+    for graph in graphs_built:
+        assert {branch.path.func for branches in graph.builder.branches.values() for branch in branches.values()} == {
+            next_node
+        }
+
+
+def tool_stub(text: str) -> str:
+    """Echo the text."""
+    return text

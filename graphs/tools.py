@@ -1,0 +1,93 @@
+"""Tools for the graph's answers, offered and read back exactly as ``ChatMentorCollab`` does (``chat.tools``).
+
+A graph gets its tools when it is built (``build_mentorcollab_graph(..., tools=[...])``), as a chat model
+gets them from ``bind_tools``, so it can be the model step of a tool-calling agent (``ToolNode`` and the
+usual loop, ``examples/agent_graph.py``). Each answer's ``tool_choice`` comes with its input: it is data
+of one answer, like a per-call option, and the graph clears it when it answers, so an agent that forces
+a call on its first turn answers freely once the tool has run.
+
+The same pieces as the chat model's, in the same order: the tools travel with the prompt (each backend
+renders them its own way), a forced choice adds its instruction to the system message and starts the
+answer with the call (``forced_prefix``) that ``</tool_call>`` ends, and the finished text is read back
+into ``AIMessage.tool_calls``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage
+
+from mentorcollab_langchain.backends.base import Conversation, Prompt
+from mentorcollab_langchain.chat import tools as chat_tools
+
+Tools = tuple[dict[str, Any], ...]
+
+
+def bound_tools(tools: Sequence[Any]) -> Tools:
+    """``tools`` (LangChain tools, functions, pydantic classes, dicts) in OpenAI's format, each checked
+    as ``bind_tools`` checks it: a malformed tool fails when the graph is built."""
+    return tuple(chat_tools.openai_tools(tools))
+
+
+def names(tools: Tools) -> list[str]:
+    return [chat_tools.tool_name(tool) for tool in tools]
+
+
+def normalize_choice(tools: Tools, tool_choice: Any) -> str | None:
+    """An answer's ``tool_choice`` in the spellings ``bind_tools`` takes, as ``auto``/``none``/``required``
+    or a tool's name; ``None`` without tools (there is nothing to choose)."""
+    return chat_tools.normalize_tool_choice(tool_choice, names(tools)) if tools else None
+
+
+def offered(tools: Tools, choice: str | None) -> Tools:
+    """The tools an answer is shown: none with ``tool_choice="none"``."""
+    return () if choice == "none" else tools
+
+
+def instructions(tools: Tools, choice: str | None) -> list[str]:
+    """The system-message sentences that ask for a call (none when the model may choose)."""
+    sentence = chat_tools.tool_choice_instruction(choice) if offered(tools, choice) else ""
+    return [sentence] if sentence else []
+
+
+def forced_prefix(tools: Tools, choice: str | None) -> str:
+    """The start of the answer that makes a forced call certain ("" when none is forced)."""
+    return chat_tools.forced_prefix(choice, offered(tools, choice)) if offered(tools, choice) else ""
+
+
+def stops(tools: Tools, choice: str | None) -> tuple[str, ...]:
+    """A forced call ends with its closing tag: the answer is the call, nothing after it."""
+    return (chat_tools.TOOL_CALL_CLOSE,) if forced_prefix(tools, choice) else ()
+
+
+def prompt(request: Prompt, tools: Tools, choice: str | None) -> Prompt:
+    """What the cursors open on: the request with the offered tools, which each backend renders itself."""
+    shown = offered(tools, choice)
+    if not shown or isinstance(request, str):
+        return request
+    return Conversation(tuple(request), shown)
+
+
+def with_tool_calls(message: AIMessage, tools: Tools, choice: str | None) -> AIMessage:
+    """The answer with the calls it wrote read into ``tool_calls`` (and ``invalid_tool_calls``), and the
+    rest as its content, as the chat model gives it; its record names the start the graph wrote itself."""
+    shown = offered(tools, choice)
+    if not shown:
+        return message
+    content, calls, invalid = chat_tools.parse_tool_calls(str(message.content), names(shown))
+    metadata = dict(message.response_metadata)
+    metadata["mentorcollab"] = {**metadata.get("mentorcollab", {}), "prefix": forced_prefix(tools, choice)}
+    if not calls and not invalid:
+        return message.model_copy(update={"response_metadata": metadata})
+    if calls:
+        metadata["finish_reason"] = "tool_calls"
+    return AIMessage(
+        content=content,
+        tool_calls=calls,
+        invalid_tool_calls=invalid,
+        response_metadata=metadata,
+        usage_metadata=message.usage_metadata,
+        id=message.id,
+    )
