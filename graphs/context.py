@@ -30,7 +30,7 @@ from graphs.human import HUMAN
 from graphs.state import Request
 from graphs.teams import TeamCache
 from graphs.tools import Tools
-from mentorcollab_langchain.backends.base import Backend, Prompt
+from mentorcollab_langchain.backends.base import Backend, Prompt, takes_grammar
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.team import Team, open_team
 from mentorcollab_langchain.verifiers import Verifier
@@ -66,9 +66,13 @@ class MentorCollabContext:
 
     def open_team(self, request: Request, tool_choice: str | None = None) -> Team:
         """Open a cursor on each model for ``request``, as the engine's run loop does; a forced tool call
-        also stops at its closing tag, as the chat model's does."""
+        also stops at its closing tag and decodes under its grammar, as the chat model's does."""
         stops = tools.stops(self.tools, tool_choice)
-        config = self.config.model_copy(update={"stop": tuple(dict.fromkeys((*self.config.stop, *stops)))})
+        update: dict[str, Any] = {"stop": tuple(dict.fromkeys((*self.config.stop, *stops)))}
+        grammar = tools.grammar(self.tools, tool_choice)
+        if grammar is not None and takes_grammar(self.generator):
+            update["grammar"] = grammar
+        config = self.config.model_copy(update=update)
         return open_team(
             self.prompt(request, tool_choice), self.generator, self.mentor, verifier=self.verifier, config=config
         )

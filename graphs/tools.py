@@ -8,8 +8,8 @@ a call on its first turn answers freely once the tool has run.
 
 The same pieces as the chat model's, in the same order: the tools travel with the prompt (each backend
 renders them its own way), a forced choice adds its instruction to the system message and starts the
-answer with the call (``forced_prefix``) that ``</tool_call>`` ends, and the finished text is read back
-into ``AIMessage.tool_calls``.
+answer with the call (``forced_prefix``) that ``</tool_call>`` ends and whose grammar both models decode
+under (``grammar``), and the finished text is read back into ``AIMessage.tool_calls``.
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ def forced_prefix(tools: Tools, choice: str | None) -> str:
 def stops(tools: Tools, choice: str | None) -> tuple[str, ...]:
     """A forced call ends with its closing tag: the answer is the call, nothing after it."""
     return (chat_tools.TOOL_CALL_CLOSE,) if forced_prefix(tools, choice) else ()
+
+
+def grammar(tools: Tools, choice: str | None) -> str | None:
+    """The grammar a forced call decodes under, as the chat model's does (None when the model may choose)."""
+    return chat_tools.call_grammar(choice, offered(tools, choice)) if forced_prefix(tools, choice) else None
 
 
 def prompt(request: Prompt, tools: Tools, choice: str | None) -> Prompt:
