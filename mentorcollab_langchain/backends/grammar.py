@@ -17,7 +17,8 @@ work inside a constrained answer.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,8 @@ from mentorcollab_langchain.errors import BackendError, InvalidSchemaError
 # Compact JSON with the separators ``json.dumps`` writes, so the start the chat model writes into an
 # answer (``{"name": ``) is inside the grammar, and a small model cannot pad the object with whitespace.
 JSON_STYLE = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+# What a tag looks like: one angle-bracketed name, as chat formats mark tool calls (<tool_call>).
+TAG = r"</?[A-Za-z_|][A-Za-z0-9_|]*>"
 
 
 def closed_schema(schema: Any) -> Any:
@@ -50,11 +53,14 @@ def json_grammar(schema: Mapping[str, Any], *, before: str = "", after: str = ""
     """A grammar for ``before``, then one JSON value of ``schema`` (compact, closed objects), then ``after``."""
     body = dict(closed_schema(schema))
     body["x-guidance"] = {**JSON_STYLE, **body.get("x-guidance", {})}
-    pieces = [json.dumps(before, ensure_ascii=False)] if before else []
-    pieces.append("value")
-    if after:
-        pieces.append(json.dumps(after, ensure_ascii=False))
+    pieces = [*_literals(before), "value", *_literals(after)]
     return f"start: {' '.join(pieces)}\nvalue: %json {json.dumps(body, ensure_ascii=False)}\n"
+
+
+def _literals(text: str) -> list[str]:
+    """``text`` as Lark string literals, a tag such as ``<tool_call>`` in a literal of its own (so that
+    ``GrammarMatcher`` can let a model whose vocabulary has it as one special token write it so)."""
+    return [json.dumps(part, ensure_ascii=False) for part in re.split(f"({TAG})", text) if part]
 
 
 def check_grammar(grammar: str) -> str:
@@ -69,6 +75,20 @@ def check_grammar(grammar: str) -> str:
     return grammar
 
 
+def with_special_tags(grammar: str, knows_special_token: Callable[[str], bool]) -> str:
+    """``grammar`` where each literal tag the model has as a special token may be written either way.
+
+    Qwen's vocabulary holds ``<tool_call>`` as one special token, which its chat template and the model
+    itself write; SmolLM2 spells it with ordinary tokens. llguidance names a special token ``<tool_call>``
+    (unquoted) and a text ``"<tool_call>"``, and refuses the name on a vocabulary without it, so the one
+    grammar both models follow is adapted here, for each model, to the tags its vocabulary has.
+    """
+    for tag in sorted(set(re.findall(f'"({TAG})"', grammar))):
+        if knows_special_token(tag):
+            grammar = grammar.replace(f'"{tag}"', f'({tag} | "{tag}")')
+    return grammar
+
+
 class GrammarMatcher:
     """Where one cursor's response stands in the grammar, and which tokens may come next.
 
@@ -80,6 +100,11 @@ class GrammarMatcher:
     def __init__(self, tokenizer: Any, grammar: str, vocabulary_size: int) -> None:
         import llguidance
 
+        def knows_special_token(tag: str) -> bool:
+            alone = llguidance.LLMatcher.grammar_from_lark(f"start: {tag}")
+            return not llguidance.LLMatcher(tokenizer, alone, log_level=0).is_error()
+
+        grammar = with_special_tags(grammar, knows_special_token)
         self._matcher = llguidance.LLMatcher(tokenizer, llguidance.LLMatcher.grammar_from_lark(grammar), log_level=0)
         if self._matcher.is_error():
             raise InvalidSchemaError(f"the grammar does not compile: {self._matcher.get_error()}")

@@ -65,6 +65,17 @@ def test_both_local_backends_write_the_same_constrained_text(llama_cpp) -> None:
     assert on_llama_cpp == on_torch
 
 
+@pytest.mark.slow  # loads the 1.5B mentor
+def test_a_model_whose_vocabulary_has_the_tag_as_a_special_token_follows_the_same_grammar() -> None:
+    # Qwen's <tool_call> is one special token: the forced start reaches its cache as that token, and the
+    # grammar (written with the tag as text) still accepts it and lets the model close the call its way.
+    qwen = make_backend("qwen2.5-coder-1.5b-instruct", backend="llama.cpp", threads=1)
+    cursor = qwen.open(QUESTION, grammar=GRAMMAR)
+    written = cursor.generate(PREFIX, 20)
+    assert len(cursor._encode(tools.TOOL_CALL_OPEN)) == 1  # one special token in Qwen's vocabulary
+    assert _call(PREFIX + written.text) == {"name": "magic_function", "arguments": {"input": 3}}
+
+
 def test_the_cursor_says_how_much_of_a_text_the_grammar_accepts(llama_cpp) -> None:
     cursor = llama_cpp.open(QUESTION, grammar=GRAMMAR)
     valid = PREFIX + "3}}\n" + tools.TOOL_CALL_CLOSE

@@ -48,8 +48,8 @@ NO_UNFORCED_TOOL_CALL = (
 NO_PUNCHLINE = (
     "SmolLM2-135M's JSON joke has no punchline: under the schema's grammar it can write only setup and then "
     "punchline, but inside the setup string it repeats one phrase until the token limit (the typeddict and "
-    "json_schema forms of the same request pass). Any text is a valid string, so no grammar can end the loop short of writing the punchline "
-    "for the model; StructuredOutputError names the missing field"
+    "json_schema forms of the same request pass). Any text is a valid string, so no grammar can end the loop "
+    "short of writing the punchline for the model; StructuredOutputError names the missing field"
 )
 class DocumentedFailure(Exception):
     """The standard test failed exactly as its xfail reason says."""

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mentorcollab_langchain import ChatMentorCollab, ConfigError, ScriptedBackend
-from mentorcollab_langchain.backends.grammar import check_grammar, closed_schema, json_grammar
+from mentorcollab_langchain.backends.grammar import check_grammar, closed_schema, json_grammar, with_special_tags
 from mentorcollab_langchain.chat import tools
 from mentorcollab_langchain.engine import CollabConfig
 from mentorcollab_langchain.errors import InvalidSchemaError
@@ -78,5 +78,13 @@ def test_structured_output_and_forced_calls_run_under_a_grammar_and_free_answers
     free, structured, forced = generator.grammars
     assert free is None
     assert structured is not None and '"expression"' in structured and "<tool_call>" not in structured
-    assert forced is not None and forced.startswith('start: "<tool_call>\\n" value')
+    assert forced is not None and forced.startswith('start: "<tool_call>" "\\n" value "\\n" "</tool_call>"')
     assert mentor.grammars == generator.grammars  # both models decode under the same grammar
+
+
+def test_a_tag_the_vocabulary_holds_as_a_special_token_may_be_written_either_way() -> None:
+    grammar = json_grammar({"type": "integer"}, before="<tool_call>\n", after="\n</tool_call>")
+    qwen_like = with_special_tags(grammar, lambda tag: tag in {"<tool_call>", "</tool_call>"})
+    either_open, either_close = '(<tool_call> | "<tool_call>")', '(</tool_call> | "</tool_call>")'
+    assert qwen_like.startswith(f'start: {either_open} "\\n" value "\\n" {either_close}')
+    assert with_special_tags(grammar, lambda tag: False) == grammar  # SmolLM2: spelled with ordinary tokens
