@@ -66,12 +66,15 @@ class MentorCollabContext:
 
     def open_team(self, request: Request, tool_choice: str | None = None) -> Team:
         """Open a cursor on each model for ``request``, as the engine's run loop does; a forced tool call
-        also stops at its closing tag and decodes under its grammar, as the chat model's does."""
+        also stops at its closing tag; the answer decodes under the tools' grammar and, left to choose, has its
+        first word probed, as the chat model's does."""
         stops = tools.stops(self.tools, tool_choice)
         update: dict[str, Any] = {"stop": tuple(dict.fromkeys((*self.config.stop, *stops)))}
         grammar = tools.grammar(self.tools, tool_choice)
         if grammar is not None and takes_grammar(self.generator):
             update["grammar"] = grammar
+        if tools.probes_first_word(self.tools, tool_choice):
+            update["probe_first_word"] = True
         config = self.config.model_copy(update=update)
         return open_team(
             self.prompt(request, tool_choice), self.generator, self.mentor, verifier=self.verifier, config=config

@@ -63,8 +63,17 @@ def stops(tools: Tools, choice: str | None) -> tuple[str, ...]:
 
 
 def grammar(tools: Tools, choice: str | None) -> str | None:
-    """The grammar a forced call decodes under, as the chat model's does (None when the model may choose)."""
-    return chat_tools.call_grammar(choice, offered(tools, choice)) if forced_prefix(tools, choice) else None
+    """The grammar the answer decodes under, as the chat model's does: a forced call's, or calls-or-prose
+    when the model may choose (None without tools offered)."""
+    shown = offered(tools, choice)
+    if not shown:
+        return None
+    return chat_tools.call_grammar(choice, shown) if forced_prefix(tools, choice) else chat_tools.choice_grammar(shown)
+
+
+def probes_first_word(tools: Tools, choice: str | None) -> bool:
+    """Whether the answer's first word is probed: where the model chooses between a call and prose."""
+    return bool(offered(tools, choice)) and not forced_prefix(tools, choice)
 
 
 def prompt(request: Prompt, tools: Tools, choice: str | None) -> Prompt:

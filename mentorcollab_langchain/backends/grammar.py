@@ -49,15 +49,19 @@ def closed_schema(schema: Any) -> Any:
     return closed
 
 
-def json_grammar(schema: Mapping[str, Any], *, before: str = "", after: str = "") -> str:
-    """A grammar for ``before``, then one JSON value of ``schema`` (compact, closed objects), then ``after``."""
+def json_rule(schema: Mapping[str, Any]) -> str:
+    """The Lark rule body for one JSON value of ``schema``: compact, its objects closed."""
     body = dict(closed_schema(schema))
     body["x-guidance"] = {**JSON_STYLE, **body.get("x-guidance", {})}
-    pieces = [*_literals(before), "value", *_literals(after)]
-    return f"start: {' '.join(pieces)}\nvalue: %json {json.dumps(body, ensure_ascii=False)}\n"
+    return "%json " + json.dumps(body, ensure_ascii=False)
 
 
-def _literals(text: str) -> list[str]:
+def json_grammar(schema: Mapping[str, Any], *, before: str = "", after: str = "") -> str:
+    """A grammar for ``before``, then one JSON value of ``schema`` (compact, closed objects), then ``after``."""
+    return f"start: {' '.join([*literals(before), 'value', *literals(after)])}\nvalue: {json_rule(schema)}\n"
+
+
+def literals(text: str) -> list[str]:
     """``text`` as Lark string literals, a tag such as ``<tool_call>`` in a literal of its own (so that
     ``GrammarMatcher`` can let a model whose vocabulary has it as one special token write it so)."""
     return [json.dumps(part, ensure_ascii=False) for part in re.split(f"({TAG})", text) if part]

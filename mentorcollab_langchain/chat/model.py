@@ -307,6 +307,10 @@ class ChatMentorCollab(RemoteMentorSettings):
             if prefix:
                 stops.append(tooling.TOOL_CALL_CLOSE)
                 grammar = tooling.call_grammar(tool_choice, offered)
+            else:  # left to choose, the model decides between a call and prose at its first word: ask the mentor
+                grammar = tooling.choice_grammar(offered)
+                if options.get("probe_first_word") is None and "probe_first_word" not in self.model_fields_set:
+                    options["probe_first_word"] = True
         response_format = kwargs.get("response_format")
         if response_format:
             extra.append(structured.format_instruction(response_format))

@@ -28,7 +28,7 @@ from langchain_core.messages import InvalidToolCall, ToolCall
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.json import parse_partial_json
 
-from mentorcollab_langchain.backends.grammar import json_grammar
+from mentorcollab_langchain.backends.grammar import json_grammar, json_rule, literals
 from mentorcollab_langchain.errors import InvalidToolError
 
 TOOL_CALL_OPEN = "<tool_call>"
@@ -230,6 +230,29 @@ def call_grammar(tool_choice: str | None, tools: Sequence[Mapping[str, Any]]) ->
     """
     if tool_choice in (None, "auto", "none"):
         return None
+    chosen = [tool for tool in tools if tool_choice == "required" or tool_name(tool) == tool_choice]
+    return json_grammar(_call_schema(chosen), before=TOOL_CALL_OPEN + "\n", after="\n" + TOOL_CALL_CLOSE)
+
+
+def choice_grammar(tools: Sequence[Mapping[str, Any]]) -> str:
+    """The grammar of an answer that may call the tools or not (``auto``): prose, or calls only.
+
+    The first character decides. An answer that opens a call is one call of an offered tool with exactly
+    its parameters, in a ``<tool_call>`` block, a fenced JSON block or bare JSON (the forms models write,
+    all of which ``parse_tool_calls`` reads); the agent loop asks again for the next call. Any other answer
+    is free text that cannot open with ``<``, ``{`` or a backtick, so no call can slip past the grammar. A
+    call later in prose is still read, but not checked.
+    """
+    tagged = " ".join([*literals(TOOL_CALL_OPEN + "\n"), "value", *literals("\n" + TOOL_CALL_CLOSE)])
+    return (
+        f'start: call | prose\ncall: {tagged} | "```json\\n" value "\\n```" | value\n'
+        "prose: PROSE?\nPROSE: /[^<{`](.|\\n)*/\n"
+        f"value: {json_rule(_call_schema(tools))}\n"
+    )
+
+
+def _call_schema(tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The JSON schema of one call of any of ``tools``: its name, and arguments of its parameters."""
     calls = [
         {
             "type": "object",
@@ -240,10 +263,8 @@ def call_grammar(tool_choice: str | None, tools: Sequence[Mapping[str, Any]]) ->
             "required": ["name", "arguments"],
         }
         for tool in tools
-        if tool_choice == "required" or tool_name(tool) == tool_choice
     ]
-    call = calls[0] if len(calls) == 1 else {"anyOf": calls}
-    return json_grammar(call, before=TOOL_CALL_OPEN + "\n", after="\n" + TOOL_CALL_CLOSE)
+    return calls[0] if len(calls) == 1 else {"anyOf": calls}
 
 
 def json_prefix(schema: Mapping[str, Any] | None) -> str:

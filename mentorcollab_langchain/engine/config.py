@@ -86,6 +86,11 @@ class CollabConfig(BaseModel):
     max_mentor_tokens: int | None = Field(
         default=None, ge=0, description="per-request budget of tokens the mentor generates; once spent, no more probes"
     )
+    probe_first_word: bool = Field(
+        default=False,
+        description="probe the answer's first word whatever the policy draws: where an agent decides between a "
+        "tool call and prose (the chat model sets it when tools are offered and the choice is left to the model)",
+    )
     grammar: str | None = Field(
         default=None,
         description="an llguidance grammar (Lark syntax; a JSON schema inside as %json {...}) that the whole answer "

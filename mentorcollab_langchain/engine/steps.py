@@ -318,7 +318,8 @@ def _repeats(recent_steps: list[str]) -> bool:
 
 
 def _draw_gap(state: CollabState, team: Team) -> None:
-    """Ask the probe policy how many words the generator writes before the next scheduled probe.
+    """Ask the probe policy how many words the generator writes before the next scheduled probe (none
+    before the first word when ``probe_first_word`` asks for it).
 
     Only the counter ``gaps_drawn`` needs to be checkpointed: the policy draws the k-th gap from
     ``(seed, k)``. Once the mentor is out of the run, no gap ends and no word is probed.
@@ -327,6 +328,8 @@ def _draw_gap(state: CollabState, team: Team) -> None:
         state.probing_stopped = _spent_budget(state, team.config)
     if state.probing_stopped is not None:
         state.words_until_probe = NO_MORE_PROBES
+    elif state.gaps_drawn == 0 and team.config.probe_first_word:
+        state.words_until_probe = 0
     else:
         state.words_until_probe = team.policy.words_until_probe(team.config, state.gaps_drawn)
     state.gaps_drawn += 1

@@ -97,7 +97,9 @@ def test_agent_calls_the_calculator_and_answers(agent: ModuleType) -> None:
             "The answer is 395 .",
         ]
     )
-    model = ChatMentorCollab(generator=generator, mentor=ScriptedBackend("unused"), probe_rate=0.0)
+    model = ChatMentorCollab(
+        generator=generator, mentor=ScriptedBackend("unused"), probe_rate=0.0, probe_first_word=False
+    )
     report = agent.main(["What is 17 * 23 + 4?"], model=model)
     assert "calls calculator({'expression': '17 * 23 + 4'})" in report
     assert "tool calculator: 395" in report
@@ -106,6 +108,16 @@ def test_agent_calls_the_calculator_and_answers(agent: ModuleType) -> None:
     assert isinstance(second_prompt, Conversation)  # the agent keeps offering the tool, with the prompt
     assert second_prompt.messages[-1] == {"role": "user", "content": "<tool_response>\n395\n</tool_response>"}
     assert [tool["function"]["name"] for tool in second_prompt.tools] == ["calculator"]
+
+
+@pytest.mark.slow
+def test_agent_example_calls_the_tool_on_the_default_models(agent: ModuleType) -> None:
+    # Alone, SmolLM2 answers "17 * 23 + 4 = 311." in prose. The mentor, asked at the first word (where
+    # the answer becomes a call or prose), opens a call; the tools' grammar keeps its arguments valid
+    # whoever writes them, and the calculator runs on them.
+    report = agent.main(["What is 17 * 23 + 4?"])
+    assert "calls calculator({'expression': '17 * 23 + 4'})" in report
+    assert "tool calculator: 395" in report
 
 
 @pytest.mark.slow

@@ -86,6 +86,15 @@ def test_the_cursor_says_how_much_of_a_text_the_grammar_accepts(llama_cpp) -> No
     assert llama_cpp.open(QUESTION).grammar_prefix_length(broken) == len(broken)  # no grammar: all of it
 
 
+def test_left_to_choose_an_answer_is_prose_or_one_checked_call(llama_cpp) -> None:
+    cursor = llama_cpp.open(QUESTION, grammar=tools.choice_grammar([MAGIC]))
+    call = '{"name": "magic_function", "arguments": {"input": 3}}'
+    for answer in ["The value is 3.", PREFIX + "3}}\n" + tools.TOOL_CALL_CLOSE, call, "```json\n" + call + "\n```"]:
+        assert cursor.grammar_prefix_length(answer) == len(answer), answer
+    for answer in ['{"name": "magic_function", "arguments": {"input": "three"}}', "```python\nprint(3)\n```"]:
+        assert cursor.grammar_prefix_length(answer) < len(answer), answer
+
+
 def test_a_mentor_whose_words_leave_the_grammar_is_never_adopted(llama_cpp) -> None:
     # The scripted mentor writes the schema's keys as arguments, as the model does unconstrained; it is
     # probed at every word and always disagrees.

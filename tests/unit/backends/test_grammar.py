@@ -88,3 +88,16 @@ def test_a_tag_the_vocabulary_holds_as_a_special_token_may_be_written_either_way
     either_open, either_close = '(<tool_call> | "<tool_call>")', '(</tool_call> | "</tool_call>")'
     assert qwen_like.startswith(f'start: {either_open} "\\n" value "\\n" {either_close}')
     assert with_special_tags(grammar, lambda tag: False) == grammar  # SmolLM2: spelled with ordinary tokens
+
+
+def test_left_to_choose_the_answer_decodes_under_calls_or_prose_and_its_first_word_is_probed() -> None:
+    generator = ScriptedBackend("It is 4 .", name="generator")
+    mentor = ScriptedBackend("It is 4 .", name="mentor")
+    model = ChatMentorCollab(generator=generator, mentor=mentor, probe_rate=0.0, probe_policy="random", max_tokens=8)
+    chosen = model.bind_tools([CALCULATOR]).invoke("2+2?")
+    assert generator.grammars[-1] == tools.choice_grammar([CALCULATOR])
+    assert chosen.response_metadata["mentorcollab"]["stats"]["probes"] == 1  # the first word, and only it
+    model.invoke("2+2?")  # without tools: no grammar, no probe at a rate of 0
+    assert generator.grammars[-1] is None
+    opted_out = model.model_copy(update={"probe_first_word": False})
+    assert opted_out.bind_tools([CALCULATOR]).invoke("2+2?").response_metadata["mentorcollab"]["stats"]["probes"] == 0

@@ -448,7 +448,8 @@ TOOL_ANSWER = 'Let me compute. <tool_call>\n{"name": "calculator", "arguments": 
 
 
 def test_bound_tools_produce_parsed_tool_calls() -> None:
-    model = scripted_model(probe_rate=0.0, generator_answer=TOOL_ANSWER).bind_tools([calculator, weather])
+    model = scripted_model(probe_rate=0.0, probe_first_word=False, generator_answer=TOOL_ANSWER)
+    model = model.bind_tools([calculator, weather])
     message = model.invoke("What is 2 * 21?")
     assert [(call["name"], call["args"]) for call in message.tool_calls] == [("calculator", {"expression": "2 * 21"})]
     assert message.content == "Let me compute."
@@ -491,7 +492,7 @@ def test_tool_choice_forces_the_named_tool() -> None:
 )
 def test_unparseable_tool_calls_become_invalid_tool_calls(call: str) -> None:
     block = f"<tool_call>\n{call}\n</tool_call>"
-    model = scripted_model(probe_rate=0.0, generator_answer=block).bind_tools([calculator])
+    model = scripted_model(probe_rate=0.0, probe_first_word=False, generator_answer=block).bind_tools([calculator])
     message = model.invoke("?")
     assert message.tool_calls == [] and len(message.invalid_tool_calls) == 1
     assert message.invalid_tool_calls[0]["args"] == block  # as the model wrote it

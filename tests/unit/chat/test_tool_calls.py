@@ -36,8 +36,10 @@ THREE_CALLS = TWO_TOOLS + "\n" + block("calculator", '{"expression": "1 + 1"}')
 
 
 def model(answer: str) -> ChatMentorCollab:
+    # The generator alone (no decision probe at the first word): these tests read the calls it writes.
     return ChatMentorCollab(generator=ScriptedBackend(answer, name="scripted-generator"),
-                            mentor=ScriptedBackend("unused", name="scripted-mentor"), probe_rate=0.0, max_tokens=128)
+                            mentor=ScriptedBackend("unused", name="scripted-mentor"), probe_rate=0.0,
+                            probe_first_word=False, max_tokens=128)
 
 
 def merge(chunks: Sequence[AIMessageChunk]) -> AIMessageChunk:

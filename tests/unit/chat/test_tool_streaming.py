@@ -27,7 +27,9 @@ CALL = '<tool_call>\n{"name": "weather", "arguments": {"city": "Paris"}}\n</tool
 
 def scripted(answer: str) -> tuple[ChatMentorCollab, ScriptedBackend]:
     generator = ScriptedBackend(answer, name="scripted-generator")
-    model = ChatMentorCollab(generator=generator, mentor=ScriptedBackend("unused"), probe_rate=0.0, max_tokens=128)
+    model = ChatMentorCollab(
+        generator=generator, mentor=ScriptedBackend("unused"), probe_rate=0.0, probe_first_word=False, max_tokens=128
+    )
     return model, generator
 
 
