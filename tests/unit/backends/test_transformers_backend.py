@@ -34,6 +34,7 @@ def greedy_from_scratch(backend: TransformersBackend, ids: list[int], count: int
     return ids
 
 
+@pytest.mark.slow  # several seconds: the fast set stays under two minutes
 def test_cached_decoding_matches_full_recompute(backend: TransformersBackend) -> None:
     cursor = backend.open(PROMPT)
     piece = cursor.generate("", 24)

@@ -23,7 +23,9 @@ def words_of(name: str, text: str) -> list[str]:
     return [tokenizer.decode(word) for word in words]
 
 
-@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma3-270m"])
+@pytest.mark.parametrize(
+    "name", ["smollm2-135m-instruct", pytest.param("gemma3-270m", marks=pytest.mark.slow)]  # Gemma loads slowly
+)
 def test_words_start_at_whitespace_and_rebuild_the_text(name: str) -> None:
     words = words_of(name, SENTENCE)
     assert "".join(words) == SENTENCE
@@ -37,6 +39,7 @@ def test_byte_level_newlines_and_tabs_open_words() -> None:
     assert words == ["a", "\nb", "\tc", " d"]
 
 
+@pytest.mark.slow  # several seconds: the fast set stays under two minutes
 def test_sentencepiece_runs_of_whitespace_open_words() -> None:
     words = words_of("gemma3-270m", "a\n\nb  c")
     assert words[0] == "a"

@@ -366,6 +366,7 @@ def test_node_spans_carry_the_decision_attributes() -> None:
     assert all('"mentorcollab.choice"' in v["metadata"] for v in verifies)  # the run's metadata carries them too
 
 
+@pytest.mark.slow  # several seconds: the fast set stays under two minutes
 def test_checkpoints_load_under_strict_msgpack(tmp_path: Path) -> None:
     """With LANGGRAPH_STRICT_MSGPACK=true only allowlisted types load: the state schema's types are."""
     script = (
