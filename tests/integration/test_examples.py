@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import ModuleType
 from typing import Any
 
@@ -12,16 +10,7 @@ import pytest
 from mentorcollab_langchain import ChatMentorCollab, ScriptedBackend
 from mentorcollab_langchain.backends.base import Conversation
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
-from tests.paths import EXAMPLES
-
-
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.paths import load_example
 
 
 class TurnsBackend:

@@ -7,27 +7,20 @@ the values in it are the models' own.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from mentorcollab_langchain.backends import make_backend
 from mentorcollab_langchain.engine import CollabConfig
 from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, DEFAULT_MENTOR
-from tests.paths import EXAMPLES
+from tests.paths import load_example
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(240)
 def test_the_default_models_call_the_tool_with_valid_arguments_and_each_turn_shows_the_method() -> None:
-    spec = importlib.util.spec_from_file_location("example_agent_graph_real", EXAMPLES / "agent_graph.py")
-    assert spec is not None and spec.loader is not None
-    example = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = example
-    spec.loader.exec_module(example)
+    example = load_example("agent_graph")
 
     # Every word probed, so every turn asks the mentor; short answers keep it to about a minute.
     config = CollabConfig(probe_rate=1.0, max_new_tokens=24, seed=0)

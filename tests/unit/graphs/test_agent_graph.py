@@ -7,8 +7,6 @@ The same agent runs on the real default models in tests/integration/graphs/test_
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import ModuleType
 from typing import Any
 
@@ -22,7 +20,7 @@ from mentorcollab_langchain.backends.base import Conversation
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.chat import ChatMentorCollab
 from mentorcollab_langchain.engine import CollabConfig
-from tests.paths import EXAMPLES
+from tests.paths import load_example
 
 CALL = '<tool_call>\n{"name": "multiply", "arguments": {"a": 17, "b": 23}}\n</tool_call>'
 # Each model's answer before the tool has run, and after. The mentor diverges at the second word each time.
@@ -54,12 +52,7 @@ class TurnsBackend:
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_agent_graph", EXAMPLES / "agent_graph.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("agent_graph")
 
 
 def models() -> tuple[TurnsBackend, TurnsBackend]:
