@@ -20,6 +20,7 @@ from typing import Any
 from langchain_core.messages import AIMessage
 
 from mentorcollab_langchain.backends.base import Conversation, Prompt
+from mentorcollab_langchain.chat import tool_calls
 from mentorcollab_langchain.chat import tools as chat_tools
 
 Tools = tuple[dict[str, Any], ...]
@@ -90,7 +91,7 @@ def with_tool_calls(message: AIMessage, tools: Tools, choice: str | None) -> AIM
     shown = offered(tools, choice)
     if not shown:
         return message
-    content, calls, invalid = chat_tools.parse_tool_calls(str(message.content), names(shown))
+    content, calls, invalid = tool_calls.parse_tool_calls(str(message.content), names(shown))
     metadata = dict(message.response_metadata)
     metadata["mentorcollab"] = {**metadata.get("mentorcollab", {}), "prefix": forced_prefix(tools, choice)}
     if not calls and not invalid:

@@ -5,7 +5,7 @@ comes from a local tokenizer) render through here, so the generator and the ment
 conversation each in its own format. Tools are rendered by the model's chat template when the template
 takes them (Qwen2.5's does); otherwise ``TOOLS_INSTRUCTION`` is added to the end of the system message.
 That instruction is, character for character, what Qwen2.5's template writes, so a model without a tool
-template reads the same call format (``<tool_call>`` JSON) that ``tools.parse_tool_calls`` reads back.
+template reads the same call format (``<tool_call>`` JSON) that ``chat.tool_calls.parse_tool_calls`` reads back.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 - ``messages``: LangChain messages as the engine's prompt;
 - ``answer``: engine events as chunks, a finished run as an ``AIMessage`` (pure; the graph uses it too);
 - ``bridge``: the worker thread and cancellation for the async paths;
-- ``tools`` and ``structured``: tool calls and structured output, as text;
+- ``tools``, ``tool_calls`` and ``structured``: tools offered, calls read back, and structured output, as text
+  (forced calls and structured answers under a grammar);
 - ``reasoning``: a ``<think>`` block that opens the answer, taken out as reasoning;
 - ``profile`` and ``remote``: the model's ``profile``, and a mentor behind an OpenAI-compatible server.
 """

@@ -12,7 +12,7 @@ What the chunks hold:
 - Where the chat model starts the answer itself (a forced tool call, a structured answer's ``{"key": ``),
   that start goes out as one chunk of source ``prefix``.
 - With tools bound (and ``tool_choice`` not ``"none"``), text streams as it is written until a tool
-  call may have begun (``tools.call_start``: ``<tool_call>``, ``<|python_tag|>``, ``[TOOL_CALLS]``, a
+  call may have begun (``tool_calls.call_start``: ``<tool_call>``, ``<|python_tag|>``, ``[TOOL_CALLS]``, a
   ``{"name"``, a ```json fence). From there it is held: released as soon as it is clearly prose
   (``<b>``, ``{x}``), else kept to the end and sent as tool calls if it parses as them, so a stream
   never shows half a call as text.
@@ -39,7 +39,7 @@ from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, Us
 from langchain_core.messages.utils import message_chunk_to_message
 
 from mentorcollab_langchain.backends.base import Backend, Prompt, PromptStyle
-from mentorcollab_langchain.chat import tools
+from mentorcollab_langchain.chat import tool_calls
 from mentorcollab_langchain.chat.reasoning import ReasoningSplitter, split_reasoning
 from mentorcollab_langchain.engine import CollabConfig, CollabState, Event, TextCommitted
 
@@ -80,7 +80,7 @@ def _read_calls(
     Without ``parallel`` calls, only the first call the model wrote is kept (valid or not)."""
     if not tool_names:
         return text, [], []
-    content, calls, invalid = tools.parse_tool_calls(text, tool_names, first_only=not parallel)
+    content, calls, invalid = tool_calls.parse_tool_calls(text, tool_names, first_only=not parallel)
     if not calls and not invalid:
         return text, [], []
     return content, calls, invalid
@@ -205,7 +205,7 @@ class AnswerStream:
         if not self._tool_names:
             ready, self._held = pending, ""
         else:  # whitespace waits for the next text too: before a call, it is not the answer's
-            start = tools.call_start(pending)
+            start = tool_calls.call_start(pending)
             ready = pending[:start].rstrip()
             self._held = pending[len(ready) :]
         self._sent += ready

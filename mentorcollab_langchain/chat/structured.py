@@ -25,7 +25,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ValidationError
 
 from mentorcollab_langchain.backends.grammar import json_grammar
-from mentorcollab_langchain.chat import tools
+from mentorcollab_langchain.chat import tool_calls, tools
 from mentorcollab_langchain.errors import ConfigError, InvalidSchemaError, MentorCollabError
 
 Method = Literal["json_schema", "function_calling", "json_mode"]
@@ -127,7 +127,7 @@ def _parser(schema: Any, method: Method) -> Runnable[Any, Any]:
                     raise ValueError(f"the answer holds no call of {name}")
                 data = calls[0]["args"]
             else:
-                data = tools.first_json_object(raw)
+                data = tool_calls.first_json_object(raw)
             return validate(data)
         except (ValueError, ValidationError, TypeError) as error:
             raise StructuredOutputError(

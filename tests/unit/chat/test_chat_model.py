@@ -626,7 +626,7 @@ def test_invalid_structured_output_fails_with_the_raw_text() -> None:
 
 
 def test_tool_call_forms_are_parsed() -> None:
-    from mentorcollab_langchain.chat.tools import parse_tool_calls
+    from mentorcollab_langchain.chat.tool_calls import parse_tool_calls
 
     names = ["calculator", "weather"]
     content, calls, invalid = parse_tool_calls(

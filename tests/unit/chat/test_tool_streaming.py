@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessageChunk
 
 from mentorcollab_langchain import ChatMentorCollab, ScriptedBackend
 from mentorcollab_langchain.chat.reasoning import split_reasoning
-from mentorcollab_langchain.chat.tools import call_start, parse_tool_calls
+from mentorcollab_langchain.chat.tool_calls import call_start, parse_tool_calls
 
 
 def weather(city: str) -> str:
