@@ -93,12 +93,13 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 def confidence_of(logits: np.ndarray) -> Confidence:
     """The top two probabilities and the entropy of the next-token distribution.
 
-    ``nansum``: a token a model masks with a logit of -inf has probability 0 and contributes 0, not NaN.
+    A token masked with a logit of -inf (by the model, or by a grammar) has probability 0 and adds 0 to
+    the entropy, not 0 * -inf.
     """
     logprobs = log_softmax(logits)
     probabilities = np.exp(logprobs)
     runner_up, top = np.partition(probabilities, -2)[-2:]
-    entropy = -float(np.nansum(probabilities * logprobs))
+    entropy = -float(np.sum(probabilities * np.where(probabilities > 0, logprobs, 0.0)))
     return Confidence(float(top), float(runner_up), entropy)
 
 
