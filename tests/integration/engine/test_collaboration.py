@@ -73,8 +73,10 @@ def test_gemma_base_model_as_generator_with_raw_prompt() -> None:
     mentor = TransformersBackend("smollm2-135m-instruct")
     config = CollabConfig(probe_rate=0.3, max_new_tokens=24, prompt_style="raw", stop=("\n\n",))
     state = run_collaboration("Question: What is 3 + 4?\nAnswer:", generator, mentor, config=config)
-    assert state.text.strip() and "\n\n" not in state.text
-    assert state.finish_reason in {"stop", "length", "eos", "repetition"}
+    # Recorded: the base model answers, then goes on with the next question of its own few-shot pattern,
+    # single newlines only, so the "\n\n" stop never comes and the answer ends at its 24-token budget.
+    assert state.text.startswith(" 3 + 4 = 7\n") and "\n\n" not in state.text
+    assert state.finish_reason == "length" and state.stats.tokens_committed == 24 and state.stats.probes >= 1
 
 
 def test_cli_json_record_on_the_default_pair() -> None:
