@@ -409,9 +409,12 @@ def _within_grammar(team: Team, text: str, segment: Piece, word: Piece) -> Piece
     ``word`` (which the probe checked). A mentor decoding under the grammar is never cut; a remote one may
     write past the answer's format, and that text must not be adopted. The kept tokens are estimated by the
     kept share of characters, as for a cut at a stop string."""
-    if _fits_grammar(team, text + segment.text):
+    if team.config.grammar is None:
         return segment
-    kept = max(team.generator.grammar_prefix_length(text + segment.text) - len(text), len(word.text))
+    accepted = team.generator.grammar_prefix_length(text + segment.text)
+    if accepted == len(text + segment.text):
+        return segment
+    kept = max(accepted - len(text), len(word.text))
     tokens = max(word.tokens, round(segment.tokens * kept / len(segment.text)))
     return Piece(segment.text[:kept], tokens, generated=segment.cost, confidence=segment.confidence)
 

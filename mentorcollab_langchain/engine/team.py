@@ -107,14 +107,14 @@ def _open(backend: Backend, role: str, prompt: Prompt, config: CollabConfig) -> 
     A mentor that cannot (a remote one) writes freely: the engine keeps its words to the grammar with the
     generator's cursor. The generator must follow the grammar itself.
     """
-    if config.grammar is None or (role == "mentor" and not takes_grammar(backend)):
-        return backend.open(prompt, config.prompt_style, config.sampling)
-    if not takes_grammar(backend):
+    if config.grammar is not None and takes_grammar(backend):
+        return backend.open(prompt, config.prompt_style, config.sampling, grammar=config.grammar)
+    if config.grammar is not None and role == "generator":
         raise ConfigError(
             f"the generator {backend.model_name!r} cannot decode under a grammar (its open() takes none); run it in "
             "process (llama.cpp or transformers), or drop the grammar, structured output or forced tool call"
         )
-    return backend.open(prompt, config.prompt_style, config.sampling, grammar=config.grammar)
+    return backend.open(prompt, config.prompt_style, config.sampling)
 
 
 class UnopenedCursor:
