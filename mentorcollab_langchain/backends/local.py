@@ -10,7 +10,8 @@ which backend wrote it. So ``LocalCursor`` holds those decisions once:
   "crop a little, feed a little";
 - the decode loop: word boundaries, end-of-turn tokens, stop strings, characters split across tokens;
 - picking a token (greedy, or the inverse-CDF draw of ``Sampling.uniform``), the confidence at a word's
-  first token, label log-probabilities and continuation scores.
+  first token, label log-probabilities and continuation scores;
+- under a grammar (``backends.grammar``), the tokens it forbids masked before each pick (``GrammarMatcher``).
 
 A backend supplies only what differs: its tokenizer (``_encode``, ``_decode_ids``), one forward pass over
 new ids (``_forward``), cropping its cache (``_crop_cache``), and hidden states where it has them.
@@ -33,9 +34,9 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import numpy as np
 
 from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece
-from mentorcollab_langchain.backends.grammar import GrammarMatcher, masked
+from mentorcollab_langchain.backends.grammar import with_special_tags
 from mentorcollab_langchain.backends.sampling import Sampling
-from mentorcollab_langchain.errors import ContextTooLongError, InvalidPromptError
+from mentorcollab_langchain.errors import BackendError, ContextTooLongError, InvalidPromptError, InvalidSchemaError
 
 
 class LocalModel(Protocol):
@@ -110,6 +111,66 @@ def common_prefix_length(a: Sequence, b: Sequence) -> int:
         if a[index] != b[index]:
             return index
     return length
+
+
+class GrammarMatcher:
+    """Where one cursor's response stands in the grammar, and which tokens may come next.
+
+    ``tokenizer`` is llguidance's view of the model's vocabulary (``llguidance.hf.from_tokenizer`` or
+    ``llguidance.llamacpp.lltokenizer_from_vocab``), with the model's end tokens as its end of sequence,
+    so the end is allowed exactly where the grammar is complete. A cursor is asked at a response text, so
+    the matcher follows the response tokens in its cache as the cache itself does: it keeps what they share
+    with the tokens it has consumed, rolls back the rest and consumes the new ones.
+    """
+
+    def __init__(self, tokenizer: Any, grammar: str, vocabulary_size: int) -> None:
+        import llguidance
+
+        def knows_special_token(tag: str) -> bool:
+            alone = llguidance.LLMatcher.grammar_from_lark(f"start: {tag}")
+            return not llguidance.LLMatcher(tokenizer, alone, log_level=0).is_error()
+
+        grammar = with_special_tags(grammar, knows_special_token)
+        self._matcher = llguidance.LLMatcher(tokenizer, llguidance.LLMatcher.grammar_from_lark(grammar), log_level=0)
+        if self._matcher.is_error():
+            raise InvalidSchemaError(f"the grammar does not compile: {self._matcher.get_error()}")
+        self._consumed: list[int] = []
+        self._size = vocabulary_size
+
+    def _follow(self, response_ids: Sequence[int]) -> None:
+        """Bring the matcher to ``response_ids``: keep the common prefix, roll back and consume the rest."""
+        common = common_prefix_length(self._consumed, response_ids)
+        if common < len(self._consumed):
+            self._matcher.rollback(len(self._consumed) - common)
+            del self._consumed[common:]
+        new = list(response_ids[common:])
+        taken = self._matcher.try_consume_tokens(new) if new else 0
+        self._consumed.extend(new[:taken])
+        if taken < len(new):
+            raise BackendError(
+                "the answer so far leaves the grammar at token "
+                f"{common + taken} of {len(response_ids)}; only text the grammar accepts can be continued under it"
+            )
+
+    def allowed(self, response_ids: Sequence[int]) -> np.ndarray:
+        """A boolean row over the vocabulary: which tokens may follow ``response_ids``."""
+        self._follow(response_ids)
+        bias = np.frombuffer(self._matcher.compute_logit_bias(), dtype=np.uint8)
+        allowed = np.zeros(self._size, dtype=bool)
+        width = min(self._size, len(bias))
+        allowed[:width] = bias[:width] > 0
+        return allowed
+
+    def accepted(self, response_ids: Sequence[int]) -> int:
+        """How many of ``response_ids``, from the start of the answer, the grammar accepts."""
+        self._matcher.reset()
+        self._consumed = []
+        return self._matcher.validate_tokens(list(response_ids))
+
+
+def masked(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """The logits with every forbidden token at -inf (a new array: the backend's buffer is left alone)."""
+    return np.where(allowed, logits, -np.inf)
 
 
 class LocalCursor(ABC, Generic[LoadedT]):
