@@ -1,21 +1,22 @@
-"""The published evaluation tables rebuild exactly from the committed per-question records.
+"""The published evaluation tables rebuild exactly from committed data.
 
 Which table in ``docs/results`` comes from which committed data, and the test that rebuilds it:
 
 - ``report.md`` and the README's summary table: ``data/*.jsonl`` through ``mentorcollab eval --report``;
 - ``ceiling.md`` and the README's ceiling table: ``data/*.jsonl`` through ``ceiling.py``;
 - ``tuning/summary.md`` and the README's tuning table: ``tuning/*.jsonl`` through ``answer_slot.py --summary``;
-- the README's "Against the targets" table: its measured column, from the same summary rows.
+- the README's "Against the targets" table: its measured column, from the same summary rows;
+- ``mlp_verifier.md``: its two tables and its training and validation counts, from the shipped verifier's card.
 
-Not rebuilt, because their records (``runs/eval``, ``runs/sweep``, ``runs/sweep-arc``, ``runs/verifier``) were
-never committed: ``issue5-report.md``, ``issue5-random-probes.md``, ``sweep/report.md``,
-``sweep-arc/report.md``, ``mlp_verifier.md`` and ``verifier_order_check.txt``.
+The issue-5 pages, its sweeps and the verifier order check were retired because their records were never
+committed; the results README says where to read them as published.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import runpy
 from pathlib import Path
@@ -26,6 +27,7 @@ from mentorcollab_langchain.evals.data import MissingBenchmarkData, load_questio
 from mentorcollab_langchain.evals.extract import score
 from mentorcollab_langchain.evals.report import build_report, summarize
 from mentorcollab_langchain.evals.runner import read_results
+from mentorcollab_langchain.verifiers.mlp import TRAINED_DIR
 from tests.paths import RESULTS, TUNING
 
 
@@ -131,6 +133,54 @@ def test_the_committed_records_score_the_same_under_todays_extractor() -> None:
         predicted, correct = score(question.kind, record["response"], question.gold, question.labels,
                                    question.choices)
         assert (predicted, correct, question.gold) == (record["predicted"], record["correct"], record["gold"]), record
+
+
+# The rows of mlp_verifier.md's validation table, each with the card's name for the same verifier.
+MLP_VALIDATION_ROWS = {
+    "mlp, at the threshold chosen on this same validation set ({threshold:.1g}, optimistic)":
+        "mlp (threshold chosen on validation: optimistic)",
+    "mlp, at 0.5": "mlp at 0.5",
+    "always-mentor": "always-mentor",
+    "self-consult-both-orders (at 0.5)": "self-consult-both-orders",
+    "self-consult, one order (at 0.5)": "self-consult (one order)",
+}
+
+
+def test_the_mlp_verifier_page_quotes_the_shipped_card() -> None:
+    page = (RESULTS / "mlp_verifier.md").read_text(encoding="utf-8")
+    card = json.loads((TRAINED_DIR / "smollm2-135m-instruct.json").read_text(encoding="utf-8"))
+    data, training = card["training_data"], card["training"]
+    totals = data["totals"]
+    counts = {_cells(row)[0]: int(_cells(row)[1]) for row in _table_rows(page, "| | count |")}
+    assert counts == {
+        "questions run": sum(source["questions"] for source in data["counts"].values()),
+        "divergences": totals["divergences"],
+        "mentor leads to the gold": totals["mentor"],
+        "generator leads to the gold": totals["generator"],
+        "dropped (neither or both)": totals["dropped"],
+    }
+    assert (f"Training set: {training['train_examples']} divergences ({training['train_mentor_labels']} mentor). "
+            f"Validation set: {training['validation_examples']} divergences "
+            f"({training['validation_mentor_labels']} mentor)") in page
+    train = training["train"]
+    assert f"On the {train['n']} training divergences the MLP scores {train['accuracy']:.0%}" in page
+    header = f"| verifier, on the {training['validation_examples']} validation divergences |"
+    expected = []
+    for label, name in MLP_VALIDATION_ROWS.items():
+        scores = card["validation"][name]
+        # A constant score ranks nothing: the card's AUC of 0.5 for always-mentor is a placeholder, shown as "—".
+        auc = "—" if name == "always-mentor" else f"{scores['auc']:.2f}"
+        expected.append(f"| {label.format(threshold=card['threshold'])} | {scores['accuracy']:.1%} | "
+                        f"{scores['balanced_accuracy']:.1%} | {auc} |")
+    assert _table_rows(page, header) == expected
+
+
+def test_the_results_pages_link_to_files_that_exist() -> None:
+    """Every relative link in a results page names a file in the repository (a retired page leaves none)."""
+    for page in RESULTS.rglob("*.md"):
+        for target in re.findall(r"\]\(([^)#\s]+)\)", page.read_text(encoding="utf-8")):
+            if "://" not in target:
+                assert (page.parent / target).exists(), (page, target)
 
 
 def test_every_table_in_the_results_folder_is_accounted_for() -> None:
