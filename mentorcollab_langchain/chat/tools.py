@@ -10,9 +10,9 @@ else as Qwen's own written instruction (``backends.prompts``). A model calls a t
 
 which ``chat.tool_calls`` reads back, with the forms other model families write. A forced call starts the
 answer itself (``forced_prefix``) and decodes under the call's grammar (``call_grammar``); an answer
-left to choose decodes under calls-or-prose (``choice_grammar``). A tool call in the history (an
-``AIMessage`` with ``tool_calls``) is written in the same form, and a tool's result as a user turn in
-``<tool_response>`` tags, which is exactly how Qwen's template renders the ``tool`` role.
+left to choose decodes under calls-or-prose (``choice_grammar``). A tool history (an ``AIMessage`` with
+``tool_calls``, a ``ToolMessage``) goes to each model's chat template as native tool turns
+(``chat.messages``), written in the same ``<tool_call>`` form where a template does not take them.
 """
 
 from __future__ import annotations
@@ -25,11 +25,8 @@ from typing import Any
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from mentorcollab_langchain.backends.grammar import json_grammar, json_rule, literals
+from mentorcollab_langchain.backends.prompts import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from mentorcollab_langchain.errors import InvalidToolError
-
-TOOL_CALL_OPEN = "<tool_call>"
-TOOL_CALL_CLOSE = "</tool_call>"
-# Tokens that end a Llama message; a server or a template may leave them in the text.
 
 REQUIRED_INSTRUCTION = "You must call one of these functions now."
 NAMED_INSTRUCTION = "You must call the function {name} now."
@@ -300,16 +297,6 @@ def normalize_tool_choice(tool_choice: Any, names: Sequence[str]) -> str | None:
             f"tool_choice {tool_choice!r} is not one of the bound tools: {', '.join(names) or 'none'}"
         )
     return tool_choice
-
-
-def render_tool_call(name: str, args: Mapping[str, Any]) -> str:
-    """A tool call from the history, written as the model itself would write it."""
-    call = json.dumps({"name": name, "arguments": dict(args)}, ensure_ascii=False)
-    return TOOL_CALL_OPEN + "\n" + call + "\n" + TOOL_CALL_CLOSE
-
-
-def render_tool_response(content: str) -> str:
-    return "<tool_response>\n" + content + "\n</tool_response>"
 
 
 def new_tool_call_id() -> str:

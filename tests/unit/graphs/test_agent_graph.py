@@ -46,7 +46,7 @@ class TurnsBackend:
     def open(self, prompt: Any, style: str = "chat", sampling: Sampling = GREEDY) -> Any:
         self.prompts.append(prompt)
         messages = prompt.messages if isinstance(prompt, Conversation) else prompt
-        answered = any("<tool_response>" in message["content"] for message in messages)
+        answered = any(message["role"] == "tool" for message in messages)
         return self.turns[answered].open(prompt, style, sampling)
 
 
