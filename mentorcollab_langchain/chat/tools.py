@@ -8,11 +8,13 @@ else as Qwen's own written instruction (``backends.prompts``). A model calls a t
     {"name": "calculator", "arguments": {"expression": "2 + 3"}}
     </tool_call>
 
-which ``chat.tool_calls`` reads back, with the forms other model families write. A forced call starts the
+which ``chat.tool_calls`` reads back, with the forms other model families write. ``answer_format`` decides
+how an answer with tools is shaped, for the chat model and the graph alike: a forced call starts the
 answer itself (``forced_prefix``) and decodes under the call's grammar (``call_grammar``); an answer
-left to choose decodes under calls-or-prose (``choice_grammar``). A tool history (an ``AIMessage`` with
-``tool_calls``, a ``ToolMessage``) goes to each model's chat template as native tool turns
-(``chat.messages``), written in the same ``<tool_call>`` form where a template does not take them.
+left to choose decodes under calls-or-prose (``choice_grammar``) and has its first word probed. A tool
+history (an ``AIMessage`` with ``tool_calls``, a ``ToolMessage``) goes to each model's chat template as
+native tool turns (``chat.messages``), written in the same ``<tool_call>`` form where a template does not
+take them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -179,6 +182,47 @@ def langchain_reason(error: BaseException) -> str:
     first ones repeat the whole object)."""
     paragraphs = [part.strip() for part in str(error).split("\n\n") if part.strip()]
     return (paragraphs[-1] if paragraphs else type(error).__name__).rstrip(".")
+
+
+@dataclass(frozen=True)
+class AnswerFormat:
+    """How an answer is shaped before any model runs, decided once for the chat model and the graph alike.
+
+    ``instruction`` is added to the system message, ``prefix`` starts the answer (the models continue
+    from it), both models decode under ``grammar`` where the generator can, the answer ends at a ``stop``
+    string, and ``probe_first_word`` asks the mentor at the first word, where a model left to choose
+    decides between a call and prose.
+    """
+
+    instruction: str = ""
+    prefix: str = ""
+    grammar: str | None = None
+    stop: tuple[str, ...] = ()
+    probe_first_word: bool = False
+
+
+FREE_ANSWER = AnswerFormat()
+
+
+def answer_format(tool_choice: str | None, offered: Sequence[Mapping[str, Any]]) -> AnswerFormat:
+    """The format of an answer offered ``offered`` tools (OpenAI's format) under a normalized ``tool_choice``.
+
+    A forced call (``required`` or a tool's name) asks for itself, is started in the answer
+    (``forced_prefix``), decodes under its call's grammar and ends at ``</tool_call>``; an answer left to
+    choose (``auto``) decodes under calls-or-prose and has its first word probed; with no tools offered,
+    or ``none``, the answer is free.
+    """
+    if not offered or tool_choice == "none":
+        return FREE_ANSWER
+    prefix = forced_prefix(tool_choice, offered)
+    if not prefix:
+        return AnswerFormat(grammar=choice_grammar(offered), probe_first_word=True)
+    return AnswerFormat(
+        instruction=tool_choice_instruction(tool_choice),
+        prefix=prefix,
+        grammar=call_grammar(tool_choice, offered),
+        stop=(TOOL_CALL_CLOSE,),
+    )
 
 
 def tool_choice_instruction(tool_choice: str | None) -> str:
