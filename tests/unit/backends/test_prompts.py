@@ -165,3 +165,23 @@ def test_base_models_read_the_tool_history_written_out() -> None:
     plain = render_plain(to_engine_messages(HISTORY), "chat")
     call = written_tool_call("magic_function", {"input": 3})
     assert plain.endswith(f"Assistant: {call}\n\nUser: <tool_response>\n5\n</tool_response>\n\nAssistant:")
+
+
+@pytest.mark.slow  # loads llama.cpp's GGUF and three tokenizers: about 3 s
+def test_every_backend_renders_the_tool_history_through_its_models_template(tiny_byte_level_model: str) -> None:
+    """Both in-process backends (here with SmolLM2's template) open on its ``tool`` turn, and a remote
+    mentor's prompt, rendered from its local tokenizer, holds Qwen's tool response."""
+    from mentorcollab_langchain.backends import TransformersBackend
+    from mentorcollab_langchain.backends.llama_cpp import LlamaCppBackend
+    from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
+    from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
+
+    history = Conversation(tuple(to_engine_messages(HISTORY)), tuple(TOOLS))
+    transformers = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
+    llama_cpp = LlamaCppBackend(DEFAULT_GENERATOR, n_threads=1)
+    readers = [(transformers, transformers.loaded.tokenizer), (llama_cpp, llama_cpp.loaded.chat_tokenizer)]
+    for backend, reader in readers:
+        assert "<|im_start|>tool\n5<|im_end|>" in reader.decode(backend.prompt_ids(history))
+    remote = OpenAICompatibleBackend("http://127.0.0.1:9", model="mentor", tokenizer=DEFAULT_MENTOR)
+    assert remote.render(history).endswith("<|im_start|>user\n<tool_response>\n5\n</tool_response><|im_end|>\n"
+                                           "<|im_start|>assistant\n")
