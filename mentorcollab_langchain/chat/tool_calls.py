@@ -4,7 +4,9 @@ Qwen's ``<tool_call>`` blocks (``chat.tools`` says how calls are asked for), Lla
 ``<|python_tag|>`` and bare JSON objects (also inside a ```json fence, ``parameters`` for
 ``arguments``), Mistral's ``[TOOL_CALLS]`` (a JSON list, or ``name[ARGS]{...}``), and Gemma 3's
 ```tool_code fences holding Python calls (``name(arg=value)``, also inside ``print(...)`` or a list).
-``call_start`` says where a call may begin, so a stream holds back only from there.
+``call_start`` says where a call may begin, so a stream holds back only from there. Transformers' own
+``parse_response`` reads an answer by the tokenizer's ``response_schema``, which none of the packaged
+tokenizers carries, so the forms are read here.
 """
 
 from __future__ import annotations
