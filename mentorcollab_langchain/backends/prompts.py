@@ -260,7 +260,10 @@ def render_plain(prompt: Prompt, style: PromptStyle) -> str:
     without a template labels each turn and leaves the assistant's turn open. A tool history is written
     out (``written_tool_history``).
     """
-    messages = with_tools_instruction(written_tool_history(as_messages(prompt)), tools_of(prompt))
+    messages = as_messages(prompt)
+    if has_tool_history(messages):
+        messages = written_tool_history(messages)
+    messages = with_tools_instruction(messages, tools_of(prompt))
     if style == "raw":
         return "\n\n".join(message["content"] for message in messages)
     turns = [f"{message['role'].capitalize()}: {message['content']}" for message in messages]
