@@ -68,12 +68,11 @@ class MentorCollabContext:
         """Open a cursor on each model for ``request``, as the engine's run loop does; a forced tool call
         also stops at its closing tag; the answer decodes under the tools' grammar and, left to choose, has its
         first word probed, as the chat model's does."""
-        stops = tools.stops(self.tools, tool_choice)
-        update: dict[str, Any] = {"stop": tuple(dict.fromkeys((*self.config.stop, *stops)))}
-        grammar = tools.grammar(self.tools, tool_choice)
-        if grammar is not None and takes_grammar(self.generator):
-            update["grammar"] = grammar
-        if tools.probes_first_word(self.tools, tool_choice):
+        answer = tools.answer_format(self.tools, tool_choice)
+        update: dict[str, Any] = {"stop": tuple(dict.fromkeys((*self.config.stop, *answer.stop)))}
+        if answer.grammar is not None and takes_grammar(self.generator):
+            update["grammar"] = answer.grammar
+        if answer.probe_first_word:
             update["probe_first_word"] = True
         config = self.config.model_copy(update=update)
         return open_team(

@@ -49,16 +49,16 @@ def prepare(
         raise MentorCollabError("the MentorCollab graph needs a prompt: pass {'messages': [...]} or {'prompt': '...'}")
     bound = runtime.context.tools
     choice = tools.normalize_choice(bound, state.get("tool_choice"))
+    answer = tools.answer_format(bound, choice)
     request: Request
     if prompt and not tools.offered(bound, choice):
         request = prompt
     else:
-        request = to_engine_messages([HumanMessage(prompt)] if prompt else messages, tools.instructions(bound, choice))
-    prefix = tools.forced_prefix(bound, choice)
+        request = to_engine_messages([HumanMessage(prompt)] if prompt else messages, [answer.instruction])
     fresh = {
         "request": request,
         "tool_choice": choice,
-        "collab": CollabState(text=prefix, emitted=len(prefix)),
+        "collab": CollabState(text=answer.prefix, emitted=len(answer.prefix)),
         "answer_id": f"mentorcollab-{uuid.uuid4()}",
     }
     with _step("prepare", {**state, **fresh}, runtime, config) as run:  # type: ignore[arg-type]

@@ -7,9 +7,9 @@ of one answer, like a per-call option, and the graph clears it when it answers, 
 a call on its first turn answers freely once the tool has run.
 
 The same pieces as the chat model's, in the same order: the tools travel with the prompt (each backend
-renders them its own way), a forced choice adds its instruction to the system message and starts the
-answer with the call (``forced_prefix``) that ``</tool_call>`` ends and whose grammar both models decode
-under (``grammar``), and the finished text is read back into ``AIMessage.tool_calls``.
+renders them its own way), the answer is shaped by the one decision the chat model takes too
+(``answer_format``: a forced call's instruction, start, grammar and closing stop, or calls-or-prose with
+the first word probed), and the finished text is read back into ``AIMessage.tool_calls``.
 """
 
 from __future__ import annotations
@@ -47,34 +47,11 @@ def offered(tools: Tools, choice: str | None) -> Tools:
     return () if choice == "none" else tools
 
 
-def instructions(tools: Tools, choice: str | None) -> list[str]:
-    """The system-message sentences that ask for a call (none when the model may choose)."""
-    sentence = chat_tools.tool_choice_instruction(choice) if offered(tools, choice) else ""
-    return [sentence] if sentence else []
-
-
-def forced_prefix(tools: Tools, choice: str | None) -> str:
-    """The start of the answer that makes a forced call certain ("" when none is forced)."""
-    return chat_tools.forced_prefix(choice, offered(tools, choice)) if offered(tools, choice) else ""
-
-
-def stops(tools: Tools, choice: str | None) -> tuple[str, ...]:
-    """A forced call ends with its closing tag: the answer is the call, nothing after it."""
-    return (chat_tools.TOOL_CALL_CLOSE,) if forced_prefix(tools, choice) else ()
-
-
-def grammar(tools: Tools, choice: str | None) -> str | None:
-    """The grammar the answer decodes under, as the chat model's does: a forced call's, or calls-or-prose
-    when the model may choose (None without tools offered)."""
-    shown = offered(tools, choice)
-    if not shown:
-        return None
-    return chat_tools.call_grammar(choice, shown) if forced_prefix(tools, choice) else chat_tools.choice_grammar(shown)
-
-
-def probes_first_word(tools: Tools, choice: str | None) -> bool:
-    """Whether the answer's first word is probed: where the model chooses between a call and prose."""
-    return bool(offered(tools, choice)) and not forced_prefix(tools, choice)
+def answer_format(tools: Tools, choice: str | None) -> chat_tools.AnswerFormat:
+    """How the answer is shaped, decided as the chat model decides it (``chat.tools.answer_format``): a
+    forced call's instruction, start, grammar and closing stop, or calls-or-prose with the first word
+    probed when the model may choose."""
+    return chat_tools.answer_format(choice, tools)
 
 
 def prompt(request: Prompt, tools: Tools, choice: str | None) -> Prompt:
@@ -93,7 +70,7 @@ def with_tool_calls(message: AIMessage, tools: Tools, choice: str | None) -> AIM
         return message
     content, calls, invalid = tool_calls.parse_tool_calls(str(message.content), names(shown))
     metadata = dict(message.response_metadata)
-    metadata["mentorcollab"] = {**metadata.get("mentorcollab", {}), "prefix": forced_prefix(tools, choice)}
+    metadata["mentorcollab"] = {**metadata.get("mentorcollab", {}), "prefix": answer_format(tools, choice).prefix}
     if not calls and not invalid:
         return message.model_copy(update={"response_metadata": metadata})
     if calls:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, runtime_checkable
 
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.errors import ConfigError
@@ -20,11 +20,34 @@ from mentorcollab_langchain.errors import ConfigError
 PromptStyle = Literal["chat", "raw"]
 
 
+class ToolCallFunction(TypedDict):
+    """The function a tool call names, with its arguments as a JSON object (chat templates render them)."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+class ChatToolCall(TypedDict):
+    """A tool call in an assistant message, in the form transformers' chat templates read (OpenAI's, with
+    ``arguments`` an object rather than a JSON string)."""
+
+    id: NotRequired[str]
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
 class ChatMessage(TypedDict):
-    """A message as backends see it: a role (system, user, assistant, tool) and plain text."""
+    """A message as backends see it: a role (system, user, assistant, tool) and plain text.
+
+    An assistant message may carry the ``tool_calls`` it made, and a ``tool`` message the
+    ``tool_call_id`` of the call it answers: each backend renders them through its model's chat template
+    where the template takes them, else in a written form (``backends.prompts``).
+    """
 
     role: str
     content: str
+    tool_calls: NotRequired[list[ChatToolCall]]
+    tool_call_id: NotRequired[str]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""LangChain messages as the engine's prompt: plain ``{"role", "content"}`` turns that every chat template takes.
+"""LangChain messages as the engine's prompt: ``{"role", "content"}`` turns, with the tool history in the
+form chat templates take (an assistant turn's ``tool_calls``, ``role: "tool"`` turns with their
+``tool_call_id``); each backend renders it through its own template or writes it out (``backends.prompts``).
 
 The models read text only, so content blocks other than text fail loudly with the fix in the message,
 instead of being dropped where the model would answer a question it never saw.
@@ -9,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolCall, ToolMessage
 from langchain_core.messages import ChatMessage as LangChainChatMessage
 
-from mentorcollab_langchain.backends.base import ChatMessage
-from mentorcollab_langchain.chat import tools
+from mentorcollab_langchain.backends.base import ChatMessage, ChatToolCall
+from mentorcollab_langchain.backends.prompts import append_turn
 from mentorcollab_langchain.errors import InvalidPromptError, MentorCollabError
 
 # Block types that carry something the models cannot read, with the word the error message uses.
@@ -65,13 +67,13 @@ def content_text(content: str | list[Any], position: int, kind: str) -> str:
 
 
 def to_engine_messages(messages: Sequence[BaseMessage], system_extra: Sequence[str] = ()) -> list[ChatMessage]:
-    """LangChain messages as ``{"role", "content"}`` dicts that every chat template accepts.
+    """LangChain messages as chat-template messages.
 
     System messages are gathered into one at the front (with ``system_extra``, for tools and output
-    formats, at its end) and consecutive messages of one role are joined: one leading system turn and
-    alternating roles are what the strictest chat templates accept. Tool calls and tool results are
-    written in Qwen's ``<tool_call>``/``<tool_response>`` form (tool results as user turns), the form the
-    tool instructions ask the models to write (``tools.py``).
+    formats, at its end) and consecutive user or assistant messages are joined (``append_turn``): one
+    leading system turn and alternating roles are what the strictest chat templates accept. An
+    ``AIMessage``'s tool calls become its ``tool_calls`` (name, arguments and id) and a ``ToolMessage`` a
+    ``tool`` turn keeping its ``tool_call_id``, as transformers' chat templates take them.
     """
     if not messages:
         raise InvalidPromptError("ChatMentorCollab needs at least one message; it got an empty list")
@@ -79,37 +81,42 @@ def to_engine_messages(messages: Sequence[BaseMessage], system_extra: Sequence[s
     turns: list[ChatMessage] = []
     for position, message in enumerate(messages):
         kind = type(message).__name__
+        text = content_text(message.content, position, kind)
+        turn: ChatMessage
         if isinstance(message, SystemMessage):
-            system.append(content_text(message.content, position, kind))
+            system.append(text)
             continue
         if isinstance(message, HumanMessage):
-            role, text = "user", content_text(message.content, position, kind)
+            turn = {"role": "user", "content": text}
         elif isinstance(message, AIMessage):
-            text = content_text(message.content, position, kind)
-            calls = [tools.render_tool_call(call["name"], call["args"]) for call in message.tool_calls]
-            role, text = "assistant", "\n".join(part for part in [text.strip(), *calls] if part)
+            turn = {"role": "assistant", "content": text}
+            if message.tool_calls:
+                turn["tool_calls"] = [_template_call(call) for call in message.tool_calls]
         elif isinstance(message, ToolMessage):
-            role, text = "user", tools.render_tool_response(content_text(message.content, position, kind))
+            turn = {"role": "tool", "content": text, "tool_call_id": message.tool_call_id}
         elif isinstance(message, LangChainChatMessage):
             role = {"human": "user", "ai": "assistant"}.get(message.role, message.role)
             if role not in {"system", "user", "assistant", "tool"}:
                 raise UnsupportedContentError(
                     f"message {position} has role {message.role!r}; use system, user (human), assistant (ai) or tool"
                 )
-            text = content_text(message.content, position, kind)
             if role == "system":
                 system.append(text)
                 continue
-            if role == "tool":
-                role, text = "user", tools.render_tool_response(text)
+            turn = {"role": role, "content": text}
         else:
             raise UnsupportedContentError(
                 f"message {position} is a {kind}, which ChatMentorCollab does not know; "
                 "use SystemMessage, HumanMessage, AIMessage or ToolMessage"
             )
-        if turns and turns[-1]["role"] == role:
-            turns[-1] = {"role": role, "content": turns[-1]["content"] + "\n\n" + text}
-        else:
-            turns.append({"role": role, "content": text})
+        append_turn(turns, turn)
     system_text = "\n\n".join(part for part in [*system, *system_extra] if part)
     return ([{"role": "system", "content": system_text}] if system_text else []) + turns
+
+
+def _template_call(call: ToolCall) -> ChatToolCall:
+    """A LangChain tool call as chat templates read one (OpenAI's form, the arguments an object)."""
+    template_call: ChatToolCall = {"type": "function", "function": {"name": call["name"], "arguments": call["args"]}}
+    if call.get("id"):
+        template_call["id"] = call["id"]
+    return template_call

@@ -293,38 +293,30 @@ class ChatMentorCollab(RemoteMentorSettings):
         options = {name: kwargs.get(name) for name in CHAT_NAMES.values()}
         stops = list(stop if stop is not None else self.stop or [])
 
-        extra: list[str] = []
-        prefix = ""
-        grammar: str | None = None  # the answer's format, where a forced call or structured output fixes it
         offered = tooling.openai_tools(kwargs.get("tools") or [])  # bound tools pass again; per-call ones are new
         names = [tooling.tool_name(tool) for tool in offered]
         tool_choice = tooling.normalize_tool_choice(kwargs.get("tool_choice"), names) if offered else None
         if tool_choice == "none":
             offered, names = [], []
-        if offered:
-            extra.append(tooling.tool_choice_instruction(tool_choice))
-            prefix = tooling.forced_prefix(tool_choice, offered)
-            if prefix:
-                stops.append(tooling.TOOL_CALL_CLOSE)
-                grammar = tooling.call_grammar(tool_choice, offered)
-            else:  # left to choose, the model decides between a call and prose at its first word: ask the mentor
-                grammar = tooling.choice_grammar(offered)
-                if options.get("probe_first_word") is None and "probe_first_word" not in self.model_fields_set:
-                    options["probe_first_word"] = True
+        answer_format = tooling.answer_format(tool_choice, offered)
+        instructions = [answer_format.instruction]
         response_format = kwargs.get("response_format")
         if response_format:
-            extra.append(structured.format_instruction(response_format))
-            if not prefix:
-                prefix = structured.format_prefix(response_format)
-                grammar = structured.format_grammar(response_format)
-        options["stop"] = list(dict.fromkeys(stops))
-        engine_messages = to_engine_messages(messages, extra)
-        config = self.collab_config(**options)  # a bad option fails before any model loads
-        generator, mentor = self._backend("generator"), self._backend("mentor")
-        if grammar is not None and takes_grammar(generator):
+            structured_format = structured.answer_format(response_format)
+            instructions.append(structured_format.instruction)
+            if not answer_format.prefix:  # a forced call is the answer; otherwise the answer is the object
+                answer_format = structured_format
+        chosen_by_caller = options.get("probe_first_word") is not None or "probe_first_word" in self.model_fields_set
+        if answer_format.probe_first_word and not chosen_by_caller:
+            options["probe_first_word"] = True
+        options["stop"] = list(dict.fromkeys([*stops, *answer_format.stop]))
+        generator, mentor = self._backend("generator"), self._backend("mentor")  # objects only: nothing loads
+        if answer_format.grammar is not None and takes_grammar(generator):
             # Both models decode under the format's grammar; a generator that cannot (a remote one) still
             # gets the instruction and the started answer, and its answer is validated when read back.
-            config = self.collab_config(**(options | {"grammar": grammar}))
+            options["grammar"] = answer_format.grammar
+        config = self.collab_config(**options)  # a bad option fails before any model loads
+        engine_messages = to_engine_messages(messages, instructions)
         verifier = get_verifier(self.verifier, generator=generator)
         return _Call(
             prompt=Conversation(tuple(engine_messages), tuple(offered)) if offered else engine_messages,
@@ -336,11 +328,11 @@ class ChatMentorCollab(RemoteMentorSettings):
                 generator=self.generator_name,
                 mentor=self.mentor_name,
                 verifier=verifier.name,
-                prefix=prefix,
+                prefix=answer_format.prefix,
                 tool_names=names,
                 parallel_tool_calls=kwargs.get("parallel_tool_calls") is not False,
             ),
-            state=CollabState(text=prefix, emitted=len(prefix)),
+            state=CollabState(text=answer_format.prefix, emitted=len(answer_format.prefix)),
         )
 
     def _generate(

@@ -48,16 +48,16 @@ def format_instruction(response_format: Mapping[str, Any]) -> str:
     raise ConfigError(f"unknown response_format type {response_format.get('type')!r}; use json_schema or json_object")
 
 
-def format_prefix(response_format: Mapping[str, Any]) -> str:
-    """The start the chat model writes into a structured answer: ``{`` and the schema's first required key."""
-    return tools.json_prefix((response_format.get("json_schema") or {}).get("schema"))
-
-
-def format_grammar(response_format: Mapping[str, Any]) -> str:
-    """The grammar of a structured answer: one JSON object of the schema (``json_schema``), or any JSON
-    object (``json_object``), so the answer always parses and has exactly the schema's fields."""
-    schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
-    return json_grammar(schema)
+def answer_format(response_format: Mapping[str, Any]) -> tools.AnswerFormat:
+    """How a structured answer is shaped: the instruction, the start the chat model writes into it (``{`` and
+    the schema's first required key), and the grammar of one JSON object of the schema (``json_schema``) or
+    of any JSON object (``json_object``), so the answer always parses and has exactly the schema's fields."""
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    return tools.AnswerFormat(
+        instruction=format_instruction(response_format),
+        prefix=tools.json_prefix(schema),
+        grammar=json_grammar(schema or {"type": "object"}),
+    )
 
 
 def _schema_name(schema: Any) -> str:

@@ -2,12 +2,16 @@
 
 Qwen's ``<tool_call>`` blocks (``chat.tools`` says how calls are asked for), Llama 3's
 ``<|python_tag|>`` and bare JSON objects (also inside a ```json fence, ``parameters`` for
-``arguments``), and Mistral's ``[TOOL_CALLS]`` (a JSON list, or ``name[ARGS]{...}``). ``call_start``
-says where a call may begin, so a stream holds back only from there.
+``arguments``), Mistral's ``[TOOL_CALLS]`` (a JSON list, or ``name[ARGS]{...}``), and Gemma 3's
+```tool_code fences holding Python calls (``name(arg=value)``, also inside ``print(...)`` or a list).
+``call_start`` says where a call may begin, so a stream holds back only from there. Transformers' own
+``parse_response`` reads an answer by the tokenizer's ``response_schema``, which none of the packaged
+tokenizers carries, so the forms are read here.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Sequence
@@ -25,6 +29,8 @@ _END_TOKENS = ("<|eom_id|>", "<|eot_id|>")
 _TAGGED_CALL = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CALL_CLOSE) + r"|\Z)", re.DOTALL)
 _TO_END_CALLS = re.compile(r"(" + re.escape(PYTHON_TAG) + "|" + re.escape(MISTRAL_TAG) + r")(.*)\Z", re.DOTALL)
 _MISTRAL_NAMED = re.compile(r"\s*([\w.-]+)(?:\[CALL_ID\]\w+)?\[ARGS\]")
+GEMMA_FENCE = "```tool_code"  # Gemma 3: Python calls in a fenced block
+_GEMMA_BLOCK = re.compile(re.escape(GEMMA_FENCE) + r"[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _FENCE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL)
 _JSON_CALL_KEYS = ('"name"', '"type"', '"function"')
 
@@ -107,6 +113,40 @@ def _to_end_calls(tag: str, body: str) -> list[Any]:
     return [item for value in values for item in (value if isinstance(value, list) else [value])]
 
 
+def _python_calls(body: str) -> list[tuple[str, dict[str, Any]] | str]:
+    """The calls in a Gemma ```tool_code block, each ``(name, args)`` or what keeps it from being read.
+
+    Gemma writes Python: ``get_weather(city="Paris")``, one call a line, or wrapped in ``print(...)``, or
+    a list of calls. Arguments must be named, with literal values (``ast.literal_eval``); a positional
+    argument cannot be matched to a parameter here, and an expression would have to be run.
+    """
+    try:
+        statements = ast.parse(body.strip()).body
+    except SyntaxError as error:
+        return [f"not Python calls ({error.msg})"]
+    expressions: list[ast.expr] = []
+    for statement in statements:
+        if not isinstance(statement, ast.Expr):
+            return [f"not a call: {ast.unparse(statement)!r:.60}"]
+        value = statement.value
+        if isinstance(value, ast.Call) and ast.unparse(value.func) == "print" and len(value.args) == 1:
+            value = value.args[0]
+        expressions.extend(value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value])
+    return [_python_call(expression) for expression in expressions]
+
+
+def _python_call(expression: ast.expr) -> tuple[str, dict[str, Any]] | str:
+    if not isinstance(expression, ast.Call):
+        return f"not a call: {ast.unparse(expression)!r:.60}"
+    name = ast.unparse(expression.func)
+    if expression.args or any(keyword.arg is None for keyword in expression.keywords):
+        return f"{name}: arguments must be named (name=value)"
+    try:
+        return name, {str(keyword.arg): ast.literal_eval(keyword.value) for keyword in expression.keywords}
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return f"{name}: an argument's value is not a Python literal"
+
+
 def parse_tool_calls(
     text: str, names: Sequence[str], *, first_only: bool = False
 ) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
@@ -114,11 +154,12 @@ def parse_tool_calls(
 
     Returns the text that is left once the calls are taken out (stripped), the calls whose name is a
     bound tool and whose arguments are a JSON object, and ``invalid_tool_calls`` for marked calls
-    (``<tool_call>``, ``<|python_tag|>``, ``[TOOL_CALLS]``) that are not (bad JSON, unknown tool). An
+    (``<tool_call>``, ``<|python_tag|>``, ``[TOOL_CALLS]``, ```tool_code) that are not (bad JSON or
+    Python, unknown tool). An
     invalid call's ``args`` is its whole block as the model wrote it, tags included: LangChain reads a
     tool-call chunk's ``args`` as JSON, and a block never parses as a call's arguments, so the call
-    stays invalid in a merged stream too. A block cut off by the token limit is read as far as it goes,
-    closing its open brackets. Unmarked JSON counts only where it is a call of a bound tool. With
+    stays invalid in a merged stream too. A JSON block cut off by the token limit is read as far as it
+    goes, closing its open brackets. Unmarked JSON counts only where it is a call of a bound tool. With
     ``first_only`` (``parallel_tool_calls=False``) only the first call the model wrote is read, valid
     or not; the later ones are still taken out of the text.
     """
@@ -126,29 +167,35 @@ def parse_tool_calls(
     invalid: list[InvalidToolCall] = []
     cuts: list[tuple[int, int]] = []
 
-    def read(data: Any, block: str) -> None:
+    def read(call: tuple[str, dict[str, Any]] | str | None, block: str) -> None:
+        """Record one marked call: ``(name, args)``, or what is wrong with it (``None``: not a call's shape)."""
         if first_only and (calls or invalid):
             return
-        call = _as_call(data)
-        if call is not None and call[0] in names:
+        if isinstance(call, tuple) and call[0] in names:
             calls.append(ToolCall(type="tool_call", name=call[0], args=call[1], id=new_tool_call_id()))
             return
-        error = "not a JSON object with a name and arguments" if call is None else f"unknown tool {call[0]!r}"
+        if isinstance(call, tuple):
+            name, error = call[0], f"unknown tool {call[0]!r}"
+        else:
+            name, error = None, call or "not a JSON object with a name and arguments"
         invalid.append(
-            InvalidToolCall(
-                type="invalid_tool_call", name=call[0] if call else None, args=block, id=new_tool_call_id(), error=error
-            )
+            InvalidToolCall(type="invalid_tool_call", name=name, args=block, id=new_tool_call_id(), error=error)
         )
 
     for match in _TAGGED_CALL.finditer(text):
         cuts.append(match.span())
-        read(_partial_object(match.group(1).strip()), match.group(0))
+        read(_as_call(_partial_object(match.group(1).strip())), match.group(0))
+    if not cuts:
+        for match in _GEMMA_BLOCK.finditer(text):
+            cuts.append(match.span())
+            for call in _python_calls(match.group(1)):
+                read(call, match.group(0))
     if not cuts:
         to_end = _TO_END_CALLS.search(text)
         if to_end:
             cuts.append(to_end.span())
             for data in _to_end_calls(to_end.group(1), to_end.group(2)):
-                read(data, to_end.group(0))
+                read(_as_call(data), to_end.group(0))
 
     if not cuts:  # no marked calls: look for bare JSON calls, alone or in a list (also in ```json fences)
         for start, end, value in _json_values(text):
@@ -182,7 +229,7 @@ def _may_begin_call(text: str) -> bool:
             return True
     if text.startswith("```"):
         after = text[3:]
-        if "json".startswith(after):
+        if "json".startswith(after) or after.startswith("tool_code") or "tool_code".startswith(after):
             return True
         after = after.removeprefix("json").lstrip()
         return not after or _json_call_start(after)

@@ -8,11 +8,13 @@ else as Qwen's own written instruction (``backends.prompts``). A model calls a t
     {"name": "calculator", "arguments": {"expression": "2 + 3"}}
     </tool_call>
 
-which ``chat.tool_calls`` reads back, with the forms other model families write. A forced call starts the
+which ``chat.tool_calls`` reads back, with the forms other model families write. ``answer_format`` decides
+how an answer with tools is shaped, for the chat model and the graph alike: a forced call starts the
 answer itself (``forced_prefix``) and decodes under the call's grammar (``call_grammar``); an answer
-left to choose decodes under calls-or-prose (``choice_grammar``). A tool call in the history (an
-``AIMessage`` with ``tool_calls``) is written in the same form, and a tool's result as a user turn in
-``<tool_response>`` tags, which is exactly how Qwen's template renders the ``tool`` role.
+left to choose decodes under calls-or-prose (``choice_grammar``) and has its first word probed. A tool
+history (an ``AIMessage`` with ``tool_calls``, a ``ToolMessage``) goes to each model's chat template as
+native tool turns (``chat.messages``), written in the same ``<tool_call>`` form where a template does not
+take them.
 """
 
 from __future__ import annotations
@@ -20,16 +22,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from mentorcollab_langchain.backends.grammar import json_grammar, json_rule, literals
+from mentorcollab_langchain.backends.prompts import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from mentorcollab_langchain.errors import InvalidToolError
-
-TOOL_CALL_OPEN = "<tool_call>"
-TOOL_CALL_CLOSE = "</tool_call>"
-# Tokens that end a Llama message; a server or a template may leave them in the text.
 
 REQUIRED_INSTRUCTION = "You must call one of these functions now."
 NAMED_INSTRUCTION = "You must call the function {name} now."
@@ -184,6 +184,47 @@ def langchain_reason(error: BaseException) -> str:
     return (paragraphs[-1] if paragraphs else type(error).__name__).rstrip(".")
 
 
+@dataclass(frozen=True)
+class AnswerFormat:
+    """How an answer is shaped before any model runs, decided once for the chat model and the graph alike.
+
+    ``instruction`` is added to the system message, ``prefix`` starts the answer (the models continue
+    from it), both models decode under ``grammar`` where the generator can, the answer ends at a ``stop``
+    string, and ``probe_first_word`` asks the mentor at the first word, where a model left to choose
+    decides between a call and prose.
+    """
+
+    instruction: str = ""
+    prefix: str = ""
+    grammar: str | None = None
+    stop: tuple[str, ...] = ()
+    probe_first_word: bool = False
+
+
+FREE_ANSWER = AnswerFormat()
+
+
+def answer_format(tool_choice: str | None, offered: Sequence[Mapping[str, Any]]) -> AnswerFormat:
+    """The format of an answer offered ``offered`` tools (OpenAI's format) under a normalized ``tool_choice``.
+
+    A forced call (``required`` or a tool's name) asks for itself, is started in the answer
+    (``forced_prefix``), decodes under its call's grammar and ends at ``</tool_call>``; an answer left to
+    choose (``auto``) decodes under calls-or-prose and has its first word probed; with no tools offered,
+    or ``none``, the answer is free.
+    """
+    if not offered or tool_choice == "none":
+        return FREE_ANSWER
+    prefix = forced_prefix(tool_choice, offered)
+    if not prefix:
+        return AnswerFormat(grammar=choice_grammar(offered), probe_first_word=True)
+    return AnswerFormat(
+        instruction=tool_choice_instruction(tool_choice),
+        prefix=prefix,
+        grammar=call_grammar(tool_choice, offered),
+        stop=(TOOL_CALL_CLOSE,),
+    )
+
+
 def tool_choice_instruction(tool_choice: str | None) -> str:
     """The system-message sentence that asks for a tool call, or "" when the model may choose."""
     if tool_choice == "required":
@@ -300,16 +341,6 @@ def normalize_tool_choice(tool_choice: Any, names: Sequence[str]) -> str | None:
             f"tool_choice {tool_choice!r} is not one of the bound tools: {', '.join(names) or 'none'}"
         )
     return tool_choice
-
-
-def render_tool_call(name: str, args: Mapping[str, Any]) -> str:
-    """A tool call from the history, written as the model itself would write it."""
-    call = json.dumps({"name": name, "arguments": dict(args)}, ensure_ascii=False)
-    return TOOL_CALL_OPEN + "\n" + call + "\n" + TOOL_CALL_CLOSE
-
-
-def render_tool_response(content: str) -> str:
-    return "<tool_response>\n" + content + "\n</tool_response>"
 
 
 def new_tool_call_id() -> str:

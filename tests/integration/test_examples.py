@@ -95,7 +95,8 @@ def test_agent_calls_the_calculator_and_answers(agent: ModuleType) -> None:
     assert report.rstrip().endswith("'The answer is 395 .'")
     second_prompt = generator.prompts[1]
     assert isinstance(second_prompt, Conversation)  # the agent keeps offering the tool, with the prompt
-    assert second_prompt.messages[-1] == {"role": "user", "content": "<tool_response>\n395\n</tool_response>"}
+    call_id = second_prompt.messages[-2]["tool_calls"][0]["id"]
+    assert second_prompt.messages[-1] == {"role": "tool", "content": "395", "tool_call_id": call_id}
     assert [tool["function"]["name"] for tool in second_prompt.tools] == ["calculator"]
 
 

@@ -68,3 +68,25 @@ def test_the_profiles_context_is_the_real_generators_limit() -> None:
     assert len(generator.prompt_ids([{"role": "user", "content": prompt}])) > context
     with pytest.raises(ContextOverflowError, match=str(context)):
         model.invoke(prompt)
+
+
+def test_a_tool_history_reaches_the_real_models_through_their_templates() -> None:
+    """After a tool has run, the pair answers from its result, which nothing else in the conversation says:
+    SmolLM2 reads it in a ``tool`` turn of its template, the Qwen mentor in its template's tool response
+    (tests/unit/backends/test_prompts.py shows both renderings)."""
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        return "Sunny, 21 degrees"
+
+    model = ChatMentorCollab(generator="smollm2-135m-instruct", mentor="qwen2.5-coder-1.5b-instruct", max_tokens=24)
+    history = [
+        HumanMessage("What is the weather in Paris?"),
+        AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call_7"}]),
+        ToolMessage("Sunny, 21 degrees", tool_call_id="call_7"),
+    ]
+    # The tools stay bound, as in an agent's loop; "none" asks for the final answer.
+    answer = model.bind_tools([get_weather], tool_choice="none").invoke(history)
+    assert answer.tool_calls == [] and "21 degrees" in str(answer.content)
+    assert answer.usage_metadata["input_token_details"]["mentor_read"] > 0

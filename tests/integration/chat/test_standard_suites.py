@@ -24,7 +24,8 @@ from langchain_core.outputs import LLMResult
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from mentorcollab_langchain import ChatMentorCollab, StructuredOutputError
+from mentorcollab_langchain import ChatMentorCollab
+from mentorcollab_langchain.models.registry import DEFAULT_MENTOR
 
 pytestmark = pytest.mark.allow_skip(reason="the suites skip what the capability flags say the class lacks")
 
@@ -48,12 +49,18 @@ NO_UNFORCED_TOOL_CALL = (
     "(forced calls pass: test_tool_calling; the default Qwen mentor opens the call: "
     "tests/integration/test_examples.py)"
 )
-NO_PUNCHLINE = (
-    "SmolLM2-135M's JSON joke has no punchline: under the schema's grammar it can write only setup and then "
-    "punchline, but inside the setup string it repeats one phrase until the token limit (the typeddict and "
-    "json_schema forms of the same request pass). Any text is a valid string, so no grammar can end the loop "
-    "short of writing the punchline for the model; StructuredOutputError names the missing field"
-)
+# Structured output runs with the default mentor. With this pair's Gemma-3-270M base mentor, SmolLM2 loops
+# inside the pydantic joke's setup string until the 32-token limit ('{"setup": "I'm a cat, I'm a cat, I'm
+# a cat, ...'); the mentor, probed there, offers the way out ('joke", "punchline": "cat') and the verifier
+# declines it at a score of 0.49. No grammar can end that loop: the schema gives the string no maxLength,
+# any text is a valid string, and the repetition guard (one step three times in a row) neither sees a
+# three-word cycle nor, stopping the answer, writes the punchline. The default Qwen mentor, probed at the
+# same word, offers 'Why did the cat cross the road?",' and is adopted (score 0.81): the method ends the
+# loop, as it is meant to.
+STRUCTURED_OUTPUT_TESTS = frozenset({"test_structured_output", "test_structured_output_async"})
+STRUCTURED_OUTPUT_PAIR = FAST_REAL_PAIR | {"mentor": DEFAULT_MENTOR}
+
+
 class DocumentedFailure(Exception):
     """The standard test failed exactly as its xfail reason says."""
 
@@ -102,16 +109,6 @@ def answered_in_prose(answers: list[BaseMessage]) -> Callable[[Exception], bool]
     return documented
 
 
-def structured_output_error(*fragments: str) -> Callable[[Exception], bool]:
-    """A StructuredOutputError whose validation message (before the raw answer) holds every fragment."""
-
-    def documented(error: Exception) -> bool:
-        message = str(error).split("Raw answer:")[0]
-        return isinstance(error, StructuredOutputError) and all(fragment in message for fragment in fragments)
-
-    return documented
-
-
 class TestChatMentorCollabUnit(ChatModelUnitTests):
     @property
     def chat_model_class(self) -> type[BaseChatModel]:
@@ -153,28 +150,13 @@ class TestChatMentorCollabIntegration(ChatModelIntegrationTests):
     def has_tool_choice(self) -> bool:
         return True
 
-    # The suite's base test runs three schema types; an override must be an xfail as a whole
-    # (test_no_overrides_DO_NOT_OVERRIDE), so the failing pydantic one is overridden alone and the types
-    # that pass under the schema's grammar run as their own tests below.
-    @documented_failure(NO_PUNCHLINE)
-    @pytest.mark.parametrize("schema_type", ["pydantic"])
-    def test_structured_output(self, model: BaseChatModel, schema_type: Any) -> None:
-        with failing_as_documented(NO_PUNCHLINE, structured_output_error("punchline")):
-            super().test_structured_output(model, schema_type)
-
-    @documented_failure(NO_PUNCHLINE)
-    @pytest.mark.parametrize("schema_type", ["pydantic"])
-    async def test_structured_output_async(self, model: BaseChatModel, schema_type: Any) -> None:
-        with failing_as_documented(NO_PUNCHLINE, structured_output_error("punchline")):
-            await super().test_structured_output_async(model, schema_type)
-
-    @pytest.mark.parametrize("schema_type", ["typeddict", "json_schema"])
-    def test_structured_output_passing_types(self, model: BaseChatModel, schema_type: Any) -> None:
-        super().test_structured_output(model, schema_type)
-
-    @pytest.mark.parametrize("schema_type", ["typeddict", "json_schema"])
-    async def test_structured_output_passing_types_async(self, model: BaseChatModel, schema_type: Any) -> None:
-        await super().test_structured_output_async(model, schema_type)
+    @pytest.fixture
+    def model(self, request: Any) -> BaseChatModel:
+        """The suite's model, with the default mentor for the structured-output tests (see
+        ``STRUCTURED_OUTPUT_PAIR``)."""
+        params = STRUCTURED_OUTPUT_PAIR if request.node.originalname in STRUCTURED_OUTPUT_TESTS else FAST_REAL_PAIR
+        extra = getattr(request, "param", None) or {}
+        return self.chat_model_class(**(self.standard_chat_model_params | params | extra))
 
     @documented_failure(NO_UNFORCED_TOOL_CALL)
     @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)

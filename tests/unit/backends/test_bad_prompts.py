@@ -17,6 +17,12 @@ BAD_PROMPTS = [
     ([{"role": "user", "content": ["a", "list"]}], "content must be text, got list"),
     ([{"content": "no role"}], "message 0 is not a"),
     (42, "a prompt is a string or a list of messages, got int"),
+    ([{"role": "assistant", "content": "", "tool_calls": "f(3)"}], "tool_calls must be a list"),
+    (
+        [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": '{"x": 3}'}}]}],
+        "tool call 0 is not",
+    ),
+    ([{"role": "tool", "content": "5", "tool_call_id": 7}], "tool_call_id must be text, got int"),
 ]
 
 

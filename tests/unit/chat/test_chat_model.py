@@ -220,8 +220,15 @@ def test_messages_render_roles_merge_and_tool_turns() -> None:
     assert generator.prompts[-1] == [
         {"role": "system", "content": "Be brief.\n\nAnswer in words."},
         {"role": "user", "content": "What is 1 + 2?\n\nUse the tool."},
-        {"role": "assistant", "content": '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'},
-        {"role": "user", "content": "<tool_response>\n3\n</tool_response>\n\nAnd in words?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}
+            ],
+        },
+        {"role": "tool", "content": "3", "tool_call_id": "c1"},
+        {"role": "user", "content": "And in words?"},
     ]
 
 

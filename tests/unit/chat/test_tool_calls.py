@@ -126,8 +126,13 @@ def test_an_answer_to_both_calls_goes_back_to_the_models_as_both_calls_and_both_
     ]
     answer = bound.invoke(history)
     assert answer.content == "It is 42 and sunny." and answer.tool_calls == []
-    turns = follow_up.generator.prompts[-1].messages
-    assert [turn["role"] for turn in turns] == ["user", "assistant", "user"]  # the tools go with the prompt
-    assert turns[1]["content"] == "I will check both.\n" + block("calculator", '{"expression": "2 * 21"}') + "\n" + \
-        block("weather", '{"city": "Paris"}')
-    assert turns[2]["content"] == "<tool_response>\n42\n</tool_response>\n\n<tool_response>\nsunny\n</tool_response>"
+    turns = follow_up.generator.prompts[-1].messages  # the tools go with the prompt
+    assert [turn["role"] for turn in turns] == ["user", "assistant", "tool", "tool"]
+    assert turns[1]["content"] == "I will check both."
+    assert [(call["id"], call["function"]) for call in turns[1]["tool_calls"]] == [
+        (first.tool_calls[0]["id"], {"name": "calculator", "arguments": {"expression": "2 * 21"}}),
+        (first.tool_calls[1]["id"], {"name": "weather", "arguments": {"city": "Paris"}}),
+    ]
+    assert [(turn["tool_call_id"], turn["content"]) for turn in turns[2:]] == [
+        (first.tool_calls[0]["id"], "42"), (first.tool_calls[1]["id"], "sunny")
+    ]

@@ -79,7 +79,8 @@ def test_markup_that_is_not_a_call_is_released_before_the_end() -> None:
 @pytest.mark.parametrize(
     ("text", "start"),
     [("Hello there", None), ("a <b> c", None), ("x {y}", None), ("so <tool", 3), ('so {"na', 3),
-     ("```", 0), ("```python", None), ("[TOOL_CA", 0), ("<|python", 0), ("see [1]", None)],
+     ("```", 0), ("```python", None), ("[TOOL_CA", 0), ("<|python", 0), ("see [1]", None), ("ok ```tool_co", 3),
+     ("```tool_code\nweather(", 0)],
 )
 def test_where_a_call_may_begin(text: str, start: int | None) -> None:
     assert call_start(text) == start
@@ -110,6 +111,14 @@ NAMES = ["weather", "calculator"]
         # OpenAI's wrapped form, arguments as a JSON string.
         ('{"type": "function", "function": {"name": "weather", "arguments": "{\\"city\\": \\"Nice\\"}"}}',
          [("weather", {"city": "Nice"})], ""),
+        # Gemma 3: Python calls in a tool_code fence, alone, in print(...), a list, or one a line.
+        ('```tool_code\nweather(city="Paris", days=3)\n```', [("weather", {"city": "Paris", "days": 3})], ""),
+        ("I'll look that up.\n```tool_code\nprint(weather(city='London'))\n```\n", [("weather", {"city": "London"})],
+         "I'll look that up."),
+        ('```tool_code\n[weather(city="Rome"), calculator(expression="2*3")]\n```',
+         [("weather", {"city": "Rome"}), ("calculator", {"expression": "2*3"})], ""),
+        ('```tool_code\nweather(city="Oslo", units=["C", "F"])\ncalculator(expression="1+1")\n```',
+         [("weather", {"city": "Oslo", "units": ["C", "F"]}), ("calculator", {"expression": "1+1"})], ""),
     ],
 )
 def test_tool_call_formats_of_other_families(answer: str, expected: list[tuple[str, dict]], content: str) -> None:
@@ -123,6 +132,28 @@ def test_a_marked_call_of_an_unknown_tool_is_invalid_and_keeps_its_text() -> Non
         text, calls, invalid = parse_tool_calls(answer, NAMES)
         assert calls == [] and text == ""
         assert invalid[0]["name"] == "search" and invalid[0]["args"] == answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "name", "error"),
+    [
+        ('```tool_code\nweather("Paris")\n```', None, "weather: arguments must be named"),
+        ('```tool_code\nweather(city=find_city())\n```', None, "not a Python literal"),
+        ('```tool_code\nsearch(query="x")\n```', "search", "unknown tool 'search'"),
+        ('```tool_code\nweather(city="Pa', None, "not Python calls"),  # cut off by the token limit
+    ],
+)
+def test_a_gemma_block_that_is_not_a_call_of_a_bound_tool_is_invalid(answer: str, name: str | None, error: str) -> None:
+    text, calls, invalid = parse_tool_calls(answer, NAMES)
+    assert calls == [] and text == "" and len(invalid) == 1
+    assert invalid[0]["name"] == name and error in invalid[0]["error"] and invalid[0]["args"] == answer
+
+
+def test_a_gemma_call_streams_held_and_ends_as_a_tool_call() -> None:
+    model, _ = scripted('Checking . ```tool_code\nweather(city="Paris")\n```')
+    chunks = list(model.bind_tools([weather]).stream("Weather in Paris?"))
+    assert "".join(chunk.text for chunk in chunks) == "Checking ."
+    assert [call["args"] for call in merged(chunks).tool_calls] == [{"city": "Paris"}]
 
 
 def test_a_llama_call_streams_held_and_ends_as_a_tool_call() -> None:

@@ -46,7 +46,7 @@ class TurnsBackend:
     def open(self, prompt: Any, style: str = "chat", sampling: Sampling = GREEDY) -> Any:
         self.prompts.append(prompt)
         messages = prompt.messages if isinstance(prompt, Conversation) else prompt
-        answered = any("<tool_response>" in message["content"] for message in messages)
+        answered = any(message["role"] == "tool" for message in messages)
         return self.turns[answered].open(prompt, style, sampling)
 
 
@@ -141,3 +141,32 @@ def test_an_answer_offered_tools_reaches_the_messages_stream_once_with_its_calls
         if isinstance(message, AIMessage)
     ]
     assert [bool(message.tool_calls) for message in streamed] == [True, False]
+
+
+@pytest.mark.parametrize("choice", ["auto", "multiply", "required", "none"])
+def test_the_graph_shapes_each_answer_as_the_chat_model_does(choice: str) -> None:
+    """One decision (``chat.tools.answer_format``) shapes both: the same prompt, grammar, forced start and
+    first-word probe for every ``tool_choice``."""
+
+    @tool
+    def multiply(a: int, b: int) -> int:
+        """Multiply two integers."""
+        return a * b
+
+    def pair() -> tuple[ScriptedBackend, ScriptedBackend]:
+        return ScriptedBackend("The answer is 391 .", name="gen"), ScriptedBackend("It is 391 .", name="men")
+
+    messages = [HumanMessage(QUESTION)]
+    graph_models, chat_models = pair(), pair()
+    graph = build_mentorcollab_graph(*graph_models, config=CollabConfig(probe_rate=0.0, max_new_tokens=16),
+                                     verifier="never-mentor", tools=[multiply])
+    graph_answer = graph.invoke({"messages": messages, "tool_choice": choice})["answer"]
+    chat = ChatMentorCollab(generator=chat_models[0], mentor=chat_models[1], verifier="never-mentor",
+                            probe_rate=0.0, max_tokens=16)
+    chat_answer = chat.bind_tools([multiply], tool_choice=choice).invoke(messages)
+    assert graph_models[0].prompts == chat_models[0].prompts
+    assert graph_models[0].grammars == chat_models[0].grammars and graph_models[1].grammars == chat_models[1].grammars
+    assert (graph_models[0].grammars[0] is None) == (choice == "none")
+    graph_record, chat_record = (answer.response_metadata["mentorcollab"] for answer in (graph_answer, chat_answer))
+    assert graph_record["text"] == chat_record["text"] and graph_record["prefix"] == chat_record["prefix"]
+    assert graph_record["stats"]["probes"] == chat_record["stats"]["probes"] == (choice == "auto")
