@@ -30,23 +30,31 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from mentorcollab_langchain.backends.base import Backend, ReadsPrompt
+from mentorcollab_langchain.backends.base import Backend, Prompt, PromptStyle, ReadsPrompt
 from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, Probed, collaborate
-from mentorcollab_langchain.evals.prompts import BuiltPrompt
-
-Report = Callable[[str], None]
 
 
-def _silent(message: str) -> None:
-    pass
+class BenchPrompt(Protocol):
+    """A prompt with the style it is rendered in and the stop strings that end its answer (an eval's
+    ``BuiltPrompt`` is one)."""
+
+    @property
+    def prompt(self) -> Prompt: ...
+
+    @property
+    def style(self) -> PromptStyle: ...
+
+    @property
+    def stop(self) -> tuple[str, ...]: ...
 
 
 # -- the machine -------------------------------------------------------------------------------
@@ -140,7 +148,7 @@ class AloneRow:
 
 
 def measure_alone(
-    label: str, backend: Backend, prompts: Sequence[BuiltPrompt], config: CollabConfig, weight_bytes: int | None
+    label: str, backend: Backend, prompts: Sequence[BenchPrompt], config: CollabConfig, weight_bytes: int | None
 ) -> AloneRow:
     """The model reads each prompt, then writes its answer word by word (module docstring)."""
     read_tokens = written_tokens = 0
@@ -199,7 +207,7 @@ class CollabRow:
                 + mentor.read_cost * self.mentor_read + mentor.write_cost * self.mentor_written)
 
 
-def run_prompt(generator: Backend, mentor: Backend, prompt: BuiltPrompt, config: CollabConfig) -> CollabState:
+def run_prompt(generator: Backend, mentor: Backend, prompt: BenchPrompt, config: CollabConfig) -> CollabState:
     """One collaboration on ``prompt``, in its prompt style and with its stop strings."""
     state = CollabState()
     settings = config.model_copy(update={"prompt_style": prompt.style, "stop": prompt.stop})
@@ -209,7 +217,7 @@ def run_prompt(generator: Backend, mentor: Backend, prompt: BuiltPrompt, config:
 
 
 def measure_collab(
-    label: str, generator: Backend, mentor: Backend, prompts: Sequence[BuiltPrompt], config: CollabConfig
+    label: str, generator: Backend, mentor: Backend, prompts: Sequence[BenchPrompt], config: CollabConfig
 ) -> CollabRow:
     began = time.perf_counter()
     states = [run_prompt(generator, mentor, prompt, config) for prompt in prompts]
@@ -244,10 +252,10 @@ class ConcurrencyRow:
 
 
 def measure_concurrency(
-    generator: Backend, mentor: Backend, prompts: Sequence[BuiltPrompt], config: CollabConfig
+    generator: Backend, mentor: Backend, prompts: Sequence[BenchPrompt], config: CollabConfig
 ) -> ConcurrencyRow:
     """The prompts run one at a time, then all at once on as many threads."""
-    def run(prompt: BuiltPrompt) -> CollabState:
+    def run(prompt: BenchPrompt) -> CollabState:
         return run_prompt(generator, mentor, prompt, config)
 
     began = time.perf_counter()
@@ -269,18 +277,6 @@ def measure_concurrency(
 # -- the first probe ---------------------------------------------------------------------------
 
 
-def long_fewshot_prompt() -> BuiltPrompt:
-    """A few-shot prompt of some 1,400 tokens, as long as a small RAG context: the MATH500 worked examples,
-    then the GSM8K few-shot prompt of the first question (each alone is about 700 tokens)."""
-    from mentorcollab_langchain.evals.data import load_questions
-    from mentorcollab_langchain.evals.prompts import build_prompt
-
-    gsm8k = build_prompt(load_questions("gsm8k", limit=1)[0], "fewshot")
-    math = load_questions("math500", limit=1)[0].fewshot
-    examples = math[: math.rindex("Problem:")]  # its worked examples, without its own question
-    return BuiltPrompt(examples + str(gsm8k.prompt), gsm8k.style, gsm8k.stop)
-
-
 @dataclass(frozen=True)
 class FirstProbe:
     """How long the engine waited in its first mentor call, after how many words and seconds of the run."""
@@ -291,7 +287,7 @@ class FirstProbe:
 
 
 def measure_first_probe(
-    generator: Backend, mentor: Backend, prompt: BuiltPrompt, config: CollabConfig
+    generator: Backend, mentor: Backend, prompt: BenchPrompt, config: CollabConfig
 ) -> FirstProbe | None:
     """Run until the first probe (None if the answer ended before one) and stop there."""
     state = CollabState()

@@ -40,7 +40,7 @@ from mentorcollab_langchain.errors import BackendError, ContextTooLongError, Inv
 
 # Tokens per step when a cursor reads its prompt ahead (``read_prompt``): between steps it looks whether
 # the run was closed, so closing waits at most one step, and one step is still a large, efficient batch.
-READ_PROMPT_STEP_TOKENS = 128
+READ_PROMPT_STEP_TOKENS = 64
 
 
 class LocalModel(Protocol):

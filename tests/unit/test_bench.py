@@ -1,5 +1,5 @@
 """The benchmark's accounting, cost model and table, on scripted models whose work is known exactly (its
-figures come from real runs of ``mentorcollab bench``; ``tests/integration/test_bench.py`` runs it)."""
+figures come from real runs of ``mentorcollab bench``, which ``tests/unit/cli/test_commands.py`` makes)."""
 
 from __future__ import annotations
 

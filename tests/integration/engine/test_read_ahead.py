@@ -31,9 +31,9 @@ def test_greedy_answers_are_the_same_with_and_without_read_ahead() -> None:
     ahead, cold = runs[True], runs[False]
     assert ahead.stats.probes >= 2 and ahead.stats.mentor_tokens_read > 700  # the mentor took part, and read
     assert ahead.text == cold.text and ahead.spans == cold.spans
-    # The verifier's scores are compared up to llama.cpp's batch noise: the prompt read in steps of 128
-    # tokens, or in one go with the response, puts the same tokens in different batches, whose quantized
-    # products differ in the last digits (see tests/integration/backends/test_llama_cpp_backend.py).
+    # The verifier's scores are compared up to llama.cpp's batch noise: the prompt read ahead in steps, or
+    # in one go with the response, puts the same tokens in different batches, whose quantized products
+    # differ in the last digits (see tests/integration/backends/test_llama_cpp_backend.py).
     assert [_choices(decision) for decision in ahead.decisions] == [_choices(decision) for decision in cold.decisions]
     for with_, without in zip(ahead.decisions, cold.decisions, strict=True):
         assert with_.score == pytest.approx(without.score, abs=0.05)
