@@ -1,83 +1,368 @@
-"""Speed benchmark: every case measured in one run, on the same prompts, so the ratios compare.
+"""Speed benchmark: the whole story in one run and one table, every figure measured in the same process.
 
-Machines here are shared and noisy, so absolute tokens/s drift from run to run; the ratios to the
-generator alone, measured minutes apart in the same process, are the figures to read.
+What each row measures:
+
+- **a model alone** on one backend: per prompt, its cursor reads the prompt (``read_prompt``: the
+  *read* cost per token, prefill) and then writes word after word, as the engine's generator does,
+  until the end of its answer, a stop string or ``max_new_tokens`` (the *write* cost per token, decode).
+  Its tok/s is the writing rate. Its share of the **memory-bandwidth limit** is weight bytes × tok/s ÷
+  the bandwidth this bench measures itself (``measure_bandwidth``, a numpy copy of a large array): on a
+  CPU each written token reads every weight once, so that bandwidth caps the writing rate.
+- **MentorCollab**, at the engine's default settings, and its **cost-model ratio**: measured wall time
+  ÷ what the two models alone would take for the same work, each at its own per-token costs from its
+  alone row on the same backend: generator (read × tokens it read + write × tokens it wrote) + mentor
+  (read × tokens it read + write × tokens it wrote), with the token counts from the run's own stats. Above
+  1 is overhead (Python, word steps, rollbacks, reading in small batches, which costs more per token
+  than a prompt read in one go); below 1 is work done at the same time (the mentor reading the prompt
+  ahead while the generator writes).
+- **N requests at once** (threads calling ``run_collaboration`` on the shared backends, as
+  ``ChatMentorCollab.batch`` does) against the same N run one at a time, with whether their answers
+  were the same.
+- **the first probe's latency**, with and without the mentor reading its prompt ahead, on a long
+  few-shot prompt: the time the engine spends inside its first mentor call (``stats.seconds["probe"]``
+  at the first probe), which is what the request waits for.
+
+Machines here are shared and noisy, so the header gives the date, the CPU, its cores and the load.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
 
-from mentorcollab_langchain.backends.base import Backend
-from mentorcollab_langchain.engine import CollabConfig, run_collaboration
+import numpy as np
 
-BENCH_PROMPTS = (
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?",
-    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
-    "How much did she earn?",
-)
+from mentorcollab_langchain.backends.base import Backend, Prompt, PromptStyle, ReadsPrompt
+from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, Probed, collaborate
+
+
+class BenchPrompt(Protocol):
+    """A prompt with the style it is rendered in and the stop strings that end its answer (an eval's
+    ``BuiltPrompt`` is one)."""
+
+    @property
+    def prompt(self) -> Prompt: ...
+
+    @property
+    def style(self) -> PromptStyle: ...
+
+    @property
+    def stop(self) -> tuple[str, ...]: ...
+
+
+# -- the machine -------------------------------------------------------------------------------
+
+
+def measure_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
+    """Memory bandwidth in GB/s, counting the bytes read and the bytes written: the fastest of ``repeats``
+    copies of an array far larger than any cache, split across one thread per core (numpy copies without
+    the GIL), since one core alone does not saturate memory and llama.cpp decodes on every core."""
+    source = np.ones(megabytes * 2**20 // 8)
+    target = np.empty_like(source)
+    parts = np.array_split(np.arange(len(source)), _cores())
+    bounds = [(part[0], part[-1] + 1) for part in parts if len(part)]
+
+    def copy(bound: tuple[int, int]) -> None:
+        np.copyto(target[bound[0] : bound[1]], source[bound[0] : bound[1]])
+
+    fastest = float("inf")
+    with ThreadPoolExecutor(max_workers=len(bounds)) as pool:
+        for _ in range(repeats):
+            began = time.perf_counter()
+            list(pool.map(copy, bounds))
+            fastest = min(fastest, time.perf_counter() - began)
+    return 2 * source.nbytes / fastest / 1e9
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def describe_machine(bandwidth: float) -> str:
+    """The date, the CPU, its cores, the load and the measured bandwidth, for the table's header."""
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{date}; {cpu}, {_cores()} cores{load}; measured memory bandwidth {bandwidth:.1f} GB/s"
+
+
+def describe_settings(config: CollabConfig) -> str:
+    """The run's settings, as the engine's defaults and what differs from them."""
+    defaults = CollabConfig()
+    changed = [f"{name}={value}" for name, value in config if value != getattr(defaults, name)]
+    return "the engine's defaults" + (f" but {', '.join(changed)}" if changed else "")
+
+
+# -- a model alone -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class BenchCase:
-    """One row of the benchmark: a label, the two backends it runs, and its probe rate (0: no mentor)."""
+class AloneRow:
+    """One model alone on one backend: what it read and wrote, and how long each took."""
 
     label: str
-    generator: Backend
-    mentor: Backend
-    probe_rate: float
+    weight_bytes: int | None
+    read_tokens: int
+    read_seconds: float
+    written_tokens: int
+    write_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.read_seconds + self.write_seconds
+
+    @property
+    def read_cost(self) -> float:
+        """Seconds per token read (prefill)."""
+        return self.read_seconds / self.read_tokens if self.read_tokens else 0.0
+
+    @property
+    def write_cost(self) -> float:
+        """Seconds per token written (decode)."""
+        return self.write_seconds / self.written_tokens if self.written_tokens else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.written_tokens / self.write_seconds if self.write_seconds else 0.0
+
+    def bandwidth_share(self, bandwidth: float) -> float | None:
+        """Weight bytes read per second of writing, as a share of ``bandwidth`` (GB/s)."""
+        if self.weight_bytes is None or not bandwidth:
+            return None
+        return self.weight_bytes * self.tokens_per_second / (bandwidth * 1e9)
+
+
+def measure_alone(
+    label: str, backend: Backend, prompts: Sequence[BenchPrompt], config: CollabConfig, weight_bytes: int | None
+) -> AloneRow:
+    """The model reads each prompt, then writes its answer word by word (module docstring)."""
+    read_tokens = written_tokens = 0
+    read_seconds = write_seconds = 0.0
+    for prompt in prompts:
+        cursor = backend.open(prompt.prompt, prompt.style, config.sampling)
+        try:
+            began = time.perf_counter()
+            if isinstance(cursor, ReadsPrompt):
+                cursor.read_prompt(threading.Event())
+            read_seconds += time.perf_counter() - began
+            read_tokens += cursor.tokens_read
+            began = time.perf_counter()
+            written_tokens += _write_alone(cursor, prompt.stop, config)
+            write_seconds += time.perf_counter() - began
+        finally:
+            cursor.close()
+    return AloneRow(label, weight_bytes, read_tokens, read_seconds, written_tokens, write_seconds)
+
+
+def _write_alone(cursor: object, stop: Sequence[str], config: CollabConfig) -> int:
+    """Write words until the answer ends; the tokens generated."""
+    text, written = "", 0
+    while written < config.max_new_tokens:
+        piece = cursor.next_word(text, min(config.max_word_tokens, config.max_new_tokens - written))  # type: ignore[attr-defined]
+        text += piece.text
+        written += piece.cost
+        if piece.eos or not piece.tokens or any(marker in text for marker in stop):
+            break
+    return written
+
+
+# -- MentorCollab ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Row:
+class CollabRow:
+    """MentorCollab over the prompts: wall time, the answer's tokens and each model's reading and writing."""
+
     label: str
-    tokens: int
     seconds: float
-    mentor_share: float
-    mentor_tokens_generated: int
+    tokens: int
+    generator_read: int
+    generator_written: int
+    mentor_read: int
+    mentor_written: int
+    probes: int
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
 
-
-def measure(
-    cases: Sequence[BenchCase],
-    prompts: Sequence[str],
-    config: CollabConfig,
-    report: Callable[[str], None] = lambda message: None,
-) -> list[Row]:
-    rows = []
-    for case in cases:
-        report(f"measuring {case.label}")
-        case_config = config.model_copy(update={"probe_rate": case.probe_rate})
-        warm_up = case_config.model_copy(update={"max_new_tokens": 4})
-        run_collaboration(prompts[0], case.generator, case.mentor, config=warm_up)
-        tokens = mentor_committed = mentor_generated = 0
-        began = time.perf_counter()
-        for prompt in prompts:
-            state = run_collaboration(prompt, case.generator, case.mentor, config=case_config)
-            tokens += state.stats.tokens_committed
-            mentor_committed += state.stats.mentor_tokens_committed
-            mentor_generated += state.stats.mentor_tokens_generated
-        seconds = time.perf_counter() - began
-        rows.append(Row(case.label, tokens, seconds, mentor_committed / tokens if tokens else 0.0, mentor_generated))
-    return rows
+    def predicted_seconds(self, generator: AloneRow, mentor: AloneRow) -> float:
+        """The cost model: each model's reading and writing at its per-token costs when alone."""
+        return (generator.read_cost * self.generator_read + generator.write_cost * self.generator_written
+                + mentor.read_cost * self.mentor_read + mentor.write_cost * self.mentor_written)
 
 
-def format_table(rows: Sequence[Row]) -> str:
-    baseline = rows[0].tokens_per_second or 1.0
-    width = max(len(row.label) for row in rows)
-    lines = [
-        f"{'setup':{width}} {'tokens':>7} {'seconds':>8} {'tok/s':>7} {'vs first':>9} "
-        f"{'mentor share':>13} {'mentor gen':>11}"
-    ]
-    for row in rows:
-        lines.append(
-            f"{row.label:{width}} {row.tokens:7d} {row.seconds:8.1f} {row.tokens_per_second:7.1f} "
-            f"{row.tokens_per_second / baseline:8.2f}x {row.mentor_share:13.1%} {row.mentor_tokens_generated:11d}"
-        )
+def run_prompt(generator: Backend, mentor: Backend, prompt: BenchPrompt, config: CollabConfig) -> CollabState:
+    """One collaboration on ``prompt``, in its prompt style and with its stop strings."""
+    state = CollabState()
+    settings = config.model_copy(update={"prompt_style": prompt.style, "stop": prompt.stop})
+    for _ in collaborate(prompt.prompt, generator, mentor, config=settings, state=state):
+        pass
+    return state
+
+
+def measure_collab(
+    label: str, generator: Backend, mentor: Backend, prompts: Sequence[BenchPrompt], config: CollabConfig
+) -> CollabRow:
+    began = time.perf_counter()
+    states = [run_prompt(generator, mentor, prompt, config) for prompt in prompts]
+    seconds = time.perf_counter() - began
+    return CollabRow(
+        label,
+        seconds,
+        tokens=sum(state.stats.tokens_committed for state in states),
+        generator_read=sum(state.stats.generator_tokens_read for state in states),
+        generator_written=sum(state.stats.generator_tokens_generated for state in states),
+        mentor_read=sum(state.stats.mentor_tokens_read for state in states),
+        mentor_written=sum(state.stats.mentor_tokens_generated for state in states),
+        probes=sum(state.stats.probes for state in states),
+    )
+
+
+# -- requests at once --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConcurrencyRow:
+    requests: int
+    tokens: int
+    sequential_seconds: float
+    concurrent_seconds: float
+    same_answers: bool
+
+    @property
+    def ratio(self) -> float:
+        """Concurrent wall time ÷ one-at-a-time wall time: below 1, running together helped."""
+        return self.concurrent_seconds / self.sequential_seconds if self.sequential_seconds else 0.0
+
+
+def measure_concurrency(
+    generator: Backend, mentor: Backend, prompts: Sequence[BenchPrompt], config: CollabConfig
+) -> ConcurrencyRow:
+    """The prompts run one at a time, then all at once on as many threads."""
+    def run(prompt: BenchPrompt) -> CollabState:
+        return run_prompt(generator, mentor, prompt, config)
+
+    began = time.perf_counter()
+    one_by_one = [run(prompt) for prompt in prompts]
+    sequential = time.perf_counter() - began
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+        together = list(pool.map(run, prompts))
+    concurrent = time.perf_counter() - began
+    return ConcurrencyRow(
+        requests=len(prompts),
+        tokens=sum(state.stats.tokens_committed for state in one_by_one),
+        sequential_seconds=sequential,
+        concurrent_seconds=concurrent,
+        same_answers=[state.text for state in one_by_one] == [state.text for state in together],
+    )
+
+
+# -- the first probe ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FirstProbe:
+    """How long the engine waited in its first mentor call, after how many words and seconds of the run."""
+
+    latency: float
+    words_before: int
+    seconds_before: float
+
+
+def measure_first_probe(
+    generator: Backend, mentor: Backend, prompt: BenchPrompt, config: CollabConfig
+) -> FirstProbe | None:
+    """Run until the first probe (None if the answer ended before one) and stop there."""
+    state = CollabState()
+    settings = config.model_copy(update={"prompt_style": prompt.style, "stop": prompt.stop})
+    began = time.perf_counter()
+    events = collaborate(prompt.prompt, generator, mentor, config=settings, state=state)
+    try:
+        for event in events:
+            if isinstance(event, Probed | MentorFailed):
+                latency = state.stats.seconds.get("probe", 0.0)
+                return FirstProbe(latency, state.stats.words - 1, time.perf_counter() - began - latency)
+    finally:
+        events.close()  # closes the team, and with it the cursors
+    return None
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    machine: str
+    bandwidth: float
+    alone: Sequence[AloneRow]
+    collab: Sequence[tuple[CollabRow, AloneRow, AloneRow]]  # each with its generator's and mentor's alone rows
+    concurrency: ConcurrencyRow | None = None
+    first_probe: tuple[int, FirstProbe | None, FirstProbe | None] | None = None  # tokens, without, with
+
+
+LEGEND = (
+    "tok/s: answer tokens per second (a model alone: while writing); read, write: milliseconds per token read "
+    "(prefill) and written (decode) alone; of bandwidth: weight bytes x tok/s / measured memory bandwidth; "
+    "cost model: each model's reading and writing in the run at its alone costs; first probe: seconds inside "
+    "the engine's first mentor call"
+)
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}x" if reference else "-"
+
+
+def format_table(result: BenchResult) -> str:
+    """The header line and one table: what each row is, its figures, and what it compares with."""
+    rows: list[tuple[str, str, str, str, str, str, str, str]] = []
+    for alone in result.alone:
+        share = alone.bandwidth_share(result.bandwidth)
+        rows.append((alone.label, str(alone.written_tokens), f"{alone.seconds:.1f}", f"{alone.tokens_per_second:.1f}",
+                     f"{alone.read_cost * 1e3:.1f}", f"{alone.write_cost * 1e3:.1f}",
+                     "-" if share is None else f"{share:.0%}", ""))
+    for collab, generator, mentor in result.collab:
+        predicted = collab.predicted_seconds(generator, mentor)
+        rows.append((collab.label, str(collab.tokens), f"{collab.seconds:.1f}", f"{collab.tokens_per_second:.1f}",
+                     "", "", "", f"{_ratio(collab.seconds, predicted)} cost model ({predicted:.1f} s), "
+                     f"{_ratio(collab.seconds, mentor.seconds)} mentor alone; {collab.probes} probes"))
+    if result.concurrency is not None:
+        c = result.concurrency
+        same = "same answers" if c.same_answers else "ANSWERS DIFFER"
+        rows.append((f"{c.requests} requests one at a time", str(c.tokens), f"{c.sequential_seconds:.1f}",
+                     f"{c.tokens / c.sequential_seconds:.1f}", "", "", "", ""))
+        rows.append((f"{c.requests} requests at once", str(c.tokens), f"{c.concurrent_seconds:.1f}",
+                     f"{c.tokens / c.concurrent_seconds:.1f}", "", "", "", f"{c.ratio:.2f}x one at a time; {same}"))
+    if result.first_probe is not None:
+        tokens, without, with_ = result.first_probe
+        for label, probe in (("without", without), ("with", with_)):
+            compared = "" if probe is None else f"after {probe.words_before} words, {probe.seconds_before:.1f} s"
+            if label == "with" and probe is not None and without is not None:
+                compared = f"{_ratio(probe.latency, without.latency)} without; {compared}"
+            rows.append((f"first probe, {tokens}-token prompt, {label} read-ahead", "",
+                         "no probe" if probe is None else f"{probe.latency:.2f}", "", "", "", "", compared))
+    header = ("setup", "tokens", "seconds", "tok/s", "read", "write", "of bandwidth", "compared")
+    widths = [max(len(row[index]) for row in [header, *rows]) for index in range(len(header) - 1)]
+    lines = [f"mentorcollab bench, {result.machine}"]
+    for row in [header, *rows]:
+        numbers = (cell.rjust(width) for cell, width in zip(row[1:-1], widths[1:], strict=True))
+        cells = [row[0].ljust(widths[0]), *numbers]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    lines.append(LEGEND)
     return "\n".join(lines)

@@ -10,6 +10,7 @@ reaches depends only on that text, a run rebuilt from a checkpoint continues exa
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, Protocol, TypedDict, runtime_checkable
@@ -169,6 +170,19 @@ class Cursor(Protocol):
     def close(self) -> None:
         """Free what the cursor holds (its KV cache); the cursor is unusable afterwards."""
         ...
+
+
+@runtime_checkable
+class ReadsPrompt(Protocol):
+    """A cursor that can read its prompt before it is asked anything (optional beside ``Cursor``).
+
+    ``read_prompt`` brings the model to the prompt with an empty response (an in-process cursor fills its
+    KV cache, a remote one warms the server's prefix cache), counting what it reads in ``tokens_read``,
+    and returns early once ``stop`` is set. The engine calls it on a background thread as a request opens
+    (``engine.read_ahead``), so the mentor reads a long prompt while the generator writes.
+    """
+
+    def read_prompt(self, stop: threading.Event) -> None: ...
 
 
 @runtime_checkable

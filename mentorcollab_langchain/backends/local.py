@@ -38,6 +38,10 @@ from mentorcollab_langchain.backends.grammar import with_special_tags
 from mentorcollab_langchain.backends.sampling import Sampling
 from mentorcollab_langchain.errors import BackendError, ContextTooLongError, InvalidPromptError, InvalidSchemaError
 
+# Tokens per step when a cursor reads its prompt ahead (``read_prompt``): between steps it looks whether
+# the run was closed, so closing waits at most one step, and one step is still a large, efficient batch.
+READ_PROMPT_STEP_TOKENS = 64
+
 
 class LocalModel(Protocol):
     """What the shared cursor reads from a loaded model: its name and where its tokens start words."""
@@ -264,6 +268,22 @@ class LocalCursor(ABC, Generic[LoadedT]):
         fed = target[len(self.cached_ids) :]
         self.tokens_read += len(fed)
         return self._feed(fed, outputs, hidden)
+
+    def read_prompt(self, stop: threading.Event) -> None:
+        """Bring the cache to the prompt alone, in steps, unless it holds the whole prompt already.
+
+        The engine calls this on a background thread as a request starts (``engine.read_ahead``), so the
+        mentor reads a long prompt while the generator writes; the first probe then feeds only the response.
+        It stops between steps once ``stop`` is set; what it read stays cached, and the next call goes on
+        from there by the usual cache rule. A cache that already holds the prompt (and maybe some response)
+        is left alone, never cropped back.
+        """
+        start = common_prefix_length(self.cached_ids, self.prompt_ids)
+        for end in range(start + READ_PROMPT_STEP_TOKENS, len(self.prompt_ids) + READ_PROMPT_STEP_TOKENS,
+                         READ_PROMPT_STEP_TOKENS):
+            if stop.is_set():
+                return
+            self._move_to(self.prompt_ids[: min(end, len(self.prompt_ids))])
 
     def next_token_logits(self, text: str) -> np.ndarray:
         """A copy of the next-token logits after ``text`` (used by tests to compare with a recompute)."""

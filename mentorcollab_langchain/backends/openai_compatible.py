@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
@@ -132,12 +133,14 @@ class OpenAICompatibleBackend:
         logprobs: int | None = None,
         logit_bias: dict[int, float] | None = None,
         sampling: Sampling = GREEDY,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """One completion. A sampled one carries a seed fixed by the sampling seed and the prompt, so the
-        server draws the same tokens when asked the same thing (vLLM and llama.cpp honour ``seed``)."""
+        server draws the same tokens when asked the same thing (vLLM and llama.cpp honour ``seed``).
+        ``extra`` adds server-specific fields to the request body."""
         payload: dict[str, Any] = {
             "model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": sampling.temperature
-        }
+        } | (extra or {})
         if not sampling.greedy:
             payload["seed"] = sampling.key(self.model, prompt) % 2**31
         if logprobs is not None:
@@ -222,15 +225,31 @@ class OpenAICompatibleCursor:
         logprobs: int | None = None,
         logit_bias: dict[int, float] | None = None,
         sampling: Sampling = GREEDY,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """One request at ``prompt + text``, counting the tokens the server reads for it (module docstring)."""
         unread = self.prompt + text if self._held is None else text[common_prefix_length(self._held, text) :]
         self.tokens_read += self.backend.count_tokens(unread)
         choice = self.backend.complete(
-            self.prompt + text, max_tokens, logprobs=logprobs, logit_bias=logit_bias, sampling=sampling
+            self.prompt + text, max_tokens, logprobs=logprobs, logit_bias=logit_bias, sampling=sampling, extra=extra
         )
         self._held = text + _text(choice)
         return choice
+
+    def read_prompt(self, stop: threading.Event) -> None:
+        """Have the server read the prompt now, so its prefix cache holds it when the first probe comes.
+
+        The engine calls this on a background thread as a request starts (``engine.read_ahead``). A
+        completion may not ask for nothing, so it asks for one token, with ``cache_prompt`` (llama.cpp's
+        server keeps the prompt's cache for the slot; vLLM's automatic prefix caching needs no flag and
+        ignores it); the token is thrown away and counted as read, beside the prompt, since it was not
+        written for the answer. The request goes out unless ``stop`` is already set; a server call cannot
+        be stopped midway.
+        """
+        if stop.is_set() or self._held is not None:
+            return
+        self._complete("", 1, extra={"cache_prompt": True})
+        self.tokens_read += 1
 
     def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
         word, tokens, generated = "", 0, 0

@@ -4,7 +4,7 @@
     mentorcollab run --json ...   the whole record (text, spans, decisions, stats) as JSON
     mentorcollab models           the packaged models, and whether each is installed and cached
     mentorcollab serve MODEL      serve a packaged model's GGUF with llama.cpp (an OpenAI-compatible mentor)
-    mentorcollab bench            tokens/s of each setup (generator, mentor, both; local and remote mentor)
+    mentorcollab bench            the speed story in one table: each model alone, MentorCollab, requests at once
     mentorcollab eval ...         accuracy and cost on real benchmarks (see mentorcollab eval --help)
     mentorcollab train-verifier   train the mlp verifier on divergences from training data
 

@@ -1,64 +1,185 @@
-"""``mentorcollab bench``: tokens/s of each case in one run, so the ratios to the generator alone compare.
+"""``mentorcollab bench``: the whole speed story in one run and one table (``mentorcollab_langchain.bench``).
 
-The cases: the generator alone, the mentor alone and MentorCollab, all on transformers; then, unless
-``--no-remote``, the mentor alone and MentorCollab with the mentor behind a llama.cpp server that the
-command starts and stops itself.
+In order: each model alone on llama.cpp in process, on transformers (unless ``--skip-torch``; on the first
+question only, since its rates are what is compared) and the mentor behind a llama.cpp server that the
+command starts and stops itself (unless ``--no-remote``);
+MentorCollab at the engine's defaults on llama.cpp in process (and with the served mentor); the same
+requests one at a time and at once (unless ``--skip-concurrency``); the first probe's latency with and
+without read-ahead on a long few-shot prompt (unless ``--skip-first-probe``). The prompts are GSM8K
+questions in chat form (``--questions``). The default run takes some minutes on a 2-core CPU;
+``--questions 1 --concurrency 2 --max-new-tokens 8 --skip-torch --no-remote --skip-first-probe`` is a
+quick check that every part works.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from mentorcollab_langchain.cli.loading import add_model_arguments, load_models, progress, quiet_transformers
+from mentorcollab_langchain.cli.loading import progress, quiet_transformers
 from mentorcollab_langchain.cli.settings import add_config_arguments, config_overrides
 
-BENCH_DEFAULTS = {"max_new_tokens": 64, "probe_rate": 0.1, "repetition_guard": False}
-"""Short answers, frequent probes (so the mentor's cost shows), and no early stop on repetition (so every
-case commits the same number of tokens)."""
+if TYPE_CHECKING:
+    from mentorcollab_langchain.backends.base import Backend
+    from mentorcollab_langchain.bench import AloneRow, CollabRow, ConcurrencyRow, FirstProbe
+    from mentorcollab_langchain.cli.loading import Report
+    from mentorcollab_langchain.engine import CollabConfig
+    from mentorcollab_langchain.evals.prompts import BuiltPrompt
+
+BENCH_DEFAULTS = {"max_new_tokens": 96}
+"""GSM8K answers are longer; everything else stays at the engine's defaults, which is what is measured."""
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``bench`` sub-command to the main parser's sub-commands."""
-    parser = commands.add_parser("bench", help="measure tokens/s of each setup in one run")
+    from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR
+
+    parser = commands.add_parser("bench", help="measure the speed of each setup in one run, in one table")
+    parser.add_argument("--generator", default=DEFAULT_GENERATOR, help="packaged model name")
+    parser.add_argument("--mentor", default=DEFAULT_MENTOR, help="packaged model name")
+    parser.add_argument("--threads", type=int, help="llama.cpp threads per model (default: the cores)")
+    parser.add_argument("--dtype", default="auto", help="transformers dtype: auto (bfloat16), float32 or bfloat16")
+    parser.add_argument("--questions", type=int, default=4, help="GSM8K questions per case (default: 4)")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests run at once (default: 8)")
+    parser.add_argument("--skip-torch", action="store_true", help="skip the models alone on transformers")
     parser.add_argument("--no-remote", action="store_true", help="skip the setups with a llama.cpp-served mentor")
-    add_model_arguments(parser, any_backend=False, remote_mentor=False)
+    parser.add_argument("--skip-concurrency", action="store_true", help="skip the requests at once")
+    parser.add_argument("--skip-first-probe", action="store_true", help="skip the first probe's latency")
     add_config_arguments(parser, defaults=BENCH_DEFAULTS)
     parser.set_defaults(handler=command)
     return parser
 
 
-def command(args: argparse.Namespace) -> int:
-    """Load both models, measure every case, print the table."""
-    import tempfile
-    from contextlib import ExitStack
-    from pathlib import Path
+def long_fewshot_prompt() -> BuiltPrompt:
+    """A few-shot prompt of some 1,400 tokens, as long as a small RAG context: the MATH500 worked examples,
+    then the GSM8K few-shot prompt of the first question (each alone is about 700 tokens)."""
+    from mentorcollab_langchain.evals.data import load_questions
+    from mentorcollab_langchain.evals.prompts import BuiltPrompt, build_prompt
 
-    from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
-    from mentorcollab_langchain.bench import BENCH_PROMPTS, BenchCase, format_table, measure
+    gsm8k = build_prompt(load_questions("gsm8k", limit=1)[0], "fewshot")
+    math = load_questions("math500", limit=1)[0].fewshot
+    examples = math[: math.rindex("Problem:")]  # its worked examples, without its own question
+    return BuiltPrompt(examples + str(gsm8k.prompt), gsm8k.style, gsm8k.stop)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Load the models, measure every part asked for, print the table."""
+    from mentorcollab_langchain import bench
     from mentorcollab_langchain.engine import CollabConfig
-    from mentorcollab_langchain.serving import llama_server
+    from mentorcollab_langchain.evals.data import load_questions
+    from mentorcollab_langchain.evals.prompts import build_prompt
 
     config = CollabConfig(**(BENCH_DEFAULTS | config_overrides(args)))
-    rate = config.probe_rate
+    questions = load_questions("gsm8k", limit=max(args.questions, args.concurrency))
+    prompts = [build_prompt(question, "chat") for question in questions]
     quiet_transformers()
-    with ExitStack() as stack, progress("loading models", sys.stderr) as report:
-        models = load_models(args, report=report)
-        generator, mentor = models.generator, models.mentor
-        cases = [
-            BenchCase(f"generator alone ({args.generator}, torch)", generator, generator, 0.0),
-            BenchCase(f"mentor alone ({args.mentor}, torch)", mentor, mentor, 0.0),
-            BenchCase(f"mentorcollab p={rate}, both local (torch)", generator, mentor, rate),
-        ]
+    with progress("benchmark", sys.stderr) as report:
+        report("measuring the memory bandwidth")
+        bandwidth = bench.measure_bandwidth()
+        machine = f"{bench.describe_machine(bandwidth)}\nMentorCollab settings: {bench.describe_settings(config)}"
+        parts = _Parts(args, config, prompts, report)
+        rows, collabs = parts.in_process()
+        if not args.skip_torch:
+            rows += parts.torch()
         if not args.no_remote:
-            report("starting a llama.cpp server for the mentor")
-            log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "llama-server.log"
-            server = stack.enter_context(llama_server(args.mentor, log))
-            remote = OpenAICompatibleBackend(server.url, model="mentor", tokenizer=args.mentor)
-            cases += [
-                BenchCase(f"mentor alone ({args.mentor}, llama.cpp)", remote, remote, 0.0),
-                BenchCase(f"mentorcollab p={rate}, remote mentor (llama.cpp)", generator, remote, rate),
-            ]
-        rows = measure(cases, BENCH_PROMPTS, config, report)
-    print(format_table(rows))
+            served_alone, served_collab = parts.served(rows[0])
+            rows.append(served_alone)
+            collabs.append(served_collab)
+        concurrency = None if args.skip_concurrency else parts.concurrency()
+        first_probe = None if args.skip_first_probe else parts.first_probe()
+    print(bench.format_table(bench.BenchResult(machine, bandwidth, rows, collabs, concurrency, first_probe)))
     return 0
+
+
+class _Parts:
+    """Each part of the bench, on the models and prompts of this run (llama.cpp backends shared by all)."""
+
+    def __init__(self, args: argparse.Namespace, config: CollabConfig, prompts: list[BuiltPrompt],
+                 report: Report) -> None:
+        from mentorcollab_langchain.backends import LlamaCppBackend
+
+        self.args, self.config, self.prompts, self.report = args, config, prompts, report
+        self.generator = LlamaCppBackend(args.generator, n_threads=args.threads, report=report)
+        self.mentor = LlamaCppBackend(args.mentor, n_threads=args.threads, report=report)
+
+    def alone(self, label: str, backend: Backend, weight_bytes: int | None, questions: int) -> AloneRow:
+        """A model alone on ``questions`` prompts, after a short warm-up that loads what it loads lazily (on a
+        prompt of its own, so that a server's prefix cache does not hold the first measured one)."""
+        from mentorcollab_langchain.bench import measure_alone
+        from mentorcollab_langchain.evals.prompts import BuiltPrompt
+
+        self.report(f"measuring {label}")
+        warm_up = BuiltPrompt([{"role": "user", "content": "Say hello."}], "chat", ())
+        measure_alone(label, backend, [warm_up], self.config.model_copy(update={"max_new_tokens": 4}), None)
+        return measure_alone(label, backend, self.prompts[:questions], self.config, weight_bytes)
+
+    def collab(self, label: str, mentor: Backend) -> CollabRow:
+        from mentorcollab_langchain.bench import measure_collab
+
+        self.report(f"measuring {label}")
+        return measure_collab(label, self.generator, mentor, self.prompts[: self.args.questions], self.config)
+
+    def in_process(self) -> tuple[list[AloneRow], list[tuple[CollabRow, AloneRow, AloneRow]]]:
+        """Both models alone on llama.cpp in process, and MentorCollab there."""
+        generator = self.alone(f"{self.args.generator} alone, llama.cpp", self.generator,
+                               _gguf_bytes(self.args.generator), self.args.questions)
+        mentor = self.alone(f"{self.args.mentor} alone, llama.cpp", self.mentor, _gguf_bytes(self.args.mentor),
+                            self.args.questions)
+        return [generator, mentor], [(self.collab("MentorCollab, llama.cpp", self.mentor), generator, mentor)]
+
+    def torch(self) -> list[AloneRow]:
+        """Both models alone on transformers: on the first prompt only, since only their rates are compared
+        (torch decodes the mentor several times slower than llama.cpp)."""
+        from mentorcollab_langchain.backends import TransformersBackend
+
+        rows = []
+        for name in (self.args.generator, self.args.mentor):
+            backend = TransformersBackend(name, device="cpu", dtype=self.args.dtype, report=self.report)
+            network = backend.loaded.network
+            weight_bytes = sum(parameter.numel() * parameter.element_size() for parameter in network.parameters())
+            dtype = str(network.dtype).removeprefix("torch.")
+            rows.append(self.alone(f"{name} alone, torch {dtype}", backend, weight_bytes, questions=1))
+        return rows
+
+    def served(self, generator_alone: AloneRow) -> tuple[AloneRow, tuple[CollabRow, AloneRow, AloneRow]]:
+        """The mentor alone behind a llama.cpp server this command starts, and MentorCollab with it there."""
+        import tempfile
+        from pathlib import Path
+
+        from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
+        from mentorcollab_langchain.serving import llama_server
+
+        self.report("starting a llama.cpp server for the mentor")
+        with tempfile.TemporaryDirectory() as folder, llama_server(
+            self.args.mentor, Path(folder) / "llama-server.log", threads=self.args.threads or 2
+        ) as server:
+            remote = OpenAICompatibleBackend(server.url, model="mentor", tokenizer=self.args.mentor)
+            alone = self.alone(f"{self.args.mentor} alone, llama.cpp server", remote, _gguf_bytes(self.args.mentor),
+                               self.args.questions)
+            return alone, (self.collab("MentorCollab, served mentor", remote), generator_alone, alone)
+
+    def concurrency(self) -> ConcurrencyRow:
+        from mentorcollab_langchain.bench import measure_concurrency
+
+        self.report(f"measuring {self.args.concurrency} requests one at a time, then at once")
+        return measure_concurrency(self.generator, self.mentor, self.prompts[: self.args.concurrency], self.config)
+
+    def first_probe(self) -> tuple[int, FirstProbe | None, FirstProbe | None]:
+        """The first probe's latency on the long few-shot prompt, without read-ahead, then with it."""
+        from mentorcollab_langchain.bench import measure_first_probe
+
+        prompt = long_fewshot_prompt()
+        tokens = len(self.mentor.prompt_ids(prompt.prompt, prompt.style))
+        probes = {}
+        for read_ahead in (False, True):
+            self.report(f"measuring the first probe on a {tokens}-token prompt, read_ahead={read_ahead}")
+            settings = self.config.model_copy(update={"read_ahead": read_ahead})
+            probes[read_ahead] = measure_first_probe(self.generator, self.mentor, prompt, settings)
+        return tokens, probes[False], probes[True]
+
+
+def _gguf_bytes(model: str) -> int:
+    from mentorcollab_langchain.models import PACKAGED_MODELS
+
+    return PACKAGED_MODELS[model].size

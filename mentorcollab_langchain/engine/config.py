@@ -91,6 +91,11 @@ class CollabConfig(BaseModel):
         description="probe the answer's first word whatever the policy draws: where an agent decides between a "
         "tool call and prose (the chat model sets it when tools are offered and the choice is left to the model)",
     )
+    read_ahead: bool = Field(
+        default=True,
+        description="the mentor reads the prompt on a background thread as soon as a request starts, while the "
+        "generator writes, so the first probe does not wait for the whole prompt (the answer is the same either way)",
+    )
     grammar: str | None = Field(
         default=None,
         description="an llguidance grammar (Lark syntax; a JSON schema inside as %json {...}) that the whole answer "

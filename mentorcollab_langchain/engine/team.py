@@ -16,6 +16,7 @@ from typing import NoReturn
 from mentorcollab_langchain.backends.base import Backend, Cursor, Prompt, takes_grammar
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.policies import ProbePolicy, get_probe_policy
+from mentorcollab_langchain.engine.read_ahead import read_ahead
 from mentorcollab_langchain.errors import ConfigError, MentorCollabError
 from mentorcollab_langchain.verifiers import Verifier, get_verifier
 
@@ -78,13 +79,17 @@ def open_team(
     """Open a cursor on each model for ``prompt`` and join them with the verifier and the config.
 
     ``verifier`` is a name (resolved for this generator) or an object; ``policy`` replaces the one
-    ``config.probe_policy`` names. If anything fails after the generator's cursor opened, it is closed.
+    ``config.probe_policy`` names. With ``config.read_ahead`` the mentor starts reading the prompt right
+    away, in the background (``engine.read_ahead``). If anything fails after the generator's cursor
+    opened, it is closed.
     """
     config = config or CollabConfig()
     judge = get_verifier(verifier, generator=generator)
     generator_cursor = _open(generator, "generator", prompt, config)
     try:
         mentor_cursor: Cursor = _open(mentor, "mentor", prompt, config)
+        if config.read_ahead:
+            mentor_cursor = read_ahead(mentor_cursor)
     except MentorCollabError as error:
         if config.on_mentor_error == "raise":
             generator_cursor.close()

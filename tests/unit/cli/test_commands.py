@@ -121,23 +121,38 @@ def test_serve_serves_a_packaged_model_that_answers_completions(tmp_path: Path) 
 
 
 def table_rows(out: str) -> list[str]:
+    """The table's rows, without the header lines above it and the legend below it."""
     lines = out.strip().splitlines()
-    assert lines[0].split()[:4] == ["setup", "tokens", "seconds", "tok/s"], out
-    return lines[1:]
+    assert lines[0].startswith("mentorcollab bench, ") and "measured memory bandwidth" in lines[0], out
+    assert lines[1].startswith("MentorCollab settings: the engine's defaults but max_new_tokens=3"), out
+    assert lines[2].split()[:4] == ["setup", "tokens", "seconds", "tok/s"], out
+    return lines[3:-1]
 
 
-def test_bench_measures_every_local_case(tiny_byte_level_model: str, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["bench", "--no-remote", *tiny_models(tiny_byte_level_model), "--max-new-tokens", "3"]
-    assert main(argv) == 0
+# The smallest packaged model as both models, on llama.cpp in one thread: every part, in seconds.
+QUICK_BENCH = ["bench", "--generator", SMALLEST_PACKAGED, "--mentor", SMALLEST_PACKAGED, "--threads", "1",
+               "--questions", "1", "--concurrency", "2", "--max-new-tokens", "3", "--skip-torch",
+               "--skip-first-probe"]
+
+
+@pytest.mark.slow  # half a minute on a busy 2-core machine
+def test_bench_measures_every_local_part(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by scripts/install.sh")
+    assert main([*QUICK_BENCH, "--no-remote"]) == 0
     rows = table_rows(capsys.readouterr().out)
-    assert [row.split(" (")[0] for row in rows] == ["generator alone", "mentor alone", "mentorcollab p=0.1, both local"]
-    assert all(int(row.split()[-6]) == 6 for row in rows)  # 3 tokens on each of the two prompts, every case
+    assert [row.split("  ")[0].split(",")[0] for row in rows] == [
+        f"{SMALLEST_PACKAGED} alone", f"{SMALLEST_PACKAGED} alone", "MentorCollab", "2 requests one at a time",
+        "2 requests at once"]
+    assert all(int(row.split()[3]) == 3 for row in rows[:2])  # each model alone wrote its 3 tokens
+    assert "x cost model" in rows[2] and "x mentor alone" in rows[2] and "same answers" in rows[4]
 
 
+@pytest.mark.slow
 def test_bench_measures_the_served_mentor_too(
-    tiny_byte_level_model: str, tokenizer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tokenizer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The remote cases, with the llama.cpp server the command starts replaced by a loopback one."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by scripts/install.sh")
     from mentorcollab_langchain import serving
 
     started: list[str] = []
@@ -150,14 +165,11 @@ def test_bench_measures_the_served_mentor_too(
         assert completions.requests > 0
 
     monkeypatch.setattr(serving, "llama_server", loopback_llama_server)
-    argv = ["bench", *tiny_models(tiny_byte_level_model), "--max-new-tokens", "3", "--probe-rate", "1"]
-    assert main(argv) == 0
+    assert main([*QUICK_BENCH, "--skip-concurrency"]) == 0
     rows = table_rows(capsys.readouterr().out)
-    assert started == [tiny_byte_level_model]
-    assert [row.split(" (")[0] for row in rows] == ["generator alone", "mentor alone", "mentorcollab p=1.0, both local",
-                                                    "mentor alone", "mentorcollab p=1.0, remote mentor"]
-    assert "llama.cpp" in rows[3] and "llama.cpp" in rows[4]
-    assert int(rows[4].split()[-1]) > 0, "the remote mentor generated nothing in MentorCollab"
+    assert started == [SMALLEST_PACKAGED]
+    assert [row.split(",")[1].split()[0] for row in rows[2:]] == ["llama.cpp", "llama.cpp", "served"]
+    assert "x cost model" in rows[4]
 
 
 # -- eval --------------------------------------------------------------------------------------
