@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from mentorcollab_langchain.backends.base import Backend, Cursor, Prompt, takes_grammar
 from mentorcollab_langchain.engine.config import CollabConfig
-from mentorcollab_langchain.engine.policies import ProbePolicy, get_probe_policy
+from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, ProbePolicy, get_probe_policy
 from mentorcollab_langchain.engine.read_ahead import read_ahead
 from mentorcollab_langchain.errors import ConfigError, MentorCollabError
 from mentorcollab_langchain.verifiers import Verifier, get_verifier
@@ -80,15 +80,16 @@ def open_team(
 
     ``verifier`` is a name (resolved for this generator) or an object; ``policy`` replaces the one
     ``config.probe_policy`` names. With ``config.read_ahead`` the mentor starts reading the prompt right
-    away, in the background (``engine.read_ahead``). If anything fails after the generator's cursor
-    opened, it is closed.
+    away, in the background (``engine.read_ahead``), unless no word of the run can be probed. If anything
+    fails after the generator's cursor opened, it is closed.
     """
     config = config or CollabConfig()
+    policy = get_probe_policy(policy or config.probe_policy)
     judge = get_verifier(verifier, generator=generator)
     generator_cursor = _open(generator, "generator", prompt, config)
     try:
         mentor_cursor: Cursor = _open(mentor, "mentor", prompt, config)
-        if config.read_ahead:
+        if config.read_ahead and not never_probes(config, policy):
             mentor_cursor = read_ahead(mentor_cursor)
     except MentorCollabError as error:
         if config.on_mentor_error == "raise":
@@ -104,6 +105,20 @@ def open_team(
         generator_cursor.close()
         mentor_cursor.close()
         raise
+
+
+def never_probes(config: CollabConfig, policy: ProbePolicy) -> bool:
+    """Whether no word of a run can be probed: no first-word probe, no scheduled probe, and a policy that reads
+    no confidence (the models alone, as the evaluation and the bench run them: ``probe_rate=0``, random).
+
+    Such a run never asks its mentor anything, so reading the prompt ahead for it would only take the cores
+    from the generator and count mentor reading that no probe used.
+    """
+    return (
+        not config.probe_first_word
+        and not policy.needs_confidence
+        and policy.words_until_probe(config, 0) == NO_MORE_PROBES
+    )
 
 
 def _open(backend: Backend, role: str, prompt: Prompt, config: CollabConfig) -> Cursor:

@@ -37,6 +37,9 @@ SWEEP_VERIFIERS = ("self-consult", "self-consult-both-orders", "always-mentor")
 ALONE = {"probe_policy": "random", "probe_rate": 0.0}
 # The collaboration settings a method's label names when they differ from the defaults.
 LABELLED_SETTINGS = ("probe_policy", "probe_rate", "uncertainty_signal", "uncertainty_threshold", "segment_tokens")
+# Settings added after results were recorded, at the value that runs as before they existed. A method's key
+# leaves them out at that value, so results recorded before them keep their hash and still resume.
+SETTINGS_ADDED_LATER = {"grammar": None, "probe_first_word": False, "read_ahead": False}
 
 
 # How a question's probe seed is made from the method's seed. With one seed for every question, every
@@ -84,6 +87,8 @@ class Method:
             kept = ("max_new_tokens", "max_word_tokens", "repetition_guard")
             config = {name: value for name, value in config.items() if name in kept}
         else:
+            config = {name: value for name, value in config.items()
+                      if name not in SETTINGS_ADDED_LATER or value != SETTINGS_ADDED_LATER[name]}
             config["seeding"] = SEEDING
         return {
             "role": self.role,
@@ -112,7 +117,8 @@ def make_methods(
         elif name == "mentorcollab":
             methods.append(Method(_collab_label(base, verifier), "collab", base, prompt, verifier))
         elif name == "faithful":
-            faithful = CollabConfig.faithful(max_new_tokens=base.max_new_tokens, seed=base.seed)
+            kept = {"max_new_tokens": base.max_new_tokens, "seed": base.seed, "read_ahead": base.read_ahead}
+            faithful = CollabConfig.faithful(**kept)
             methods.append(Method("faithful", "collab", faithful, "fewshot", PAPER_VERIFIER))
         elif name == "previous-default":
             previous = base.model_copy(update=PREVIOUS_DEFAULT)

@@ -89,6 +89,22 @@ def test_without_read_ahead_the_mentor_reads_nothing_before_it_is_asked() -> Non
     assert not mentor.cursors[0].reading.is_set()
 
 
+@pytest.mark.parametrize(
+    ("config", "reads_ahead"),
+    [
+        (CollabConfig(probe_policy="random", probe_rate=0.0), False),  # a model alone, as evals run it
+        (CollabConfig(probe_policy="random", probe_rate=0.0, probe_first_word=True), True),
+        (CollabConfig(probe_policy="uncertain", probe_rate=0.0), True),  # probes where the generator is unsure
+        (CollabConfig(probe_policy="random", probe_rate=0.01), True),
+    ],
+)
+def test_a_run_that_can_never_probe_reads_nothing_ahead(config: CollabConfig, reads_ahead: bool) -> None:
+    mentor = ReadingBackend("one two")
+    mentor.release.set()
+    with open_team("q", ScriptedBackend("one two"), mentor, config=config) as team:
+        assert isinstance(team.mentor, ReadingAhead) is reads_ahead
+
+
 def test_a_failed_reading_is_the_first_mentor_calls_failure_and_the_generator_goes_on() -> None:
     mentor = ReadingBackend("one two three", failure=ContextTooLongError("the prompt fills the mentor's context"))
     mentor.release.set()

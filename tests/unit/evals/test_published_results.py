@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from mentorcollab_langchain.engine import CollabConfig
 from mentorcollab_langchain.evals.data import MissingBenchmarkData, load_questions
 from mentorcollab_langchain.evals.extract import score
 from mentorcollab_langchain.evals.report import build_report, summarize
-from mentorcollab_langchain.evals.runner import read_results
+from mentorcollab_langchain.evals.runner import ModelInfo, make_methods, read_results
 from mentorcollab_langchain.verifiers.mlp import TRAINED_DIR
 from tests.paths import RESULTS, TUNING
 
@@ -133,6 +134,20 @@ def test_the_committed_records_score_the_same_under_todays_extractor() -> None:
         predicted, correct = score(question.kind, record["response"], question.gold, question.labels,
                                    question.choices)
         assert (predicted, correct, question.gold) == (record["predicted"], record["correct"], record["gold"]), record
+
+
+def test_the_committed_records_resume_under_todays_methods_without_read_ahead() -> None:
+    """``mentorcollab eval --no-read-ahead --limit 100`` on the data folder picks up the 60 recorded questions:
+    settings added since (grammar, probe_first_word, read_ahead) leave the recorded methods' hashes alone."""
+    records = read_results(RESULTS / "data")
+    for name in ("generator", "mentor", "mentorcollab", "previous-default", "faithful"):
+        record = next(record for record in records if record["method"] == name)
+        models = record["method_key"]["models"]
+        generator = ModelInfo(**models.get("generator", models.get("mentor")))
+        mentor = ModelInfo(**models.get("mentor", models.get("generator")))
+        base = CollabConfig(max_new_tokens=16, read_ahead=False)
+        method = make_methods([name], base, record["method_key"]["prompt"])[0]
+        assert method.config_hash(generator, mentor) == record["config_hash"], name
 
 
 # The rows of mlp_verifier.md's validation table, each with the card's name for the same verifier.
