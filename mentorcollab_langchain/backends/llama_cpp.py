@@ -34,7 +34,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -181,17 +181,19 @@ def shared_context(loaded: LoadedGguf, shape: ContextShape) -> SharedContext:
     One per model and shape, kept for the process's life like the weights: its KV cache (``slots`` x
     ``n_ctx`` cells, allocated up front) is reused by every later request.
     """
-    return _SHARED.get(
-        (loaded.name, shape),
-        lambda: SharedContext(
-            llama_library(),
-            loaded.model,
-            loaded.name,
-            loaded.n_vocab,
-            n_ctx=shape.n_ctx,
-            n_threads=shape.n_threads,
-            slots=shape.slots,
-        ),
+    return _SHARED.get((loaded.name, shape), lambda: new_context(loaded, shape))
+
+
+def new_context(loaded: LoadedGguf, shape: ContextShape) -> SharedContext:
+    """A context of ``shape`` on ``loaded``'s weights (its KV cache allocated now)."""
+    return SharedContext(
+        llama_library(),
+        loaded.model,
+        loaded.name,
+        loaded.n_vocab,
+        n_ctx=shape.n_ctx,
+        n_threads=shape.n_threads,
+        slots=shape.slots,
     )
 
 
@@ -339,15 +341,7 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
         sequence = shared.open_sequence()
         self._own_context: SharedContext | None = None
         if sequence is None:  # every slot is taken: this cursor decodes alone, in a context of its own
-            self._own_context = SharedContext(
-                llama_library(),
-                loaded.model,
-                loaded.name,
-                loaded.n_vocab,
-                n_ctx=shape.n_ctx,
-                n_threads=shape.n_threads,
-                slots=1,
-            )
+            self._own_context = new_context(loaded, replace(shape, slots=1))
             sequence = self._own_context.open_sequence()
             assert sequence is not None
         self._sequence: CacheSequence | None = sequence
