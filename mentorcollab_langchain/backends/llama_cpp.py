@@ -12,10 +12,13 @@ The pieces, top to bottom:
 - ``LlamaCppBackend``: renders the prompt (the model's chat template, through the project's
   transformers tokenizer for the packaged model, so both backends see the same prompt text) and opens
   cursors;
-- ``LlamaCppCursor``: one ``llama_context`` per cursor, so each request has its own KV cache while the
-  weights are shared; it feeds ids with ``llama_decode``, crops the cache with ``llama_memory_seq_rm``,
-  and hands the decode loop a view of llama.cpp's logits buffer, without copying the vocabulary into
-  Python.
+- ``shared_context``: one ``llama_context`` per model (and context shape) whose KV cache holds a
+  sequence per concurrent request, with the scheduler that decodes their steps in one batch
+  (``backends.llama_batch``);
+- ``LlamaCppCursor``: one request's sequence in that context, so each request has its own KV cache while
+  weights and batches are shared; it feeds ids through the scheduler, crops its sequence with
+  ``llama_memory_seq_rm``, and gets back a copy of its logits rows (a numpy copy in C memory; no
+  vocabulary-sized Python objects).
 
 llama-cpp-python is an optional dependency, so it is imported on first use, not with this module.
 """
@@ -30,9 +33,8 @@ import shutil
 import tempfile
 import threading
 import warnings
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from mentorcollab_langchain.backends.base import Prompt, PromptStyle
+from mentorcollab_langchain.backends.llama_batch import CacheSequence, SharedContext
 from mentorcollab_langchain.backends.local import LoadOnce, LocalCursor
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
@@ -54,9 +57,6 @@ from mentorcollab_langchain.models.registry import (
     is_converted,
     verified_gguf,
 )
-
-# Tokens per llama_decode call when a long text is fed; also the most logits rows one call returns.
-_BATCH_TOKENS = 512
 
 
 @functools.cache
@@ -163,6 +163,40 @@ def load_gguf(name: str, report: Callable[[str], None] = lambda message: None) -
     return _LOADED.get(name, lambda: _load(name, report))
 
 
+@dataclass(frozen=True)
+class ContextShape:
+    """What a context is made for: tokens per sequence, threads, and how many sequences share it."""
+
+    n_ctx: int
+    n_threads: int
+    slots: int
+
+
+_SHARED: LoadOnce[tuple[str, ContextShape], SharedContext] = LoadOnce()
+
+
+def shared_context(loaded: LoadedGguf, shape: ContextShape) -> SharedContext:
+    """The context that the cursors of concurrent requests on ``loaded`` share, created on first use.
+
+    One per model and shape, kept for the process's life like the weights: its KV cache (``slots`` x
+    ``n_ctx`` cells, allocated up front) is reused by every later request.
+    """
+    return _SHARED.get((loaded.name, shape), lambda: new_context(loaded, shape))
+
+
+def new_context(loaded: LoadedGguf, shape: ContextShape) -> SharedContext:
+    """A context of ``shape`` on ``loaded``'s weights (its KV cache allocated now)."""
+    return SharedContext(
+        llama_library(),
+        loaded.model,
+        loaded.name,
+        loaded.n_vocab,
+        n_ctx=shape.n_ctx,
+        n_threads=shape.n_threads,
+        slots=shape.slots,
+    )
+
+
 def _load(name: str, report: Callable[[str], None]) -> LoadedGguf:
     llama = llama_library()
     packaged = get_packaged_model(name)
@@ -220,7 +254,22 @@ def _load_chat_tokenizer(packaged: PackagedModel, gguf: Path) -> Any:
 
 
 class LlamaCppBackend:
-    """A packaged model (by name) run in process by llama.cpp; loaded lazily on first use."""
+    """A packaged model (by name) run in process by llama.cpp; loaded lazily on first use.
+
+    Concurrent requests on the same model, ``n_ctx`` and ``n_threads`` share one context of
+    ``batch_slots`` sequences and decode their steps together (``backends.llama_batch``); a cursor opened
+    while all slots are taken gets a context of its own and decodes alone. ``batch_slots=1`` gives every
+    concurrent cursor but one a context of its own, as before batching. The shared context's KV cache,
+    ``batch_slots`` x ``n_ctx`` cells, is allocated on first use and kept (about 95 MB per slot of 4096
+    tokens for the 135M generator, 120 MB for the 1.5B mentor; creating it takes about 0.5 s here).
+
+    Batched logits equal a lone cursor's bit for bit only where llama.cpp's matrix kernels do not change
+    with the number of rows. Measured with llama-cpp-python 0.3.36 on this CPU: SmolLM2 (Q4_1) is
+    identical at 4 and 8 sequences; the Qwen mentor (Q4_K/Q6_K) is identical at 2 and 3 but moves by up
+    to half a logit from 4 (its repacked Q4_K weights take a 4-row kernel; without repacking, from 8).
+    Greedy texts stayed equal on the prompts tried, but a near tie could flip: ``batch_slots=1`` keeps a
+    request's text independent of its neighbours on such a model.
+    """
 
     def __init__(
         self,
@@ -228,12 +277,16 @@ class LlamaCppBackend:
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
+        batch_slots: int = 8,
         report: Callable[[str], None] = lambda message: None,
     ) -> None:
         get_packaged_model(model)  # fail now, not at first use, on a name without a verified GGUF
+        if batch_slots < 1:
+            raise ConfigError(f"batch_slots must be at least 1, not {batch_slots}")
         self.model = model
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
+        self.batch_slots = batch_slots
         self._report = report
 
     @property
@@ -265,18 +318,12 @@ class LlamaCppBackend:
                 f"the prompt is {len(prompt_ids)} tokens for {self.model}, whose context holds {self.n_ctx} "
                 "(raise n_ctx)"
             )
-        return LlamaCppCursor(
-            self.loaded, prompt_ids, n_ctx=self.n_ctx, n_threads=self.n_threads, sampling=sampling, grammar=grammar
-        )
-
-
-def _free_context(llama: ModuleType, context: Any, batch: Any) -> None:
-    llama.llama_batch_free(batch)
-    llama.llama_free(context)
+        shape = ContextShape(self.n_ctx, self.n_threads, self.batch_slots)
+        return LlamaCppCursor(self.loaded, prompt_ids, shape=shape, sampling=sampling, grammar=grammar)
 
 
 class LlamaCppCursor(LocalCursor[LoadedGguf]):
-    """One request's KV cache (a ``llama_context``) on a shared llama.cpp model, moved by text."""
+    """One request's KV cache (a sequence of a shared ``llama_context``) on a llama.cpp model, moved by text."""
 
     context_advice = " (raise n_ctx)"
 
@@ -285,31 +332,32 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
         loaded: LoadedGguf,
         prompt_ids: list[int],
         *,
-        n_ctx: int,
-        n_threads: int,
+        shape: ContextShape,
         sampling: Sampling = GREEDY,
         grammar: str | None = None,
     ) -> None:
-        llama = llama_library()
-        params = llama.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_batch = params.n_ubatch = min(_BATCH_TOKENS, n_ctx)
-        params.n_threads = params.n_threads_batch = n_threads
-        params.swa_full = True  # a full-size sliding-window cache (Gemma 3) can still be cropped on rollback
-        context = llama.llama_init_from_model(loaded.model, params)
-        if context is None:
-            raise BackendError(f"llama.cpp could not create a context of {n_ctx} tokens for {loaded.name}")
         super().__init__(
-            loaded, prompt_ids, end_ids=loaded.eog_ids, context_length=n_ctx, sampling=sampling, grammar=grammar
+            loaded,
+            prompt_ids,
+            end_ids=loaded.eog_ids,
+            context_length=shape.n_ctx,
+            sampling=sampling,
+            grammar=grammar,
         )
-        self._llama = llama
-        self._context = context
-        self._memory = llama.llama_get_memory(context)
-        self._batch = llama.llama_batch_init(params.n_batch, 0, 1)
-        self._batch_size = params.n_batch
-        # Freed by close(), or when the cursor is garbage collected if nobody closed it.
-        self._finalizer = weakref.finalize(self, _free_context, llama, context, self._batch)
-        self.decode_calls = 0
+        shared = shared_context(loaded, shape)
+        sequence = shared.open_sequence()
+        self._own_context: SharedContext | None = None
+        if sequence is None:  # every slot is taken: this cursor decodes alone, in a context of its own
+            self._own_context = new_context(loaded, replace(shape, slots=1))
+            sequence = self._own_context.open_sequence()
+            assert sequence is not None
+        self._sequence: CacheSequence | None = sequence
+        self.decode_calls = 0  # llama_decode calls this cursor's tokens went into
+
+    def _live_sequence(self) -> CacheSequence:
+        if self._sequence is None:
+            raise BackendError(f"{self._model.name}: the cursor was closed")
+        return self._sequence
 
     def _encode(self, text: str) -> list[int]:
         return self._model.tokenize(text, add_special=False)
@@ -330,53 +378,32 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
         return self._model.n_vocab
 
     def _move_to(self, target: list[int], outputs: int = 1, hidden: bool = False) -> np.ndarray:
-        if self._context is None:
-            raise BackendError(f"{self._model.name}: the cursor was closed")
+        self._live_sequence()
         return super()._move_to(target, outputs, hidden)
 
     def _forward(self, ids: list[int], outputs: int, hidden: bool) -> np.ndarray:
-        """Decode ``ids`` in batches of at most ``_BATCH_TOKENS``, asking for logits at the last ``outputs``.
+        """Decode ``ids`` in chunks the context takes in one call, asking for logits at the last ``outputs``.
 
-        A single row stays a view of llama.cpp's buffer (the decode loop's case: no copy per token); several
-        are copied, since each batch's decode overwrites the previous one's.
+        Each chunk goes through the shared context's scheduler, which batches one-token steps with other
+        cursors' and hands back copies of this cursor's rows.
         """
+        sequence = self._live_sequence()
         rows: list[np.ndarray] = []
         first_output = len(ids) - outputs
-        for start in range(0, len(ids), self._batch_size):
-            chunk = ids[start : start + self._batch_size]
+        chunk_size = sequence.shared.batch_tokens
+        for start in range(0, len(ids), chunk_size):
+            chunk = ids[start : start + chunk_size]
             wanted = [index for index in range(len(chunk)) if start + index >= first_output]
-            self._decode_batch(chunk, len(self.cached_ids) + start, wanted)
-            rows.extend(self._logits_row(index) if outputs == 1 else self._logits_row(index).copy() for index in wanted)
-        return rows[0][np.newaxis] if outputs == 1 else np.stack(rows)
-
-    def _decode_batch(self, chunk: list[int], position: int, wanted: list[int]) -> None:
-        """One ``llama_decode`` of ``chunk`` from ``position`` on, asking for logits at ``wanted``."""
-        batch, outputs = self._batch, set(wanted)
-        batch.n_tokens = len(chunk)
-        for index, token in enumerate(chunk):
-            batch.token[index] = token
-            batch.pos[index] = position + index
-            batch.n_seq_id[index] = 1
-            batch.seq_id[index][0] = 0
-            batch.logits[index] = index in outputs
-        status = self._llama.llama_decode(self._context, batch)
-        self.decode_calls += 1
-        if status != 0:
-            # A failed decode may leave part of the ids in the cache: start over from the text next time.
-            self._llama.llama_memory_clear(self._memory, True)
-            self.cached_ids, self._logits = [], None
-            raise BackendError(f"{self._model.name}: llama_decode failed with status {status}")
-
-    def _logits_row(self, index: int) -> np.ndarray:
-        """The logits after the batch's ``index``-th token: a view, valid until the next decode."""
-        pointer = self._llama.llama_get_logits_ith(self._context, index)
-        return np.ctypeslib.as_array(pointer, shape=(self._model.n_vocab,))
+            try:
+                rows.extend(sequence.decode(chunk, len(self.cached_ids) + start, wanted))
+                self.decode_calls += 1
+            except BackendError:
+                self.cached_ids, self._logits = [], None  # the scheduler emptied the sequence
+                raise
+        return np.stack(rows)
 
     def _crop_cache(self, keep: int) -> int:
-        if self._llama.llama_memory_seq_rm(self._memory, 0, keep, -1):
-            return keep
-        self._llama.llama_memory_clear(self._memory, True)
-        return 0
+        return self._live_sequence().crop(keep)
 
     def hidden_state(self, text: str) -> list[float]:
         raise BackendError(
@@ -385,7 +412,11 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
         )
 
     def close(self) -> None:
-        """Free the context and its KV cache now; the shared weights stay loaded."""
-        self._finalizer()
-        self._context = None
+        """Give the sequence back (and free a context of its own); the shared weights and context stay."""
+        if self._sequence is not None:
+            self._sequence.close()
+            self._sequence = None
+        if self._own_context is not None:
+            self._own_context.close()
+            self._own_context = None
         super().close()
