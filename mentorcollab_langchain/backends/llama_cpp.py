@@ -258,17 +258,16 @@ class LlamaCppBackend:
 
     Concurrent requests on the same model, ``n_ctx`` and ``n_threads`` share one context of
     ``batch_slots`` sequences and decode their steps together (``backends.llama_batch``); a cursor opened
-    while all slots are taken gets a context of its own and decodes alone. ``batch_slots=1`` gives every
-    concurrent cursor but one a context of its own, as before batching. The shared context's KV cache,
+    while all slots are taken gets a context of its own and decodes alone. The shared context's KV cache,
     ``batch_slots`` x ``n_ctx`` cells, is allocated on first use and kept (about 95 MB per slot of 4096
     tokens for the 135M generator, 120 MB for the 1.5B mentor; creating it takes about 0.5 s here).
 
-    Batched logits equal a lone cursor's bit for bit only where llama.cpp's matrix kernels do not change
-    with the number of rows. Measured with llama-cpp-python 0.3.36 on this CPU: SmolLM2 (Q4_1) is
-    identical at 4 and 8 sequences; the Qwen mentor (Q4_K/Q6_K) is identical at 2 and 3 but moves by up
-    to half a logit from 4 (its repacked Q4_K weights take a 4-row kernel; without repacking, from 8).
-    Greedy texts stayed equal on the prompts tried, but a near tie could flip: ``batch_slots=1`` keeps a
-    request's text independent of its neighbours on such a model.
+    A request's text must not depend on what runs beside it, so ``batch_slots`` defaults to the model's
+    ``exact_batch_rows``: the widest batch whose logits equal each request's alone, bit for bit. llama.cpp
+    picks its matrix kernels by the number of rows, and for K-quant weights (the Qwen mentor, Gemma) the
+    kernel for four rows or more sums in another order, moving logits by up to a logit; SmolLM2's Q4_1
+    weights take the same kernel at every width measured, so the generator batches 8 requests. A larger
+    ``batch_slots`` trades that guarantee for throughput; ``1`` batches nothing.
     """
 
     def __init__(
@@ -277,10 +276,11 @@ class LlamaCppBackend:
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
-        batch_slots: int = 8,
+        batch_slots: int | None = None,
         report: Callable[[str], None] = lambda message: None,
     ) -> None:
-        get_packaged_model(model)  # fail now, not at first use, on a name without a verified GGUF
+        packaged = get_packaged_model(model)  # fail now, not at first use, on a name without a verified GGUF
+        batch_slots = packaged.exact_batch_rows if batch_slots is None else batch_slots
         if batch_slots < 1:
             raise ConfigError(f"batch_slots must be at least 1, not {batch_slots}")
         self.model = model

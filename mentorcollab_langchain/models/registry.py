@@ -60,6 +60,11 @@ class PackagedModel:
     sha256: str
     install_args: str = "--no-deps"
     licence: str = ""
+    exact_batch_rows: int = 1
+    """How many concurrent requests' steps llama.cpp may decode in one batch with each request's logits equal,
+    bit for bit, to its logits alone (measured with llama-cpp-python 0.3.36 on x86-64; the
+    ``test_llama_batch.py`` test checks it on the machine it runs on). llama.cpp picks its matrix kernels
+    by the number of rows, and for K-quant weights the kernel for four rows or more sums in another order."""
 
     def install_command(self) -> str:
         """The exact pip command that installs every package this model needs."""
@@ -97,6 +102,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             size=98_362_432,
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             licence="Apache-2.0",
+            exact_batch_rows=8,  # Q4_1: the same kernel at every batch size measured (1 to 8)
         ),
         PackagedModel(
             name="qwen2.5-coder-1.5b-instruct",
@@ -107,6 +113,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             licence="Apache-2.0",
+            exact_batch_rows=3,  # Q4_K_M: logits move by up to 0.5 from four rows
         ),
         PackagedModel(
             name="gemma3-270m",
@@ -117,6 +124,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             size=253_113_024,
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             licence="Gemma terms of use",
+            exact_batch_rows=3,  # Q4_K_M: logits move by up to 1.3 from four rows
         ),
     )
 }

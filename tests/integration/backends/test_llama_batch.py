@@ -52,20 +52,33 @@ SHORT_PROMPTS = ["Two plus two is", "The capital of France is", "My favourite co
 
 def open_raw(generator: LlamaCppBackend, index: int) -> LlamaCppCursor:
     """A cursor after a short raw prompt: a few tokens to read, so these tests stay fast."""
-    return generator.open(SHORT_PROMPTS[index], "raw")
+    return generator.open(raw_prompt(index), "raw")
 
 
-def test_steps_waiting_together_run_in_one_decode_with_the_logits_each_gets_alone() -> None:
-    shared_backend = backend(slots=4, n_ctx=640)
+def raw_prompt(index: int) -> str:
+    """A short prompt for the first few, then questions of three lengths, so sequences sit at different positions."""
+    if index < len(SHORT_PROMPTS):
+        return SHORT_PROMPTS[index]
+    return f"Question {index}: what is {index} plus {3 * index + 1}? Explain." * (1 + index % 3)
+
+
+def steps_together(shared_backend: LlamaCppBackend, queued: int) -> tuple[int, int, list[np.ndarray], list[np.ndarray]]:
+    """One step of ``queued`` + 1 cursors on one shared context: the first takes its step alone while holding
+    the decode, the other ``queued`` wait and then run together. Returns how many waited, how many decodes
+    the steps took, each cursor's logits from that step, and each one's logits with nobody beside it."""
+    count = queued + 1
     alone = []
-    for index in range(3):  # one at a time: each decodes with nobody beside it
-        cursor = open_raw(shared_backend, index)
-        alone.append(cursor.next_token_logits("The"))
+    for index in range(count):  # one at a time: each decodes with nobody beside it
+        cursor = shared_backend.open(raw_prompt(index), "raw")
+        cursor.next_token_logits("")  # the prompt, then the step: fed as below (a K-quant model's logits
+        alone.append(cursor.next_token_logits("The"))  # after a one-token step and a long read differ)
         cursor.close()
-    cursors = [open_raw(shared_backend, index) for index in range(3)]
+    cursors = [shared_backend.open(raw_prompt(index), "raw") for index in range(count)]
     for cursor in cursors:  # each reads its prompt, then waits at the step below
         cursor.next_token_logits("")
-    shared = shared_context(shared_backend.loaded, ContextShape(640, THREADS, 4))
+    shared = shared_context(
+        shared_backend.loaded, ContextShape(shared_backend.n_ctx, THREADS, shared_backend.batch_slots)
+    )
     before = shared.decode_calls
     results: dict[int, np.ndarray] = {}
 
@@ -77,23 +90,64 @@ def test_steps_waiting_together_run_in_one_decode_with_the_logits_each_gets_alon
         while not condition() and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    threads = [threading.Thread(target=step, args=(index,)) for index in range(3)]
+    threads = [threading.Thread(target=step, args=(index,)) for index in range(count)]
     with shared._context_lock:  # hold the context: the first step's leader waits here, the others queue
         threads[0].start()
         wait_until(lambda: shared._leading and not shared._pending)  # it took its own step alone
-        threads[1].start()
-        threads[2].start()
-        wait_until(lambda: len(shared._pending) == 2)
-        queued = len(shared._pending)
+        for thread in threads[1:]:
+            thread.start()
+        wait_until(lambda: len(shared._pending) == queued)
+        waited = len(shared._pending)
     for thread in threads:
         thread.join(30)
-    assert queued == 2, "one step was taken by a leader, the other two waited"
-    assert shared.decode_calls - before == 2, "the two waiting steps ran in one decode"
-    assert shared.widest_batch >= 2
-    for index in range(3):
-        np.testing.assert_array_equal(results[index], alone[index])
     for cursor in cursors:
         cursor.close()
+    return waited, shared.decode_calls - before, [results[index] for index in range(count)], alone
+
+
+def test_steps_waiting_together_run_in_one_decode_with_the_logits_each_gets_alone() -> None:
+    waited, decodes, together, alone = steps_together(backend(slots=4, n_ctx=640), queued=2)
+    assert waited == 2, "one step was taken by a leader, the other two waited"
+    assert decodes == 2, "the two waiting steps ran in one decode"
+    for logits, logits_alone in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(logits, logits_alone)
+
+
+STEP_TEXTS = tuple(" ".join(["The", "answer", "is", "not", "what", "you"][:words]) for words in range(1, 7))
+
+
+def stepwise_logits(cursor: LlamaCppCursor) -> list[np.ndarray]:
+    """The cursor's logits after its prompt and then after each of ``STEP_TEXTS``, one step at a time."""
+    return [cursor.next_token_logits(text) for text in ("", *STEP_TEXTS)]
+
+
+@pytest.mark.slow  # loads every packaged model
+@pytest.mark.parametrize("model", sorted(PACKAGED_MODELS))
+def test_each_model_batches_its_default_width_with_the_logits_each_request_gets_alone(model: str) -> None:
+    """At the default ``batch_slots`` (``exact_batch_rows``) every request's logits, step after step, are the
+    ones it gets alone, so its text never depends on its neighbours; a CPU whose kernels differ fails here,
+    not in a user's answers."""
+    if not is_installed(PACKAGED_MODELS[model]):
+        pytest.skip(f"{model} is not installed")
+    width = PACKAGED_MODELS[model].exact_batch_rows
+    shared_backend = LlamaCppBackend(model, n_ctx=1024, n_threads=THREADS)
+    assert shared_backend.batch_slots == width
+    alone = []
+    for index in range(width):
+        cursor = shared_backend.open(raw_prompt(index), "raw")
+        alone.append(stepwise_logits(cursor))
+        cursor.close()
+    cursors = [shared_backend.open(raw_prompt(index), "raw") for index in range(width)]
+    with ThreadPoolExecutor(width) as pool:
+        together = list(pool.map(stepwise_logits, cursors))
+    for cursor in cursors:
+        cursor.close()
+    for request_together, request_alone in zip(together, alone, strict=True):
+        for logits, logits_alone in zip(request_together, request_alone, strict=True):
+            np.testing.assert_array_equal(logits, logits_alone)
+    if width > 1:
+        shape = ContextShape(1024, THREADS, width)
+        assert shared_context(shared_backend.loaded, shape).widest_batch >= 2, "the steps did batch"
 
 
 def test_a_rollback_in_one_sequence_leaves_the_others_alone() -> None:
