@@ -20,6 +20,7 @@ so the generator writes slower while the mentor reads; ``CollabConfig.read_ahead
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +35,10 @@ class ReadingAhead:
         self.cursor = cursor
         self._stop = threading.Event()
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._read, name="mentor-read-ahead", daemon=True)
+        # The reading runs in the opener's context, so on the async path (``http_client.AsyncScope``) a remote
+        # mentor's read goes out on the caller's loop and a cancel cuts it off like any other mentor call.
+        opener = contextvars.copy_context()
+        self._thread = threading.Thread(target=opener.run, args=(self._read,), name="mentor-read-ahead", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
