@@ -33,6 +33,7 @@ def _alive(pid: int) -> bool:
     return "zombie" not in state  # a dead child not yet reaped by init
 
 
+@pytest.mark.slow  # a few seconds: kept out of the fast set
 def test_a_server_dies_when_its_starter_is_killed() -> None:
     starter = subprocess.Popen([sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     assert starter.stdout is not None

@@ -47,6 +47,7 @@ def llama_cpp():
     return make_backend(GENERATOR, backend="llama.cpp", threads=1)
 
 
+@pytest.mark.slow  # a few seconds: kept out of the fast set
 def test_the_grammar_turns_the_small_models_broken_call_into_a_valid_one(llama_cpp) -> None:
     free = llama_cpp.open(QUESTION).generate(PREFIX, 40)
     constrained = llama_cpp.open(QUESTION, grammar=GRAMMAR).generate(PREFIX, 40)

@@ -151,6 +151,7 @@ def comparable(message: AIMessage) -> dict[str, Any]:
     return {"content": message.content, "usage": message.usage_metadata, "record": record}
 
 
+@pytest.mark.slow  # a few seconds: kept out of the fast set
 def test_concurrent_ainvoke_calls_sharing_one_remote_mentor_answer_as_each_call_alone(mentor_server) -> None:
     mentor, model = mentor_server
     alone = {story: comparable(asyncio.run(chat(mentor).ainvoke(prompt(story)))) for story in range(STORIES)}

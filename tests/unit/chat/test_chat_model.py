@@ -288,6 +288,7 @@ def test_usage_counts_on_real_tokenizers(tiny_pair: ChatMentorCollab) -> None:
     assert merge(streamed).content == message.content
 
 
+@pytest.mark.slow  # a few seconds: kept out of the fast set
 async def test_concurrent_ainvoke_matches_sequential_calls(tiny_pair: ChatMentorCollab) -> None:
     seeds = (1, 2)
     sequential = [(await tiny_pair.ainvoke("Tell me about apples.", seed=seed)) for seed in seeds]
@@ -310,6 +311,7 @@ async def test_concurrent_ainvoke_matches_sequential_calls(tiny_pair: ChatMentor
     assert [message.content for message in batched] == [tiny_pair.invoke("Tell me about apples.").content] * 2
 
 
+@pytest.mark.slow  # a few seconds: kept out of the fast set
 async def test_temperature_per_call_samples_and_the_seed_fixes_the_draws(tiny_pair: ChatMentorCollab) -> None:
     greedy = tiny_pair.invoke("Tell me about apples.", seed=1).content
     hot = [tiny_pair.invoke("Tell me about apples.", seed=seed, temperature=1.5).content for seed in (1, 2, 3)]

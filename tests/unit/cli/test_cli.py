@@ -8,6 +8,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow  # a few seconds: kept out of the fast set
 def test_cli_bad_input_is_a_clear_error() -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "mentorcollab_langchain.cli", "run", "--probe-rate", "3", "hi"],
