@@ -217,8 +217,9 @@ class SharedContext:
                 step.error = BackendError(f"{self.name}: llama_decode failed with status {status}")
             return
         first = 0
-        for step in group:
-            step.rows = np.stack([self._logits_row(first + offset) for offset in step.outputs])
+        for step in group:  # a chunk of a long feed may want no rows: only its last chunk's are asked for
+            rows = [self._logits_row(first + offset) for offset in step.outputs]
+            step.rows = np.stack(rows) if rows else np.empty((0, self._n_vocab), dtype=np.float32)
             first += len(step.tokens)
 
     def _logits_row(self, index: int) -> np.ndarray:

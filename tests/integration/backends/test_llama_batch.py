@@ -197,3 +197,21 @@ def test_concurrent_greedy_answers_equal_each_one_run_alone() -> None:
     assert together == alone
     assert all(alone)
     assert shared_context(generator.loaded, ContextShape(832, THREADS, 8)).widest_batch >= 2, "they did batch"
+
+
+@pytest.mark.slow  # reads a 900-token prompt twice
+def test_a_prompt_longer_than_one_decode_is_read_in_chunks_of_which_only_the_last_gives_logits() -> None:
+    generator = backend(slots=1, n_ctx=1536)
+    long_prompt = " ".join(f"Question {index} has the answer {index * 7}." for index in range(80))
+    at_once = generator.open(long_prompt, "raw")
+    prompt_tokens = len(at_once.prompt_ids)
+    assert prompt_tokens > shared_context(generator.loaded, ContextShape(1536, THREADS, 1)).batch_tokens
+    logits = at_once.next_token_logits("")
+    in_steps = generator.open(long_prompt, "raw")
+    in_steps.read_prompt(threading.Event())  # 64 tokens a step
+    stepped = in_steps.next_token_logits("")
+    assert len(at_once.cached_ids) == len(in_steps.cached_ids) == prompt_tokens
+    distance = 0.5 * np.abs(np.exp(log_softmax(logits)) - np.exp(log_softmax(stepped))).sum()
+    assert distance < 0.05 and int(logits.argmax()) == int(stepped.argmax())
+    at_once.close()
+    in_steps.close()
