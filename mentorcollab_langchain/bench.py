@@ -6,8 +6,9 @@ What each row measures:
   *read* cost per token, prefill) and then writes word after word, as the engine's generator does,
   until the end of its answer, a stop string or ``max_new_tokens`` (the *write* cost per token, decode).
   Its tok/s is the writing rate. Its share of the **memory-bandwidth limit** is weight bytes × tok/s ÷
-  the bandwidth this bench measures itself (``measure_bandwidth``, a numpy copy of a large array): on a
-  CPU each written token reads every weight once, so that bandwidth caps the writing rate.
+  the bandwidth this bench measures itself (``measure_bandwidth``, a numpy copy of a large array; on a
+  GPU ``measure_gpu_bandwidth``, a device-to-device copy): each written token reads every weight once,
+  so that bandwidth caps the writing rate.
 - **MentorCollab**, at the engine's default settings, and its **cost-model ratio**: measured wall time
   ÷ what the two models alone would take for the same work, each at its own per-token costs from its
   alone row on the same backend: generator (read × tokens it read + write × tokens it wrote) + mentor
@@ -81,6 +82,24 @@ def measure_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
     return 2 * source.nbytes / fastest / 1e9
 
 
+def measure_gpu_bandwidth(device: str, megabytes: int = 2048, repeats: int = 10) -> float:
+    """A CUDA device's memory bandwidth in GB/s, counting the bytes read and written: the fastest of
+    ``repeats`` device-to-device copies of a ``megabytes`` buffer, far larger than the GPU's caches."""
+    import torch
+
+    source = torch.ones(megabytes * 2**20, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)  # the first copy pays for the kernel's launch set-up
+    fastest = float("inf")
+    for _ in range(repeats):
+        torch.cuda.synchronize(device)
+        began = time.perf_counter()
+        target.copy_(source)
+        torch.cuda.synchronize(device)
+        fastest = min(fastest, time.perf_counter() - began)
+    return 2 * source.numel() / fastest / 1e9
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -88,8 +107,9 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def describe_machine(bandwidth: float) -> str:
-    """The date, the CPU, its cores, the load and the measured bandwidth, for the table's header."""
+def describe_machine(bandwidth: float, gpu: str | None = None) -> str:
+    """The date, the CPU, its cores, the load, the GPU (where one runs the models) and the measured
+    bandwidth (of the GPU's memory where it runs them), for the table's header."""
     cpu = "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -98,7 +118,8 @@ def describe_machine(bandwidth: float) -> str:
         cpu = names[0] if names else cpu
     load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"{date}; {cpu}, {_cores()} cores{load}; measured memory bandwidth {bandwidth:.1f} GB/s"
+    where = f"; {gpu}" if gpu else ""
+    return f"{date}; {cpu}, {_cores()} cores{load}{where}; measured memory bandwidth {bandwidth:.1f} GB/s"
 
 
 def describe_settings(config: CollabConfig) -> str:

@@ -38,11 +38,17 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = commands.add_parser("bench", help="measure the speed of each setup in one run, in one table")
     parser.add_argument("--generator", default=DEFAULT_GENERATOR, help="packaged model name")
     parser.add_argument("--mentor", default=DEFAULT_MENTOR, help="packaged model name")
+    parser.add_argument("--backend", choices=("llama.cpp", "transformers"), default="llama.cpp",
+                        help="how both models run in process for the main rows: llama.cpp (the CPU default) or "
+                             "transformers (with --device cuda: the GPU check, scripts/gpu-check.sh)")
+    parser.add_argument("--device", default="cpu", help="the transformers rows' device: cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, help="llama.cpp threads per model (default: the cores)")
     parser.add_argument("--dtype", default="auto", help="transformers dtype: auto (bfloat16), float32 or bfloat16")
     parser.add_argument("--questions", type=int, default=4, help="GSM8K questions per case (default: 4)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests run at once (default: 8)")
-    parser.add_argument("--skip-torch", action="store_true", help="skip the models alone on transformers")
+    parser.add_argument("--skip-torch", action="store_true",
+                        help="skip the models alone on transformers beside llama.cpp's (with --backend transformers "
+                             "they are the main rows)")
     parser.add_argument("--no-remote", action="store_true", help="skip the setups with a llama.cpp-served mentor")
     parser.add_argument("--skip-concurrency", action="store_true", help="skip the requests at once")
     parser.add_argument("--skip-first-probe", action="store_true", help="skip the first probe's latency")
@@ -74,13 +80,15 @@ def command(args: argparse.Namespace) -> int:
     questions = load_questions("gsm8k", limit=max(args.questions, args.concurrency))
     prompts = [build_prompt(question, "chat") for question in questions]
     quiet_transformers()
+    on_gpu = args.backend == "transformers" and args.device.startswith("cuda")
     with progress("benchmark", sys.stderr) as report:
         report("measuring the memory bandwidth")
-        bandwidth = bench.measure_bandwidth()
-        machine = f"{bench.describe_machine(bandwidth)}\nMentorCollab settings: {bench.describe_settings(config)}"
+        bandwidth = bench.measure_gpu_bandwidth(args.device) if on_gpu else bench.measure_bandwidth()
+        gpu = _gpu_name(args.device) if on_gpu else None
+        machine = f"{bench.describe_machine(bandwidth, gpu)}\nMentorCollab settings: {bench.describe_settings(config)}"
         parts = _Parts(args, config, prompts, report)
         rows, collabs = parts.in_process()
-        if not args.skip_torch:
+        if not args.skip_torch and args.backend == "llama.cpp":
             rows += parts.torch()
         if not args.no_remote:
             served_alone, served_collab = parts.served(rows[0])
@@ -100,8 +108,29 @@ class _Parts:
         from mentorcollab_langchain.backends import LlamaCppBackend
 
         self.args, self.config, self.prompts, self.report = args, config, prompts, report
-        self.generator = LlamaCppBackend(args.generator, n_threads=args.threads, report=report)
-        self.mentor = LlamaCppBackend(args.mentor, n_threads=args.threads, report=report)
+        self.generator: Backend
+        self.mentor: Backend
+        if args.backend == "transformers":
+            self.generator, self.mentor = (self.transformers(args.generator), self.transformers(args.mentor))
+            self.where = f"torch {args.dtype}, {args.device}"
+        else:
+            self.generator = LlamaCppBackend(args.generator, n_threads=args.threads, report=report)
+            self.mentor = LlamaCppBackend(args.mentor, n_threads=args.threads, report=report)
+            self.where = "llama.cpp"
+
+    def transformers(self, name: str, device: str | None = None) -> Backend:
+        from mentorcollab_langchain.backends import TransformersBackend
+
+        return TransformersBackend(name, device=device or self.args.device, dtype=self.args.dtype, report=self.report)
+
+    def weight_bytes(self, backend: Backend) -> int:
+        """The bytes of weights each written token reads: the GGUF file's, or the torch parameters'."""
+        from mentorcollab_langchain.backends import TransformersBackend
+
+        if isinstance(backend, TransformersBackend):
+            parameters = backend.loaded.network.parameters()
+            return sum(parameter.numel() * parameter.element_size() for parameter in parameters)
+        return _gguf_bytes(backend.model_name)
 
     def alone(self, label: str, backend: Backend, weight_bytes: int | None, questions: int) -> AloneRow:
         """A model alone on ``questions`` prompts, after a short warm-up that loads what it loads lazily (on a
@@ -122,24 +151,20 @@ class _Parts:
 
     def in_process(self) -> tuple[list[AloneRow], list[tuple[CollabRow, AloneRow, AloneRow]]]:
         """Both models alone on llama.cpp in process, and MentorCollab there."""
-        generator = self.alone(f"{self.args.generator} alone, llama.cpp", self.generator,
-                               _gguf_bytes(self.args.generator), self.args.questions)
-        mentor = self.alone(f"{self.args.mentor} alone, llama.cpp", self.mentor, _gguf_bytes(self.args.mentor),
+        generator = self.alone(f"{self.args.generator} alone, {self.where}", self.generator,
+                               self.weight_bytes(self.generator), self.args.questions)
+        mentor = self.alone(f"{self.args.mentor} alone, {self.where}", self.mentor, self.weight_bytes(self.mentor),
                             self.args.questions)
-        return [generator, mentor], [(self.collab("MentorCollab, llama.cpp", self.mentor), generator, mentor)]
+        return [generator, mentor], [(self.collab(f"MentorCollab, {self.where}", self.mentor), generator, mentor)]
 
     def torch(self) -> list[AloneRow]:
         """Both models alone on transformers: on the first prompt only, since only their rates are compared
         (torch decodes the mentor several times slower than llama.cpp)."""
-        from mentorcollab_langchain.backends import TransformersBackend
-
         rows = []
         for name in (self.args.generator, self.args.mentor):
-            backend = TransformersBackend(name, device="cpu", dtype=self.args.dtype, report=self.report)
-            network = backend.loaded.network
-            weight_bytes = sum(parameter.numel() * parameter.element_size() for parameter in network.parameters())
-            dtype = str(network.dtype).removeprefix("torch.")
-            rows.append(self.alone(f"{name} alone, torch {dtype}", backend, weight_bytes, questions=1))
+            backend = self.transformers(name, device="cpu")
+            dtype = str(backend.loaded.network.dtype).removeprefix("torch.")
+            rows.append(self.alone(f"{name} alone, torch {dtype}", backend, self.weight_bytes(backend), questions=1))
         return rows
 
     def served(self, generator_alone: AloneRow) -> tuple[AloneRow, tuple[CollabRow, AloneRow, AloneRow]]:
@@ -177,6 +202,12 @@ class _Parts:
             settings = self.config.model_copy(update={"read_ahead": read_ahead})
             probes[read_ahead] = measure_first_probe(self.generator, self.mentor, prompt, settings)
         return tokens, probes[False], probes[True]
+
+
+def _gpu_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device))
 
 
 def _gguf_bytes(model: str) -> int:

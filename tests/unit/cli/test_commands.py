@@ -147,6 +147,20 @@ def test_bench_measures_every_local_part(capsys: pytest.CaptureFixture[str]) -> 
     assert "x cost model" in rows[2] and "x mentor alone" in rows[2] and "same answers" in rows[4]
 
 
+@pytest.mark.slow  # loads the model on transformers too
+def test_bench_on_transformers_runs_the_gpu_checks_path_on_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/gpu-check.sh's bench (``--backend transformers --device cuda``), with the CPU for the GPU: the
+    models' rows and MentorCollab's are torch's, and the torch rows beside llama.cpp's are not repeated."""
+    assert main([*QUICK_BENCH, "--no-remote", "--backend", "transformers", "--device", "cpu", "--dtype",
+                 "bfloat16"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert [row.split("  ")[0] for row in rows[:3]] == [
+        f"{SMALLEST_PACKAGED} alone, torch bfloat16, cpu", f"{SMALLEST_PACKAGED} alone, torch bfloat16, cpu",
+        "MentorCollab, torch bfloat16, cpu"]
+    assert len(rows) == 5 and "same answers" in rows[4]
+    assert all(row.split()[-1].endswith("%") for row in rows[:2])  # a share of the measured bandwidth
+
+
 @pytest.mark.slow
 def test_bench_measures_the_served_mentor_too(
     tokenizer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU check (issue 11): `mentorcollab bench` with both models on transformers, on CUDA in bfloat16.
+# It prints the GPU, its measured memory bandwidth, each model alone (tokens/s and their share of that
+# bandwidth), MentorCollab at the defaults against the cost model, requests at once against one at a
+# time, and the first probe with and without read-ahead. A short, prepared run: a few minutes on a GPU.
+#
+#   bash scripts/gpu-check.sh [OUT_DIR] [extra bench flags...]
+#
+# It needs a CUDA build of torch in ./.venv: install one first (scripts/install.sh keeps a torch that is
+# already there), e.g. `python3 -m venv .venv && .venv/bin/pip install torch` and then scripts/install.sh.
+# The table and the GPU's description are written to OUT_DIR (default: runs/gpu-check).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT_DIR=${1:-runs/gpu-check}
+shift || true
+PYTHON=.venv/bin/python
+[ -x "$PYTHON" ] || { echo "gpu-check: no .venv here; run scripts/install.sh after installing a CUDA torch" >&2; exit 2; }
+if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu-check: torch sees no CUDA device (torch $("$PYTHON" -c 'import torch; print(torch.__version__)'))" >&2
+  exit 2
+fi
+mkdir -p "$OUT_DIR"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
+PYTHONUNBUFFERED=1 "$PYTHON" -m mentorcollab_langchain.cli bench --backend transformers --device cuda \
+  --dtype bfloat16 --no-remote "$@" | tee "$OUT_DIR/bench.txt"
