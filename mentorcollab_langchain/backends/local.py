@@ -18,9 +18,10 @@ new ids (``_forward``), cropping its cache (``_crop_cache``), and hidden states 
 
 Logits are numpy arrays here. llama.cpp writes them into a C buffer, and each decode hands its cursor one
 copy of the rows it asked for (its context may be shared, ``backends.llama_batch``); torch's output is
-converted once per forward pass (``.numpy()`` shares a CPU tensor's memory; on a GPU it is one device-to-host copy of the rows asked
-for, small beside the forward pass). All arithmetic on logits is then one numpy implementation in float64,
-so both backends pick the same token and report the same confidence on the same logits.
+converted once per forward pass (``.numpy()`` shares a CPU tensor's memory; on a GPU it is one
+device-to-host copy of the rows asked for, small beside the forward pass). All arithmetic on logits is
+then one numpy implementation in float64, so both backends pick the same token and report the same
+confidence on the same logits.
 """
 
 from __future__ import annotations
