@@ -110,7 +110,11 @@ class Tap:
             self.successes[request].append(time.monotonic())
 
 
-MODEL_CALLS = frozenset({"next_word", "generate", "label_logprobs", "score_continuation", "hidden_state"})
+# Every call that asks the mentor's server something, the read-ahead's warm-up of its prefix cache included
+# (its failure is the first mentor call's, recorded by the engine like any other).
+MODEL_CALLS = frozenset(
+    {"next_word", "generate", "label_logprobs", "score_continuation", "hidden_state", "read_prompt"}
+)
 
 
 class TappedCursor:
