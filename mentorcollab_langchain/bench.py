@@ -41,6 +41,7 @@ from typing import Protocol
 import numpy as np
 
 from mentorcollab_langchain.backends.base import Backend, Prompt, PromptStyle, ReadsPrompt
+from mentorcollab_langchain.backends.llama_cpp import default_threads
 from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, Probed, collaborate
 
 
@@ -67,7 +68,7 @@ def measure_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
     the GIL), since one core alone does not saturate memory and llama.cpp decodes on every core."""
     source = np.ones(megabytes * 2**20 // 8)
     target = np.empty_like(source)
-    parts = np.array_split(np.arange(len(source)), _cores())
+    parts = np.array_split(np.arange(len(source)), default_threads())
     bounds = [(part[0], part[-1] + 1) for part in parts if len(part)]
 
     def copy(bound: tuple[int, int]) -> None:
@@ -100,13 +101,6 @@ def measure_gpu_bandwidth(device: str, megabytes: int = 2048, repeats: int = 10)
     return 2 * source.numel() / fastest / 1e9
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def describe_machine(bandwidth: float, gpu: str | None = None) -> str:
     """The date, the CPU, its cores, the load, the GPU (where one runs the models) and the measured
     bandwidth (of the GPU's memory where it runs them), for the table's header."""
@@ -119,7 +113,7 @@ def describe_machine(bandwidth: float, gpu: str | None = None) -> str:
     load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     where = f"; {gpu}" if gpu else ""
-    return f"{date}; {cpu}, {_cores()} cores{load}{where}; measured memory bandwidth {bandwidth:.1f} GB/s"
+    return f"{date}; {cpu}, {default_threads()} cores{load}{where}; measured memory bandwidth {bandwidth:.1f} GB/s"
 
 
 def describe_settings(config: CollabConfig) -> str:
