@@ -11,6 +11,11 @@ from mentorcollab_langchain.backends.sampling import Sampling
 from mentorcollab_langchain.engine.policies import NAMED_POLICIES
 from mentorcollab_langchain.errors import ConfigError, InvalidSchemaError
 
+# The shortest answer budget for which the mentor reads the prompt ahead unless told (``read_ahead``). At the
+# generator's 80 tokens a second on this CPU, 32 tokens take 0.4 s, against the mentor's 10 s or more to
+# read a five-shot prompt: below it there is nothing to hide.
+READ_AHEAD_MIN_TOKENS = 32
+
 
 class CollabConfig(BaseModel):
     """Settings of one collaboration run (see DESIGN.md, "The method, exactly").
@@ -91,10 +96,13 @@ class CollabConfig(BaseModel):
         description="probe the answer's first word whatever the policy draws: where an agent decides between a "
         "tool call and prose (the chat model sets it when tools are offered and the choice is left to the model)",
     )
-    read_ahead: bool = Field(
-        default=True,
+    read_ahead: bool | None = Field(
+        default=None,
         description="the mentor reads the prompt on a background thread as soon as a request starts, while the "
-        "generator writes, so the first probe does not wait for the whole prompt (the answer is the same either way)",
+        "generator writes, so the first probe does not wait for the whole prompt (the answer is the same either "
+        f"way); unset: only when max_new_tokens is {READ_AHEAD_MIN_TOKENS} or more, since a shorter answer (a "
+        "letter, a label, a yes or no) is written before reading ahead could hide anything, and reading for it "
+        "spends the mentor's compute on prompts no probe may ask about",
     )
     grammar: str | None = Field(
         default=None,
@@ -144,6 +152,11 @@ class CollabConfig(BaseModel):
             "repetition_guard": False,
         }
         return cls(**(settings | overrides))
+
+    @property
+    def reads_ahead(self) -> bool:
+        """``read_ahead`` as it applies to this run: as set, or when unset by the answer's budget."""
+        return self.read_ahead if self.read_ahead is not None else self.max_new_tokens >= READ_AHEAD_MIN_TOKENS
 
     @property
     def sampling(self) -> Sampling:

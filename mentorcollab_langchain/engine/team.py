@@ -79,7 +79,7 @@ def open_team(
     """Open a cursor on each model for ``prompt`` and join them with the verifier and the config.
 
     ``verifier`` is a name (resolved for this generator) or an object; ``policy`` replaces the one
-    ``config.probe_policy`` names. With ``config.read_ahead`` the mentor starts reading the prompt right
+    ``config.probe_policy`` names. When ``config.reads_ahead`` the mentor starts reading the prompt right
     away, in the background (``engine.read_ahead``), unless no word of the run can be probed. If anything
     fails after the generator's cursor opened, it is closed.
     """
@@ -89,7 +89,7 @@ def open_team(
     generator_cursor = _open(generator, "generator", prompt, config)
     try:
         mentor_cursor: Cursor = _open(mentor, "mentor", prompt, config)
-        if config.read_ahead and not never_probes(config, policy):
+        if config.reads_ahead and not never_probes(config, policy):
             mentor_cursor = read_ahead(mentor_cursor)
     except MentorCollabError as error:
         if config.on_mentor_error == "raise":

@@ -87,6 +87,7 @@ class Method:
             kept = ("max_new_tokens", "max_word_tokens", "repetition_guard")
             config = {name: value for name, value in config.items() if name in kept}
         else:
+            config["read_ahead"] = self.config.reads_ahead  # what the run does, set or left to the budget
             config = {name: value for name, value in config.items()
                       if name not in SETTINGS_ADDED_LATER or value != SETTINGS_ADDED_LATER[name]}
             config["seeding"] = SEEDING

@@ -12,6 +12,7 @@ import pytest
 from mentorcollab_langchain.backends import ScriptedBackend
 from mentorcollab_langchain.backends.scripted import ScriptedCursor
 from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFailed, collaborate, open_team, run_steps
+from mentorcollab_langchain.engine.config import READ_AHEAD_MIN_TOKENS
 from mentorcollab_langchain.engine.read_ahead import ReadingAhead
 from mentorcollab_langchain.errors import BackendError, ContextTooLongError
 
@@ -96,9 +97,15 @@ def test_without_read_ahead_the_mentor_reads_nothing_before_it_is_asked() -> Non
         (CollabConfig(probe_policy="random", probe_rate=0.0, probe_first_word=True), True),
         (CollabConfig(probe_policy="uncertain", probe_rate=0.0), True),  # probes where the generator is unsure
         (CollabConfig(probe_policy="random", probe_rate=0.01), True),
+        # A multiple-choice letter's budget: written before reading ahead could hide anything, unless asked for.
+        (CollabConfig(max_new_tokens=16), False),
+        (CollabConfig(max_new_tokens=16, read_ahead=True), True),
+        (CollabConfig(max_new_tokens=READ_AHEAD_MIN_TOKENS), True),
+        (CollabConfig(read_ahead=False), False),
     ],
 )
-def test_a_run_that_can_never_probe_reads_nothing_ahead(config: CollabConfig, reads_ahead: bool) -> None:
+def test_which_runs_read_ahead(config: CollabConfig, reads_ahead: bool) -> None:
+    """Only a run that can probe, with an answer long enough for the reading to hide something, unless told."""
     mentor = ReadingBackend("one two")
     mentor.release.set()
     with open_team("q", ScriptedBackend("one two"), mentor, config=config) as team:

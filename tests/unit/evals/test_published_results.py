@@ -136,16 +136,18 @@ def test_the_committed_records_score_the_same_under_todays_extractor() -> None:
         assert (predicted, correct, question.gold) == (record["predicted"], record["correct"], record["gold"]), record
 
 
-def test_the_committed_records_resume_under_todays_methods_without_read_ahead() -> None:
-    """``mentorcollab eval --no-read-ahead --limit 100`` on the data folder picks up the 60 recorded questions:
-    settings added since (grammar, probe_first_word, read_ahead) leave the recorded methods' hashes alone."""
+@pytest.mark.parametrize("read_ahead", [None, False], ids=["default", "--no-read-ahead"])
+def test_the_committed_records_resume_under_todays_methods(read_ahead: bool | None) -> None:
+    """``mentorcollab eval --limit 100`` on the data folder picks up the recorded questions: settings added
+    since (grammar, probe_first_word, read_ahead) leave the recorded methods' hashes alone, and a 16-token
+    multiple-choice answer reads nothing ahead unless told to."""
     records = read_results(RESULTS / "data")
     for name in ("generator", "mentor", "mentorcollab", "previous-default", "faithful"):
         record = next(record for record in records if record["method"] == name)
         models = record["method_key"]["models"]
         generator = ModelInfo(**models.get("generator", models.get("mentor")))
         mentor = ModelInfo(**models.get("mentor", models.get("generator")))
-        base = CollabConfig(max_new_tokens=16, read_ahead=False)
+        base = CollabConfig(max_new_tokens=16, read_ahead=read_ahead)
         method = make_methods([name], base, record["method_key"]["prompt"])[0]
         assert method.config_hash(generator, mentor) == record["config_hash"], name
 
