@@ -72,7 +72,7 @@ def test_measure_alone_reads_the_prompt_then_writes_until_the_budget_or_the_end(
 
 
 def test_measure_collab_counts_what_each_model_read_and_wrote() -> None:
-    config = CollabConfig(probe_policy="random", probe_rate=1.0, max_new_tokens=4, segment_tokens=2)
+    config = CollabConfig(probe_policy="random", probe_rate=1.0, max_new_tokens=4, segment_tokens=2, read_ahead=True)
     row = measure_collab("c", ScriptedBackend("one two three four"), PromptReader("one 2 three four"), PROMPTS, config)
     assert row.tokens == 2 * 4 and row.probes >= 2
     assert row.mentor_written > 0 and row.mentor_read >= 2 * 7  # the mentor's read-ahead counts as reading
