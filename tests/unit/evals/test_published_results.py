@@ -5,6 +5,8 @@ Which table in ``docs/results`` comes from which committed data, and the test th
 - ``report.md`` and the README's summary table: ``data/*.jsonl`` through ``mentorcollab eval --report``;
 - ``ceiling.md`` and the README's ceiling table: ``data/*.jsonl`` through ``ceiling.py``;
 - ``tuning/summary.md`` and the README's tuning table: ``tuning/*.jsonl`` through ``answer_slot.py --summary``;
+- ``tuning/gsm8k/report.md`` (GSM8K past the evaluation range, two thresholds): ``tuning/gsm8k/records.jsonl``
+  through ``mentorcollab eval --report``;
 - the README's "Against the targets" table: its measured column, from the same summary rows;
 - ``mlp_verifier.md``: its two tables and its training and validation counts, from the shipped verifier's card.
 
@@ -24,12 +26,16 @@ from pathlib import Path
 import pytest
 
 from mentorcollab_langchain.engine import CollabConfig
+from mentorcollab_langchain.engine.config import READ_AHEAD_MIN_TOKENS
 from mentorcollab_langchain.evals.data import MissingBenchmarkData, load_questions
 from mentorcollab_langchain.evals.extract import score
 from mentorcollab_langchain.evals.report import build_report, summarize
 from mentorcollab_langchain.evals.runner import ModelInfo, make_methods, read_results
 from mentorcollab_langchain.verifiers.mlp import TRAINED_DIR
 from tests.paths import RESULTS, TUNING
+
+# The published benchmarks and how many questions of each the records hold.
+PUBLISHED = {"arc_challenge": 100, "csqa": 100, "gsm8k": 30}
 
 
 def _without_source_line(text: str) -> list[str]:
@@ -65,9 +71,13 @@ def _cells(row: str) -> list[str]:
 README = (RESULTS / "README.md").read_text(encoding="utf-8")
 
 
-def test_the_published_report_rebuilds_from_the_committed_records(tmp_path: Path) -> None:
-    report, image = build_report(RESULTS / "data", tmp_path)
-    published = (RESULTS / "report.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize(("records", "page"), [
+    (RESULTS / "data", RESULTS / "report.md"),
+    (TUNING / "gsm8k", TUNING / "gsm8k" / "report.md"),
+], ids=["evaluation", "gsm8k threshold check"])
+def test_the_published_report_rebuilds_from_the_committed_records(records: Path, page: Path, tmp_path: Path) -> None:
+    report, image = build_report(records, tmp_path)
+    published = page.read_text(encoding="utf-8")
     assert _without_source_line(report.read_text(encoding="utf-8")) == _without_source_line(published)
     assert image.exists() and image.stat().st_size > 10_000
 
@@ -110,7 +120,7 @@ def test_the_targets_table_quotes_the_rebuilt_figures() -> None:
     rows = {(row.benchmark, row.method): row for row in summarize(read_results(RESULTS / "data"))}
     measured = {_cells(row)[0]: _cells(row)[2] for row in _table_rows(README, "| benchmark | target | measured |")}
     pairs = []
-    for benchmark, name in (("arc_challenge", "ARC-Challenge"), ("csqa", "CommonsenseQA")):
+    for benchmark, name in (("arc_challenge", "ARC-Challenge"), ("csqa", "CommonsenseQA"), ("gsm8k", "GSM8K")):
         row = rows[(benchmark, "mentorcollab")]
         paired = row.vs_generator
         p = "p < 0.001" if paired.p_value < 0.001 else f"p = {paired.p_value:.2g}"
@@ -118,15 +128,16 @@ def test_the_targets_table_quotes_the_rebuilt_figures() -> None:
                     f"(n={row.n}; +{paired.gained}/\u2212{paired.lost}, {p})")
         assert measured[name] == expected
         pairs.append(f"+{paired.gained}/\u2212{paired.lost}")
-    assert measured["all"] == " and ".join(pairs)
+    assert measured["all"] == ", ".join(pairs)
 
 
 def test_the_committed_records_score_the_same_under_todays_extractor() -> None:
     """Each record's predicted answer and correctness, rescored from its response with today's extractor."""
     records = read_results(RESULTS / "data")
-    assert len(records) == 600
+    assert {record["benchmark"] for record in records} == set(PUBLISHED)
+    assert len(records) == sum(5 * questions for questions in PUBLISHED.values())  # five methods each
     try:
-        questions = {(q.benchmark, q.id): q for name in ("arc_challenge", "csqa") for q in load_questions(name)}
+        questions = {(q.benchmark, q.id): q for name in PUBLISHED for q in load_questions(name)}
     except MissingBenchmarkData as error:
         pytest.skip(str(error))
     for record in records:
@@ -136,20 +147,22 @@ def test_the_committed_records_score_the_same_under_todays_extractor() -> None:
         assert (predicted, correct, question.gold) == (record["predicted"], record["correct"], record["gold"]), record
 
 
-@pytest.mark.parametrize("read_ahead", [None, False], ids=["default", "--no-read-ahead"])
-def test_the_committed_records_resume_under_todays_methods(read_ahead: bool | None) -> None:
+@pytest.mark.parametrize("published", PUBLISHED)
+def test_the_committed_records_resume_under_todays_defaults(published: str) -> None:
     """``mentorcollab eval --limit 100`` on the data folder picks up the recorded questions: settings added
-    since (grammar, probe_first_word, read_ahead) leave the recorded methods' hashes alone, and a 16-token
-    multiple-choice answer reads nothing ahead unless told to."""
-    records = read_results(RESULTS / "data")
+    since (grammar, probe_first_word, read_ahead) leave the recorded methods' hashes alone. A 16-token
+    multiple-choice answer reads nothing ahead, so its records resume under ``--no-read-ahead`` as well."""
+    records = [record for record in read_results(RESULTS / "data") if record["benchmark"] == published]
     for name in ("generator", "mentor", "mentorcollab", "previous-default", "faithful"):
         record = next(record for record in records if record["method"] == name)
         models = record["method_key"]["models"]
         generator = ModelInfo(**models.get("generator", models.get("mentor")))
         mentor = ModelInfo(**models.get("mentor", models.get("generator")))
-        base = CollabConfig(max_new_tokens=16, read_ahead=read_ahead)
-        method = make_methods([name], base, record["method_key"]["prompt"])[0]
-        assert method.config_hash(generator, mentor) == record["config_hash"], name
+        budget = record["method_key"]["config"]["max_new_tokens"]
+        for read_ahead in (None, False) if budget < READ_AHEAD_MIN_TOKENS else (None,):
+            base = CollabConfig(max_new_tokens=budget, read_ahead=read_ahead)
+            method = make_methods([name], base, record["method_key"]["prompt"])[0]
+            assert method.config_hash(generator, mentor) == record["config_hash"], (name, read_ahead)
 
 
 # The rows of mlp_verifier.md's validation table, each with the card's name for the same verifier.
