@@ -8,6 +8,11 @@ which backend wrote it. So ``LocalCursor`` holds those decisions once:
   prefix of what the cache holds, crop the rest and feed only the new tail, counting it in ``tokens_read``;
   committing a word, rolling back a rejected lookahead and appending a verifier's question all become
   "crop a little, feed a little";
+- the prompt's batches: a model's arithmetic gives a token slightly different numbers in a batch of
+  another size (llama.cpp's quantized kernels, torch's blocked matrix products), so the prompt is always
+  fed in the same batches, ``READ_PROMPT_STEP_TOKENS`` long from its start and ending at its end, whether
+  it is read ahead in steps or with the first words of the response; that keeps greedy answers the same
+  with and without reading ahead;
 - the decode loop: word boundaries, end-of-turn tokens, stop strings, characters split across tokens;
 - picking a token (greedy, or the inverse-CDF draw of ``Sampling.uniform``), the confidence at a word's
   first token, label log-probabilities and continuation scores;
@@ -27,6 +32,7 @@ confidence on the same logits.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
@@ -39,8 +45,9 @@ from mentorcollab_langchain.backends.grammar import with_special_tags
 from mentorcollab_langchain.backends.sampling import Sampling
 from mentorcollab_langchain.errors import BackendError, ContextTooLongError, InvalidPromptError, InvalidSchemaError
 
-# Tokens per step when a cursor reads its prompt ahead (``read_prompt``): between steps it looks whether
-# the run was closed, so closing waits at most one step, and one step is still a large, efficient batch.
+# The prompt's batch length (module docstring). Reading ahead (``read_prompt``) looks between batches
+# whether the run was closed, so closing waits at most one batch, and one batch is still large enough to
+# read efficiently (measured on the 1.5B mentor: 64-token batches within noise of 512-token ones).
 READ_PROMPT_STEP_TOKENS = 64
 
 
@@ -268,23 +275,43 @@ class LocalCursor(ABC, Generic[LoadedT]):
         self._crop(min(common, len(target) - outputs))  # feed at least what we need the output of
         fed = target[len(self.cached_ids) :]
         self.tokens_read += len(fed)
-        return self._feed(fed, outputs, hidden)
+        return self._feed_in_batches(fed, outputs, hidden)
+
+    def _prompt_batch_ends(self) -> list[int]:
+        """Where the prompt's batches end: every ``READ_PROMPT_STEP_TOKENS`` from its start, and its end."""
+        return [*range(READ_PROMPT_STEP_TOKENS, len(self.prompt_ids), READ_PROMPT_STEP_TOKENS), len(self.prompt_ids)]
+
+    def _feed_in_batches(self, ids: list[int], outputs: int, hidden: bool) -> np.ndarray:
+        """``_feed``, with ``ids`` cut where the prompt's batches end (module docstring).
+
+        Each batch asks for the rows of ``outputs`` it holds, and at least its last row, as reading ahead
+        does: the same batch then does the same arithmetic whichever path fed it.
+        """
+        start = len(self.cached_ids)
+        ends = [end - start for end in self._prompt_batch_ends() if start < end < start + len(ids)] + [len(ids)]
+        earlier_rows = []  # wanted rows from before the last batch (scoring from the response's first token)
+        for begin, end in itertools.pairwise([0, *ends]):
+            after = len(ids) - end  # tokens fed after this batch
+            rows = self._feed(ids[begin:end], max(1, min(end - begin, outputs - after)), hidden and not after)
+            if after and outputs > after:
+                earlier_rows.append(np.array(rows, ndmin=2)[-(outputs - after) :])  # a copy: rows may be a view
+        return np.concatenate([*earlier_rows, np.atleast_2d(rows)]) if earlier_rows else rows
 
     def read_prompt(self, stop: threading.Event) -> None:
-        """Bring the cache to the prompt alone, in steps, unless it holds the whole prompt already.
+        """Bring the cache to the prompt alone, batch by batch, unless it holds the whole prompt already.
 
         The engine calls this on a background thread as a request starts (``engine.read_ahead``), so the
         mentor reads a long prompt while the generator writes; the first probe then feeds only the response.
-        It stops between steps once ``stop`` is set; what it read stays cached, and the next call goes on
+        It stops between batches once ``stop`` is set; what it read stays cached, and the next call goes on
         from there by the usual cache rule. A cache that already holds the prompt (and maybe some response)
         is left alone, never cropped back.
         """
         start = common_prefix_length(self.cached_ids, self.prompt_ids)
-        for end in range(start + READ_PROMPT_STEP_TOKENS, len(self.prompt_ids) + READ_PROMPT_STEP_TOKENS,
-                         READ_PROMPT_STEP_TOKENS):
+        for end in self._prompt_batch_ends():
             if stop.is_set():
                 return
-            self._move_to(self.prompt_ids[: min(end, len(self.prompt_ids))])
+            if end > start:
+                self._move_to(self.prompt_ids[:end])
 
     def next_token_logits(self, text: str) -> np.ndarray:
         """A copy of the next-token logits after ``text`` (used by tests to compare with a recompute)."""

@@ -211,7 +211,6 @@ def test_a_prompt_longer_than_one_decode_is_read_in_chunks_of_which_only_the_las
     in_steps.read_prompt(threading.Event())  # 64 tokens a step
     stepped = in_steps.next_token_logits("")
     assert len(at_once.cached_ids) == len(in_steps.cached_ids) == prompt_tokens
-    distance = 0.5 * np.abs(np.exp(log_softmax(logits)) - np.exp(log_softmax(stepped))).sum()
-    assert distance < 0.05 and int(logits.argmax()) == int(stepped.argmax())
+    assert np.array_equal(logits, stepped)  # the prompt goes into the same batches either way (backends.local)
     at_once.close()
     in_steps.close()

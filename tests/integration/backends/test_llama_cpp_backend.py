@@ -23,7 +23,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by script
 from mentorcollab_langchain.backends import LlamaCppBackend, TransformersBackend, make_backend
 from mentorcollab_langchain.backends.base import Conversation
 from mentorcollab_langchain.backends.llama_cpp import LlamaCppCursor, _load_chat_tokenizer
-from mentorcollab_langchain.backends.local import log_softmax
+from mentorcollab_langchain.backends.local import READ_PROMPT_STEP_TOKENS, log_softmax
 from mentorcollab_langchain.backends.prompts import render_chat
 from mentorcollab_langchain.backends.sampling import Sampling
 from mentorcollab_langchain.errors import BackendError, ConfigError, ContextTooLongError, UnknownModelError
@@ -258,7 +258,8 @@ def test_score_continuation_equals_the_stepwise_sum(generator: LlamaCppBackend) 
     for position in range(start, len(target)):
         stepwise += float(log_softmax(stepper._move_to(target[:position]))[target[position]])
     assert score.logprob == pytest.approx(stepwise, abs=0.05 * score.tokens)
-    assert stepper.decode_calls == score.tokens, "the stepper read the text once, then one token per step"
+    assert len(stepper.prompt_ids) <= READ_PROMPT_STEP_TOKENS  # the prompt is one batch of its own
+    assert stepper.decode_calls == 1 + score.tokens, "the stepper read the prompt, the text, then one token a step"
 
 
 def test_label_logprobs_agree_with_a_one_token_continuation(generator: LlamaCppBackend) -> None:

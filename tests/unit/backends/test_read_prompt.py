@@ -28,7 +28,26 @@ def test_a_local_cursor_reads_its_prompt_in_steps_and_then_only_the_response(tin
     word = ahead.next_word(" The", 4)
     assert word == cold.next_word(" The", 4)
     assert ahead.tokens_read == cold.tokens_read  # the prompt was read once, never again
-    assert np.allclose(ahead.next_token_logits(" The"), cold.next_token_logits(" The"), atol=1e-4)
+    assert np.array_equal(ahead.next_token_logits(" The"), cold.next_token_logits(" The"))  # the same batches
+
+
+def test_the_prompt_goes_into_the_same_batches_read_ahead_or_not(tiny_byte_level_model: str) -> None:
+    """A batch's arithmetic differs in the last digits with its size, so both paths must cut alike."""
+    backend = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
+    ahead, cold = backend.open(LONG_PROMPT, "raw"), backend.open(LONG_PROMPT, "raw")
+    batches: dict[str, list[int]] = {"ahead": [], "cold": []}
+    for name, cursor in (("ahead", ahead), ("cold", cold)):
+        forward = cursor._forward
+        cursor._forward = lambda ids, outputs, hidden, forward=forward, seen=batches[name]: (  # type: ignore[method-assign]
+            seen.append(len(ids)) or forward(ids, outputs, hidden))
+    ahead.read_prompt(threading.Event())
+    assert np.array_equal(ahead.next_token_logits(" The cat"), cold.next_token_logits(" The cat"))
+    step, prompt = READ_PROMPT_STEP_TOKENS, len(ahead.prompt_ids)
+    prompt_batches = [step] * (prompt // step) + ([prompt % step] if prompt % step else [])
+    response = len(ahead.token_ids(" The cat")) - prompt
+    assert batches["ahead"] == batches["cold"] == [*prompt_batches, response]
+    # Scoring from the response's first token feeds the prompt's last token again, for the row after it.
+    assert ahead.score_continuation("", " The dog") == cold.score_continuation("", " The dog")
 
 
 def test_a_local_cursor_that_holds_a_response_is_not_cropped_back_to_the_prompt(tiny_byte_level_model: str) -> None:
