@@ -27,14 +27,23 @@ other's prefix; the count is per cursor, as if each had its own slot.
 Scoring a continuation never uses prompt ``echo``: llama-cpp-python's server (0.3.36) pairs each echoed
 token with the distribution *after* it when the model adds no BOS token (Qwen), so every prompt logprob
 is another token's, and it sorts the whole vocabulary in Python at every prompt position (16 s for a
-47-token prompt here). Generated-token logprobs are right on every server, and a logit bias forces a
-chosen token without changing the logprob the server reports, so the cursor walks the continuation:
-greedy runs while the model writes the continuation itself, a forced token where it would not
-(``score_continuation``). The result is the server's own logprob of each token at its own position
-(vLLM reports logprobs before logit bias by default, llama.cpp always), and costs one logprob per scored
-token on the server. Mirroring the server's batches in process reproduces its sum to 1e-6; llama.cpp's
-quantized kernels move a logit by up to a few tenths of a nat with the batch a token was evaluated in,
-so a fresh in-process pass agrees only to that.
+47-token prompt here). Generated-token logprobs are right on every server, so the cursor has the server
+write the continuation and report them (``score_continuation``):
+
+- a forced run: a grammar that accepts only the continuation's text (llama.cpp's ``grammar`` field,
+  which its servers read on ``/v1/completions``) makes the server write it in one request. llama.cpp
+  reports each token's logprob before the grammar masks anything, so that is the model's own logprob;
+- where the server cut the text into other tokens than the local tokenizer, or ignores the field (vLLM
+  and SGLang name their constraints differently, and ignore fields they do not know), a greedy run
+  scores the tokens the model writes itself, and a logit bias forces one where it would not write it
+  (vLLM reports logprobs before logit bias by default, llama.cpp always): about two requests per token
+  the model would not have written. The first reply that leaves the forced text shows the server
+  ignores the field, and the backend stops sending it (``forces_text``).
+
+Either way the result is the server's own logprob of each token at its own position, at one logprob per
+scored token on the server. Mirroring the server's batches in process reproduces its sum to 1e-6;
+llama.cpp's quantized kernels move a logit by up to a few tenths of a nat with the batch a token was
+evaluated in, so a fresh in-process pass agrees only to that.
 """
 
 from __future__ import annotations
@@ -90,6 +99,9 @@ class OpenAICompatibleBackend:
             breaker=breaker,
         )
         self._report = report
+        # Whether the server follows a ``grammar`` field: assumed until a reply shows it does not (module
+        # docstring); then continuations are scored by greedy runs and forced tokens only.
+        self.forces_text = True
 
     @property
     def model_name(self) -> str:
@@ -350,12 +362,12 @@ class OpenAICompatibleCursor:
 
         The continuation's tokens are those past the longest token prefix that ``text + continuation``
         shares with ``text`` (local tokenizer; the same rule as the local backends). From the start of
-        the first unscored token, a greedy run asks the server to write on, with generated-token
-        logprobs: every token it writes that is the continuation's next token is scored at once. Where
-        it writes something else (or ends), one request forces the continuation's token with a logit
-        bias; servers report the unbiased logprob of the token they were made to pick. Runs double
-        while the model keeps writing the continuation itself, so scoring its own text costs a few
-        requests, and another model's text about two per token the model would not have written.
+        the first unscored token, a run asks the server to write on, with generated-token logprobs: a
+        forced run (the rest of the continuation, through a grammar) or, on a server that ignores
+        grammars, a greedy run that doubles while the model writes the continuation itself. Every token
+        it writes that is the continuation's next token is scored at once. Where it writes something
+        else (or ends), one request forces the continuation's token with a logit bias; servers report
+        the unbiased logprob of the token they were made to pick.
         """
         whole = text + continuation
         tokenizer = self.backend.tokenizer
@@ -377,8 +389,9 @@ class OpenAICompatibleCursor:
         total, done, run = 0.0, 0, SCORE_RUN_TOKENS
         prompt_tokens_at_start: int | None = None  # the server's prompt length where scoring began
         while done < len(scored):
-            asked = min(run, len(scored) - done)
-            choice = self._complete(whole[: cuts[done]], asked, logprobs=1)
+            forced = self.backend.forces_text
+            asked = len(scored) - done if forced else min(run, len(scored) - done)
+            choice = self._scoring_run(whole, cuts[done], asked, forced)
             prompt_tokens_at_start = self._check_position(choice, done, prompt_tokens_at_start)
             written, logprobs = _token_logprobs(choice, self.backend.model_name)
             matched = 0
@@ -401,6 +414,24 @@ class OpenAICompatibleCursor:
                 total += logprobs[0]
                 done += 1
         return ContinuationScore(total, len(scored))
+
+    def _scoring_run(self, whole: str, at: int, asked: int, forced: bool) -> dict[str, Any]:
+        """The server writing on from ``whole[:at]``, ``asked`` tokens with their logprobs; forced to write
+        ``whole[at:]`` when ``forced``. A server that rejects the grammar or writes past it is marked as
+        one that does not force text (``forces_text``)."""
+        rest = whole[at:]
+        if not forced:
+            return self._complete(whole[:at], asked, logprobs=1)
+        try:
+            choice = self._complete(whole[:at], asked, logprobs=1, extra={"grammar": literal_grammar(rest)})
+        except BackendError as error:
+            if not any(f"HTTP {status}" in str(error) for status in (400, 422)):
+                raise
+            self.backend.forces_text = False  # the server refuses the field: walk without it
+            return self._complete(whole[:at], asked, logprobs=1)
+        if not (_text(choice) and rest.startswith(_text(choice))):
+            self.backend.forces_text = False  # it wrote what it liked: the reply is a greedy run
+        return choice
 
     def _check_position(self, choice: dict[str, Any], done: int, at_start: int | None) -> int | None:
         """The server's prompt length where scoring began; raises if this request is not ``done`` past it.
@@ -426,6 +457,21 @@ class OpenAICompatibleCursor:
 
     def close(self) -> None:
         pass
+
+
+def literal_grammar(text: str) -> str:
+    """A llama.cpp grammar (GBNF) that accepts exactly ``text``.
+
+    Every character but ASCII letters, digits and spaces is written as a code-point escape, so no text
+    (quotes, backslashes, newlines, anything outside ASCII) can end the literal early or change its meaning.
+    """
+    def escaped(character: str) -> str:
+        if character.isascii() and (character.isalnum() or character == " "):
+            return character
+        point = ord(character)
+        return f"\\u{point:04X}" if point <= 0xFFFF else f"\\U{point:08X}"
+
+    return 'root ::= "' + "".join(map(escaped, text)) + '"'
 
 
 def _confidence(top_logprobs: Any) -> Confidence:

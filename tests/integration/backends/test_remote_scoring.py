@@ -176,33 +176,83 @@ def test_word_confidence_needs_a_server_that_returns_logprobs(server: ModelServe
 # -- continuation scores -------------------------------------------------------------------------
 
 
-def test_a_continuation_the_model_would_not_write_scores_as_in_process(server: ModelServer, exact: Any) -> None:
+def counting(backend: OpenAICompatibleBackend) -> list[dict[str, Any]]:
+    """Record each request's ``max_tokens`` and options from now on."""
+    requests: list[dict[str, Any]] = []
+    complete = backend.complete
+
+    def counted(prompt: str, max_tokens: int, **options: Any) -> dict[str, Any]:
+        requests.append({"max_tokens": max_tokens} | options)
+        return complete(prompt, max_tokens, **options)
+
+    backend.complete = counted  # type: ignore[method-assign]
+    return requests
+
+
+@pytest.mark.parametrize("forces_text", [True, False], ids=["forced-run", "greedy-walk"])
+def test_a_continuation_the_model_would_not_write_scores_as_in_process(
+    server: ModelServer, exact: Any, forces_text: bool
+) -> None:
     backend = remote(server)
+    backend.forces_text = forces_text
     cursor = backend.open(GSM8K_NATALIA)
     continuation = " 24 clips."  # the model writes " \\(" first here: tokens are forced and run greedily
+    requests = counting(backend)
     score = cursor.score_continuation(TEXT, continuation)
     expected, tokens = exact_score(exact, backend, cursor.prompt, TEXT, continuation)
     assert score.tokens == tokens == 5
     assert score.logprob == pytest.approx(expected, abs=LOGIT_NOISE_PER_TOKEN * tokens)
+    if forces_text:
+        assert [request["max_tokens"] for request in requests] == [5], "one forced run writes it all"
+    else:
+        assert len(requests) > 2 and all("grammar" not in (request["extra"] or {}) for request in requests)
 
 
-def test_the_models_own_continuation_scores_high_in_few_requests(server: ModelServer, exact: Any) -> None:
+def test_text_that_could_break_a_grammar_literal_is_forced_exactly(server: ModelServer, exact: Any) -> None:
     backend = remote(server)
-    requests: list[int] = []
+    cursor = backend.open(GSM8K_NATALIA)
+    continuation = ' "24" \\ ½ of 48,\nso 24.'  # quotes, a backslash, a newline and a non-ASCII character
+    score = cursor.score_continuation(TEXT, continuation)
+    expected, tokens = exact_score(exact, backend, cursor.prompt, TEXT, continuation)
+    assert backend.forces_text, "the server followed the grammar"
+    assert score.tokens == tokens
+    assert score.logprob == pytest.approx(expected, abs=LOGIT_NOISE_PER_TOKEN * tokens)
+
+
+def test_a_server_that_ignores_the_grammar_is_walked_and_remembered(server: ModelServer, exact: Any) -> None:
+    backend = remote(server)
     complete = backend.complete
 
-    def counted(prompt: str, max_tokens: int, **options: Any) -> dict[str, Any]:
-        requests.append(max_tokens)
-        return complete(prompt, max_tokens, **options)
+    def ignoring_grammars(prompt: str, max_tokens: int, **options: Any) -> dict[str, Any]:  # as vLLM would
+        extra = {key: value for key, value in (options.pop("extra") or {}).items() if key != "grammar"}
+        return complete(prompt, max_tokens, extra=extra, **options)
 
+    backend.complete = ignoring_grammars  # type: ignore[method-assign]
+    cursor = backend.open(GSM8K_NATALIA)
+    score = cursor.score_continuation(TEXT, " 24 clips.")
+    expected, tokens = exact_score(exact, backend, cursor.prompt, TEXT, " 24 clips.")
+    assert score.logprob == pytest.approx(expected, abs=LOGIT_NOISE_PER_TOKEN * tokens)
+    assert not backend.forces_text, "the first reply left the forced text"
+    requests = counting(backend)
+    cursor.score_continuation(TEXT, " 25 clips.")
+    assert all("grammar" not in (request["extra"] or {}) for request in requests), "never asked again"
+
+
+@pytest.mark.parametrize("forces_text", [True, False], ids=["forced-run", "greedy-walk"])
+def test_the_models_own_continuation_scores_high_in_few_requests(
+    server: ModelServer, exact: Any, forces_text: bool
+) -> None:
+    backend = remote(server)
+    backend.forces_text = forces_text
     cursor = backend.open(GSM8K_NATALIA)
     own = cursor.generate(TEXT, 6).text
-    backend.complete = counted  # type: ignore[method-assign]
+    requests = counting(backend)
     score = cursor.score_continuation(TEXT, own)
     expected, tokens = exact_score(exact, backend, cursor.prompt, TEXT, own)
     assert score.tokens == tokens == 6
     assert score.logprob == pytest.approx(expected, abs=LOGIT_NOISE_PER_TOKEN * tokens)
-    assert requests == [2, 4], "greedy runs double while the model writes the text itself"
+    runs = [request["max_tokens"] for request in requests]
+    assert runs == ([6] if forces_text else [2, 4]), "one forced run, or greedy runs that double"
     assert score.mean_logprob > math.log(0.5)
 
 
