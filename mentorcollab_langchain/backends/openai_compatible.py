@@ -30,15 +30,16 @@ is another token's, and it sorts the whole vocabulary in Python at every prompt 
 47-token prompt here). Generated-token logprobs are right on every server, so the cursor has the server
 write the continuation and report them (``score_continuation``):
 
-- a forced run: a grammar that accepts only the continuation's text (llama.cpp's ``grammar`` field,
-  which its servers read on ``/v1/completions``) makes the server write it in one request. llama.cpp
-  reports each token's logprob before the grammar masks anything, so that is the model's own logprob;
-- where the server cut the text into other tokens than the local tokenizer, or ignores the field (vLLM
-  and SGLang name their constraints differently, and ignore fields they do not know), a greedy run
-  scores the tokens the model writes itself, and a logit bias forces one where it would not write it
-  (vLLM reports logprobs before logit bias by default, llama.cpp always): about two requests per token
-  the model would not have written. The first reply that leaves the forced text shows the server
-  ignores the field, and the backend stops sending it (``forces_text``).
+- a forced run: a grammar that accepts only the continuation's text (the llama.cpp GBNF ``grammar``
+  field, which llama-cpp-python's server reads on ``/v1/completions``) makes the server write it in one
+  request. That server computes logprobs from the raw logits, before the grammar masks anything (0.3.36),
+  so they are the model's own;
+- where the server cut the text into other tokens than the local tokenizer, or does not take the field,
+  a greedy run scores the tokens the model writes itself, and a logit bias forces one where it would not
+  write it (vLLM reports logprobs before logit bias by default, llama.cpp always): about two requests per
+  token the model would not have written. vLLM and SGLang name their constraints differently and ignore
+  fields they do not know; a reply that leaves the forced text shows that, as an HTTP 400 or 422 shows a
+  server that refuses the field, and the backend stops sending it (``forces_text``).
 
 Either way the result is the server's own logprob of each token at its own position, at one logprob per
 scored token on the server. Mirroring the server's batches in process reproduces its sum to 1e-6;
