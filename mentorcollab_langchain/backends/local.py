@@ -216,6 +216,9 @@ class LocalCursor(ABC, Generic[LoadedT]):
         self._prompt_identity = hashlib.blake2b(prompt_bytes, digest_size=16).hexdigest()
         self.cached_ids: list[int] = []
         self._logits: np.ndarray | None = None  # next-token logits after cached_ids
+        # The logprob of each cached id after the ids before it, where a forward pass gave its row (None
+        # where not): what the model wrote itself is then scored without reading it again.
+        self._cached_logprobs: list[float | None] = []
         self.tokens_read = 0
         self.grammar = grammar
         self._matcher: GrammarMatcher | None = None
@@ -321,6 +324,7 @@ class LocalCursor(ABC, Generic[LoadedT]):
         if keep >= len(self.cached_ids):
             return
         self.cached_ids = self.cached_ids[: self._crop_cache(keep)]
+        self._cached_logprobs = self._cached_logprobs[: len(self.cached_ids)]
         self._logits = None
 
     def _feed(self, ids: list[int], outputs: int = 1, hidden: bool = False) -> np.ndarray:
@@ -331,8 +335,17 @@ class LocalCursor(ABC, Generic[LoadedT]):
                 f"{self._model.name} would need {total} tokens of context; it holds {self.context_length}"
                 f"{self.context_advice}"
             )
+        if len(self._cached_logprobs) != len(self.cached_ids):  # a backend emptied its cache on its own
+            self._cached_logprobs = [None] * len(self.cached_ids)
+        known: list[float | None] = [None] * len(ids)
+        if self._logits is not None:  # the row after the cache predicts the first id
+            known[0] = float(log_softmax(self._logits)[ids[0]])
         rows = self._forward(ids, outputs, hidden)
+        first_row = len(ids) - outputs  # rows[k] is the row after ids[first_row + k]
+        for index in range(max(first_row + 1, 1), len(ids)):
+            known[index] = float(log_softmax(rows[index - first_row - 1])[ids[index]])
         self.cached_ids.extend(ids)
+        self._cached_logprobs.extend(known)
         self._logits = rows[-1]
         return self._logits if outputs == 1 else rows
 
@@ -416,10 +429,13 @@ class LocalCursor(ABC, Generic[LoadedT]):
         return [float(logprobs[token]) for token in first_tokens]
 
     def score_continuation(self, text: str, continuation: str) -> ContinuationScore:
-        """Feed ``text + continuation`` once and add up the log-probabilities of the continuation's tokens.
+        """Add up the log-probabilities of the continuation's tokens after ``text``.
 
         The continuation's tokens are those past the longest token prefix that ``text + continuation``
         shares with ``text`` alone, so a token that spans the boundary is scored as the continuation's.
+        Tokens the cache holds with their logprobs (the model wrote them: a mentor scoring its own
+        lookahead) are not read again; otherwise ``text + continuation`` is fed once, from before the
+        first scored token.
         """
         target = self.token_ids(text + continuation)
         start = common_prefix_length(self.token_ids(text), target)
@@ -428,6 +444,9 @@ class LocalCursor(ABC, Generic[LoadedT]):
             return ContinuationScore(0.0, 0)
         if start == 0:
             raise ContextTooLongError(f"{self._model.name}: a continuation needs some text before it to be scored")
+        held = self._cached_logprobs[start : len(target)]
+        if common_prefix_length(self.cached_ids, target) == len(target) and None not in held:
+            return ContinuationScore(float(sum(held)), len(scored))  # type: ignore[arg-type]
         rows = self._move_to(target, outputs=len(scored) + 1)
         logprobs = log_softmax(rows[:-1])  # the row before each scored token predicts it
         return ContinuationScore(float(logprobs[np.arange(len(scored)), scored].sum()), len(scored))
@@ -435,4 +454,5 @@ class LocalCursor(ABC, Generic[LoadedT]):
     def close(self) -> None:
         """Forget the cached state; a backend frees its cache first."""
         self.cached_ids = []
+        self._cached_logprobs = []
         self._logits = None

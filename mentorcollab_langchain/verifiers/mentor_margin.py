@@ -3,10 +3,12 @@ prefers its own.
 
 A 135M generator cannot tell which of two continuations is better (docs/results), but the mentor can:
 it is the stronger model, and reading a short segment costs it one prefill of the segment's tokens,
-far less than writing it. Both segments start at the same text, so their log-probabilities under the
-mentor compare directly; the margin is taken per token, because the two segments may hold different
-numbers of the mentor's tokens. Where the generator's segment is nearly as likely as the mentor's own
-(another spelling, a synonym), the generator keeps it and the answer stays the generator's.
+far less than writing it. Its own segment costs an in-process mentor nothing more: it wrote it, and its
+cursor kept each token's logprob (``LocalCursor.score_continuation``). Both segments start at the same
+text, so their log-probabilities under the mentor compare directly; the margin is taken per token,
+because the two segments may hold different numbers of the mentor's tokens. Where the generator's
+segment is nearly as likely as the mentor's own (another spelling, a synonym), the generator keeps it
+and the answer stays the generator's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class MentorMarginVerifier:
     def decide(self, request: VerifyRequest) -> Verdict:
         if request.mentor is None:
             raise ConfigError("the mentor-margin verifier needs the mentor's cursor in the verify request")
+        # Its own segment first: the cursor still holds it from the lookahead, with its logprobs.
         mentor_own = request.mentor.score_continuation(request.text, request.mentor_segment)
         generator_own = request.mentor.score_continuation(request.text, request.generator_segment)
         difference = mentor_own.mean_logprob - generator_own.mean_logprob

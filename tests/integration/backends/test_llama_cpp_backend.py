@@ -262,6 +262,19 @@ def test_score_continuation_equals_the_stepwise_sum(generator: LlamaCppBackend) 
     assert stepper.decode_calls == 1 + score.tokens, "the stepper read the prompt, the text, then one token a step"
 
 
+def test_the_models_own_lookahead_is_scored_from_the_decode_that_wrote_it(generator: LlamaCppBackend) -> None:
+    writer = generator.open(PROMPT)
+    text = " There are"
+    own = writer.generate(text, 8).text
+    read = writer.tokens_read
+    score = writer.score_continuation(text, own)
+    assert writer.tokens_read == read, "nothing read again"
+    expected = generator.open(PROMPT).score_continuation(text, own)  # read afresh in one batch
+    assert score.tokens == expected.tokens == 8
+    # Written one token a batch, read again in one batch: equal up to the batch noise (module docstring).
+    assert score.logprob == pytest.approx(expected.logprob, abs=0.05 * score.tokens)
+
+
 def test_label_logprobs_agree_with_a_one_token_continuation(generator: LlamaCppBackend) -> None:
     cursor = generator.open(PROMPT)
     text = " Five.\nNow I will choose. Option (A): five, Option (B): six. My choice: Option ("

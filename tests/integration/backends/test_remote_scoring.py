@@ -96,6 +96,19 @@ def exact_score(
     return sum(float(row[token]) for row, token in zip(rows, ids[first:], strict=False)), len(ids) - first
 
 
+def counting(backend: OpenAICompatibleBackend) -> list[dict[str, Any]]:
+    """Record each request's ``max_tokens`` and options from now on."""
+    requests: list[dict[str, Any]] = []
+    complete = backend.complete
+
+    def counted(prompt: str, max_tokens: int, **options: Any) -> dict[str, Any]:
+        requests.append({"max_tokens": max_tokens} | options)
+        return complete(prompt, max_tokens, **options)
+
+    backend.complete = counted  # type: ignore[method-assign]
+    return requests
+
+
 # -- tokens read ---------------------------------------------------------------------------------
 
 
@@ -130,14 +143,7 @@ def test_tokens_read_counts_what_a_prefix_caching_server_reads(server: ModelServ
 
 def test_word_confidence_matches_the_in_process_model(server: ModelServer, exact: Any) -> None:
     backend = remote(server)
-    requests: list[dict[str, Any]] = []
-    complete = backend.complete
-
-    def recorded(prompt: str, max_tokens: int, **options: Any) -> dict[str, Any]:
-        requests.append({"max_tokens": max_tokens} | options)
-        return complete(prompt, max_tokens, **options)
-
-    backend.complete = recorded  # type: ignore[method-assign]
+    requests = counting(backend)
     cursor = backend.open(GSM8K_NATALIA)
     word = cursor.next_word(TEXT, 8, with_confidence=True)
     assert word.confidence is not None
@@ -174,19 +180,6 @@ def test_word_confidence_needs_a_server_that_returns_logprobs(server: ModelServe
 
 
 # -- continuation scores -------------------------------------------------------------------------
-
-
-def counting(backend: OpenAICompatibleBackend) -> list[dict[str, Any]]:
-    """Record each request's ``max_tokens`` and options from now on."""
-    requests: list[dict[str, Any]] = []
-    complete = backend.complete
-
-    def counted(prompt: str, max_tokens: int, **options: Any) -> dict[str, Any]:
-        requests.append({"max_tokens": max_tokens} | options)
-        return complete(prompt, max_tokens, **options)
-
-    backend.complete = counted  # type: ignore[method-assign]
-    return requests
 
 
 @pytest.mark.parametrize("forces_text", [True, False], ids=["forced-run", "greedy-walk"])

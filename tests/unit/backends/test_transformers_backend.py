@@ -272,6 +272,24 @@ def test_score_continuation_adds_up_each_tokens_log_probability(backend: Transfo
     assert cursor.score_continuation(text, "").tokens == 0
 
 
+def test_the_models_own_lookahead_is_scored_without_reading_it_again(tiny_byte_level_model: str) -> None:
+    backend = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32")
+    writer, fresh = backend.open(PROMPT), backend.open(PROMPT)
+    text = " Five apples"
+    own = writer.generate(text, 6).text
+    read = writer.tokens_read
+    score = writer.score_continuation(text, own)
+    assert writer.tokens_read == read, "the logprobs came from the passes that wrote it"
+    expected = fresh.score_continuation(text, own)  # read afresh, in one pass
+    assert score.tokens == expected.tokens == 6
+    assert score.logprob == pytest.approx(expected.logprob, abs=1e-4)
+
+    writer.next_word(text + " and", 4)  # a rollback: the lookahead leaves the cache, and its logprobs with it
+    read = writer.tokens_read
+    assert writer.score_continuation(text, own).logprob == pytest.approx(expected.logprob, abs=1e-4)
+    assert writer.tokens_read > read
+
+
 def test_tokens_read_counts_what_the_model_read_but_did_not_write(tiny_byte_level_model: str) -> None:
     # Byte-level BPE re-encodes a decoded word to the same tokens, so the counts are exact here.
     cursor = TransformersBackend(tiny_byte_level_model, device="cpu", dtype="float32").open(PROMPT)
