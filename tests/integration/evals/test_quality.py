@@ -21,6 +21,8 @@ from tests.paths import TUNING
 
 pytestmark = pytest.mark.slow
 
+NOISE = 0.02  # the generator's answer-slot top share moves this much with the prompt's batches
+
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,10 @@ def top_share(row: dict) -> float:
 def test_the_uncertain_policy_probes_the_answer_slot_of_a_multiple_choice_prompt(pair) -> None:
     config = CollabConfig()
     assert config.probe_policy == "uncertain"
-    unsure = recorded("arc_challenge", lambda row: top_share(row) < config.uncertainty_threshold)
-    sure = recorded("arc_challenge", lambda row: top_share(row) >= config.uncertainty_threshold)
+    # Recorded answer slots at least NOISE from the threshold: how the prompt is cut into batches moves this
+    # generator's top share by about 0.01 (docs/results/README.md), and the recording predates today's cut.
+    unsure = recorded("arc_challenge", lambda row: top_share(row) < config.uncertainty_threshold - NOISE)
+    sure = recorded("arc_challenge", lambda row: top_share(row) >= config.uncertainty_threshold + NOISE)
     for row, probed in ((unsure, True), (sure, False)):
         built = build_prompt(question(row), "fewshot")
         settings = config.model_copy(update={"probe_rate": 0.0, "prompt_style": built.style, "stop": built.stop,
@@ -55,7 +59,10 @@ def test_the_uncertain_policy_probes_the_answer_slot_of_a_multiple_choice_prompt
         probes = [event for event in events if isinstance(event, Probed)]
         if probed:
             assert [(probe.word_index, probe.position) for probe in probes] == [(0, 0)], "the answer slot is probed"
-            assert probes[0].generator_word == row["generator_word"]
+            # The probe holds the word the generator wrote (today's: a tie this close may fall the other way
+            # than when it was recorded).
+            alone = pair[0].open(built.prompt, built.style).next_word("", settings.max_word_tokens)
+            assert probes[0].generator_word == alone.text
         else:
             assert probes == [], "a confident answer is left alone"
 
