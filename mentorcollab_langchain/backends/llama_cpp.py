@@ -398,7 +398,7 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
                 rows.extend(sequence.decode(chunk, len(self.cached_ids) + start, wanted))
                 self.decode_calls += 1
             except BackendError:
-                self.cached_ids, self._logits = [], None  # the scheduler emptied the sequence
+                self._forget_cache()  # the scheduler emptied the sequence
                 raise
         return np.stack(rows)
 

@@ -103,6 +103,13 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return wide - top - np.log(np.exp(wide - top).sum(axis=-1, keepdims=True))
 
 
+def token_logprob(logits: np.ndarray, token: int) -> float:
+    """``log_softmax(logits)[token]`` for one row, the same arithmetic without a vocabulary of results."""
+    wide = logits.astype(np.float64)
+    top = wide.max()
+    return float(wide[token] - top - np.log(np.exp(wide - top).sum()))
+
+
 def confidence_of(logits: np.ndarray) -> Confidence:
     """The top two probabilities and the entropy of the next-token distribution.
 
@@ -335,15 +342,13 @@ class LocalCursor(ABC, Generic[LoadedT]):
                 f"{self._model.name} would need {total} tokens of context; it holds {self.context_length}"
                 f"{self.context_advice}"
             )
-        if len(self._cached_logprobs) != len(self.cached_ids):  # a backend emptied its cache on its own
-            self._cached_logprobs = [None] * len(self.cached_ids)
         known: list[float | None] = [None] * len(ids)
         if self._logits is not None:  # the row after the cache predicts the first id
-            known[0] = float(log_softmax(self._logits)[ids[0]])
+            known[0] = token_logprob(self._logits, ids[0])
         rows = self._forward(ids, outputs, hidden)
         first_row = len(ids) - outputs  # rows[k] is the row after ids[first_row + k]
         for index in range(max(first_row + 1, 1), len(ids)):
-            known[index] = float(log_softmax(rows[index - first_row - 1])[ids[index]])
+            known[index] = token_logprob(rows[index - first_row - 1], ids[index])
         self.cached_ids.extend(ids)
         self._cached_logprobs.extend(known)
         self._logits = rows[-1]
@@ -435,7 +440,7 @@ class LocalCursor(ABC, Generic[LoadedT]):
         shares with ``text`` alone, so a token that spans the boundary is scored as the continuation's.
         Tokens the cache holds with their logprobs (the model wrote them: a mentor scoring its own
         lookahead) are not read again; otherwise ``text + continuation`` is fed once, from before the
-        first scored token.
+        first scored token, and the pass keeps their logprobs (``_feed``).
         """
         target = self.token_ids(text + continuation)
         start = common_prefix_length(self.token_ids(text), target)
@@ -445,14 +450,17 @@ class LocalCursor(ABC, Generic[LoadedT]):
         if start == 0:
             raise ContextTooLongError(f"{self._model.name}: a continuation needs some text before it to be scored")
         held = self._cached_logprobs[start : len(target)]
-        if common_prefix_length(self.cached_ids, target) == len(target) and None not in held:
-            return ContinuationScore(float(sum(held)), len(scored))  # type: ignore[arg-type]
-        rows = self._move_to(target, outputs=len(scored) + 1)
-        logprobs = log_softmax(rows[:-1])  # the row before each scored token predicts it
-        return ContinuationScore(float(logprobs[np.arange(len(scored)), scored].sum()), len(scored))
+        if common_prefix_length(self.cached_ids, target) < len(target) or None in held:
+            self._move_to(target, outputs=len(scored) + 1)  # the row before each scored token predicts it
+            held = self._cached_logprobs[start : len(target)]
+        return ContinuationScore(float(np.sum(held)), len(scored))
 
-    def close(self) -> None:
-        """Forget the cached state; a backend frees its cache first."""
+    def _forget_cache(self) -> None:
+        """Hold nothing: the backend's cache is empty (freed, or emptied by the backend itself)."""
         self.cached_ids = []
         self._cached_logprobs = []
         self._logits = None
+
+    def close(self) -> None:
+        """Forget the cached state; a backend frees its cache first."""
+        self._forget_cache()
