@@ -21,7 +21,10 @@ What each row measures:
   were the same.
 - **the first probe's latency**, with and without the mentor reading its prompt ahead, on a long
   few-shot prompt: the time the engine spends inside its first mentor call (``stats.seconds["probe"]``
-  at the first probe), which is what the request waits for.
+  at the first probe), which is what the request waits for. Then once more with read-ahead, right after
+  a request on another question with the same worked examples, so that both models find the examples
+  in their prefix cache (``LlamaCppBackend``), as every request but the first does in a few-shot or RAG
+  service. Every other row runs without the prefix cache: each request as if it ran alone.
 
 Machines here are shared and noisy, so the header gives the date, the CPU, its cores and the load.
 """
@@ -294,11 +297,13 @@ def measure_concurrency(
 
 @dataclass(frozen=True)
 class FirstProbe:
-    """How long the engine waited in its first mentor call, after how many words and seconds of the run."""
+    """How long the engine waited in its first mentor call, after how many words and seconds of the run, and
+    how many prompt tokens the mentor found cached."""
 
     latency: float
     words_before: int
     seconds_before: float
+    mentor_cached: int = 0
 
 
 def measure_first_probe(
@@ -313,7 +318,8 @@ def measure_first_probe(
         for event in events:
             if isinstance(event, Probed | MentorFailed):
                 latency = state.stats.seconds.get("probe", 0.0)
-                return FirstProbe(latency, state.stats.words - 1, time.perf_counter() - began - latency)
+                before = time.perf_counter() - began - latency
+                return FirstProbe(latency, state.stats.words - 1, before, state.stats.mentor_tokens_cached)
     finally:
         events.close()  # closes the team, and with it the cursors
     return None
@@ -329,7 +335,8 @@ class BenchResult:
     alone: Sequence[AloneRow]
     collab: Sequence[tuple[CollabRow, AloneRow, AloneRow]]  # each with its generator's and mentor's alone rows
     concurrency: ConcurrencyRow | None = None
-    first_probe: tuple[int, FirstProbe | None, FirstProbe | None] | None = None  # tokens, without, with
+    # the prompt's tokens, then each case's label and probe; the first case (without read-ahead) is the reference
+    first_probe: tuple[int, Sequence[tuple[str, FirstProbe | None]]] | None = None
 
 
 LEGEND = (
@@ -365,13 +372,18 @@ def format_table(result: BenchResult) -> str:
         rows.append((f"{c.requests} requests at once", str(c.tokens), f"{c.concurrent_seconds:.1f}",
                      f"{c.tokens / c.concurrent_seconds:.1f}", "", "", "", f"{c.ratio:.2f}x one at a time; {same}"))
     if result.first_probe is not None:
-        tokens, without, with_ = result.first_probe
-        for label, probe in (("without", without), ("with", with_)):
-            compared = "" if probe is None else f"after {probe.words_before} words, {probe.seconds_before:.1f} s"
-            if label == "with" and probe is not None and without is not None:
-                compared = f"{_ratio(probe.latency, without.latency)} without; {compared}"
-            rows.append((f"first probe, {tokens}-token prompt, {label} read-ahead", "",
-                         "no probe" if probe is None else f"{probe.latency:.2f}", "", "", "", "", compared))
+        tokens, cases = result.first_probe
+        reference = cases[0][1]
+        for index, (label, probe) in enumerate(cases):
+            compared = []
+            if index and probe is not None and reference is not None:
+                compared.append(f"{_ratio(probe.latency, reference.latency)} {cases[0][0]}")
+            if probe is not None:
+                compared.append(f"after {probe.words_before} words, {probe.seconds_before:.1f} s")
+            if probe is not None and probe.mentor_cached:
+                compared.append(f"mentor found {probe.mentor_cached} tokens cached")
+            rows.append((f"first probe, {tokens}-token prompt, {label}", "",
+                         "no probe" if probe is None else f"{probe.latency:.2f}", "", "", "", "", "; ".join(compared)))
     header = ("setup", "tokens", "seconds", "tok/s", "read", "write", "of bandwidth", "compared")
     widths = [max(len(row[index]) for row in [header, *rows]) for index in range(len(header) - 1)]
     lines = [f"mentorcollab bench, {result.machine}"]

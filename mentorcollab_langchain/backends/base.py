@@ -138,7 +138,8 @@ class Cursor(Protocol):
     ``tokens_read`` counts every token the model has read so far without generating it: the prompt,
     text the other model wrote, a verifier's question, a cache rebuilt after a rollback, a scored
     continuation. On few-shot and RAG prompts reading is most of a mentor's cost, so the engine
-    accounts for it beside the generated tokens.
+    accounts for it beside the generated tokens. A cursor that takes prompt tokens over from an earlier
+    request's cache may count them in an optional ``tokens_cached`` (they are not in ``tokens_read``).
     """
 
     tokens_read: int

@@ -37,12 +37,14 @@ def make_backend(
     device: str = "auto",
     dtype: str = "auto",
     threads: int | None = None,
+    prefix_cache: bool = True,
     report: Callable[[str], None] = lambda message: None,
 ) -> LlamaCppBackend | TransformersBackend:
     """A backend for ``model``: ``backend`` names one, or ``auto`` picks as the module docstring says.
 
     ``threads`` sets llama.cpp's threads (default: the cores); two jobs sharing the cores run best with
-    one thread each."""
+    one thread each. ``prefix_cache`` lets a llama.cpp request take over the prompt tokens an earlier one
+    left in the cache (``LlamaCppBackend``); transformers has no such cache."""
     if backend not in BACKEND_NAMES:
         raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKEND_NAMES)}")
     if backend == "auto":
@@ -56,4 +58,4 @@ def make_backend(
             f"the llama.cpp backend runs GGUF weights as they are, on the CPU; device={device!r} and "
             f"dtype={dtype!r} need backend='transformers'"
         )
-    return LlamaCppBackend(model, n_threads=threads, report=report)
+    return LlamaCppBackend(model, n_threads=threads, prefix_cache=prefix_cache, report=report)

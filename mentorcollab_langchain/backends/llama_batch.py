@@ -9,6 +9,11 @@ batching gains little more; reading prompts gains nothing, as a prompt is alread
 - ``SharedContext``: one ``llama_context`` whose KV cache holds ``slots`` sequences. The cache is not
   unified (``kv_unified`` off): each sequence has its own ``n_ctx`` cells and attends only to them, so its
   logits do not depend on how long the others are. Each cursor owns one sequence id (``CacheSequence``).
+- A closed cursor's sequence keeps the prompt tokens it declares reusable (``CacheSequence.close``), and
+  the next cursor to open takes the free sequence that shares the longest prefix with its prompt (the one
+  released longest ago when none does): a few-shot or RAG prompt's common part is read once per slot,
+  not once per request. Which tokens may be reused without changing any logits is the cursor's rule
+  (``LocalCursor.reusable_ids`` and ``adopt_cache``); the context only matches tokens.
 - The scheduler inside it: a cursor thread submits the tokens it wants decoded (``CacheSequence.decode``). The
   thread that finds no decode running leads: it puts every waiting one-token step into one batch (each
   token with its cursor's sequence id and a logits flag), runs ``llama_decode`` and hands each cursor a
@@ -28,12 +33,14 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from mentorcollab_langchain.backends.local import common_prefix_length
 from mentorcollab_langchain.errors import BackendError
 
 # Tokens per llama_decode call when a long text is fed; also the most logits rows one call returns.
@@ -87,8 +94,10 @@ class SharedContext:
         self._finalizer = weakref.finalize(self, _free_context, llama, context, self._batch)
         self._context_lock = threading.Lock()
         self._changed = threading.Condition()
-        self._free_ids = list(range(slots))
-        self._released: deque[int] = deque()  # appended without a lock: a garbage-collected cursor may free its id
+        self._free_ids = list(range(slots))  # the one released longest ago first
+        self._held: dict[int, list[int]] = {}  # the tokens a free sequence keeps for the next cursor to reuse
+        # (seq_id, held tokens), appended without a lock: a garbage-collected cursor may free its id
+        self._released: deque[tuple[int, list[int]]] = deque()
         self._pending: dict[int, _Step] = {}
         self._leading = False
         self._last_group: set[int] = set()  # the sequences of the previous one-token batch
@@ -98,25 +107,35 @@ class SharedContext:
 
     # -- sequences -------------------------------------------------------------------------------
 
-    def open_sequence(self) -> CacheSequence | None:
-        """A free sequence, emptied; None when all ``slots`` are taken."""
+    def open_sequence(self, prompt_ids: Sequence[int] = ()) -> tuple[CacheSequence, int] | None:
+        """A free sequence and how many leading ``prompt_ids`` it holds; None when all ``slots`` are taken.
+
+        The sequence picked is the free one sharing the longest prefix with ``prompt_ids``; it still holds
+        whatever it kept, and the caller crops it to what it reuses. A sequence that shares nothing with the
+        prompt is emptied here.
+        """
         with self._changed:
             self._collect_released()
             if not self._free_ids:
                 return None
-            seq_id = self._free_ids.pop(0)
-        with self._context_lock:
-            self._llama.llama_memory_seq_rm(self._memory, seq_id, 0, -1)
-        return CacheSequence(self, seq_id)
+            shared = [common_prefix_length(self._held.get(seq_id, ()), prompt_ids) for seq_id in self._free_ids]
+            best = max(range(len(shared)), key=lambda index: (shared[index], -index))
+            seq_id = self._free_ids.pop(best)
+            self._held.pop(seq_id, None)
+        if not shared[best]:
+            with self._context_lock:
+                self._llama.llama_memory_seq_rm(self._memory, seq_id, 0, -1)
+        return CacheSequence(self, seq_id), shared[best]
 
-    def _release(self, seq_id: int) -> None:
-        self._released.append(seq_id)
+    def _release(self, seq_id: int, held: list[int]) -> None:
+        self._released.append((seq_id, held))
 
     def _collect_released(self) -> None:
         """Return released ids to the free list (called holding ``_changed``'s lock)."""
         while self._released:
-            seq_id = self._released.popleft()
+            seq_id, held = self._released.popleft()
             self._free_ids.append(seq_id)
+            self._held[seq_id] = held
             self._last_group.discard(seq_id)
 
     def crop(self, seq_id: int, keep: int) -> int:
@@ -238,8 +257,8 @@ class CacheSequence:
     def __init__(self, shared: SharedContext, seq_id: int) -> None:
         self.shared = shared
         self.seq_id = seq_id
-        # A cursor dropped without close() gives its sequence back when it is garbage collected.
-        self._finalizer = weakref.finalize(self, shared._release, seq_id)
+        # A cursor dropped without close() gives its sequence back, holding nothing, when it is collected.
+        self._finalizer = weakref.finalize(self, shared._release, seq_id, [])
 
     def decode(self, tokens: list[int], position: int, outputs: list[int]) -> np.ndarray:
         return self.shared.decode(self.seq_id, tokens, position, outputs)
@@ -247,5 +266,7 @@ class CacheSequence:
     def crop(self, keep: int) -> int:
         return self.shared.crop(self.seq_id, keep)
 
-    def close(self) -> None:
-        self._finalizer()
+    def close(self, held: Sequence[int] = ()) -> None:
+        """Give the sequence back, keeping ``held`` (the tokens at its first positions) for a later cursor."""
+        if self._finalizer.detach() is not None:
+            self.shared._release(self.seq_id, list(held))

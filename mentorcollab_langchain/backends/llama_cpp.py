@@ -268,6 +268,13 @@ class LlamaCppBackend:
     kernel for four rows or more sums in another order, moving logits by up to a logit; SmolLM2's Q4_1
     weights take the same kernel at every width measured, so the generator batches 8 requests. A larger
     ``batch_slots`` trades that guarantee for throughput; ``1`` batches nothing.
+
+    With ``prefix_cache`` (the default) a request takes over the prompt tokens that a finished request on
+    the same shared context left in its sequence, as far as the two prompts agree: a few-shot or RAG
+    prompt's common part is read once per slot instead of once per request. Only whole prompt batches are
+    taken over, so every logit is what a fresh read computes, bit for bit (``backends.local``); the
+    tokens taken over count in the cursor's ``tokens_cached``, not its ``tokens_read``. Turn it off to
+    measure each request as if it ran alone (the evaluation and the bench's comparisons do).
     """
 
     def __init__(
@@ -277,6 +284,7 @@ class LlamaCppBackend:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         batch_slots: int | None = None,
+        prefix_cache: bool = True,
         report: Callable[[str], None] = lambda message: None,
     ) -> None:
         packaged = get_packaged_model(model)  # fail now, not at first use, on a name without a verified GGUF
@@ -287,6 +295,7 @@ class LlamaCppBackend:
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
         self.batch_slots = batch_slots
+        self.prefix_cache = prefix_cache
         self._report = report
 
     @property
@@ -319,7 +328,9 @@ class LlamaCppBackend:
                 "(raise n_ctx)"
             )
         shape = ContextShape(self.n_ctx, self.n_threads, self.batch_slots)
-        return LlamaCppCursor(self.loaded, prompt_ids, shape=shape, sampling=sampling, grammar=grammar)
+        return LlamaCppCursor(
+            self.loaded, prompt_ids, shape=shape, sampling=sampling, grammar=grammar, prefix_cache=self.prefix_cache
+        )
 
 
 class LlamaCppCursor(LocalCursor[LoadedGguf]):
@@ -335,6 +346,7 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
         shape: ContextShape,
         sampling: Sampling = GREEDY,
         grammar: str | None = None,
+        prefix_cache: bool = True,
     ) -> None:
         super().__init__(
             loaded,
@@ -344,15 +356,17 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
             sampling=sampling,
             grammar=grammar,
         )
-        shared = shared_context(loaded, shape)
-        sequence = shared.open_sequence()
+        self.prefix_cache = prefix_cache
+        opened = shared_context(loaded, shape).open_sequence(prompt_ids if prefix_cache else ())
         self._own_context: SharedContext | None = None
-        if sequence is None:  # every slot is taken: this cursor decodes alone, in a context of its own
+        if opened is None:  # every slot is taken: this cursor decodes alone, in a context of its own
             self._own_context = new_context(loaded, replace(shape, slots=1))
-            sequence = self._own_context.open_sequence()
-            assert sequence is not None
-        self._sequence: CacheSequence | None = sequence
+            opened = self._own_context.open_sequence()
+            assert opened is not None
+        self._sequence: CacheSequence | None = opened[0]
         self.decode_calls = 0  # llama_decode calls this cursor's tokens went into
+        if opened[1]:
+            self.adopt_cache(opened[1])
 
     def _live_sequence(self) -> CacheSequence:
         if self._sequence is None:
@@ -414,7 +428,7 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
     def close(self) -> None:
         """Give the sequence back (and free a context of its own); the shared weights and context stay."""
         if self._sequence is not None:
-            self._sequence.close()
+            self._sequence.close(held=self.reusable_ids() if self.prefix_cache else ())
             self._sequence = None
         if self._own_context is not None:
             self._own_context.close()

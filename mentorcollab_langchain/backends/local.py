@@ -12,7 +12,9 @@ which backend wrote it. So ``LocalCursor`` holds those decisions once:
   another size (llama.cpp's quantized kernels, torch's blocked matrix products), so the prompt is always
   fed in the same batches, ``READ_PROMPT_STEP_TOKENS`` long from its start and ending at its end, whether
   it is read ahead in steps or with the first words of the response; that keeps greedy answers the same
-  with and without reading ahead;
+  with and without reading ahead. It is also what lets a request take over an earlier one's cache: the
+  prompt tokens that whole batches covered hold exactly what a new read of the same tokens would compute,
+  so a cursor that finds them in its cache (``adopt_cache``, llama.cpp's prefix cache) reads only the rest;
 - the decode loop: word boundaries, end-of-turn tokens, stop strings, characters split across tokens;
 - picking a token (greedy, or the inverse-CDF draw of ``Sampling.uniform``), the confidence at a word's
   first token, label log-probabilities and continuation scores;
@@ -227,6 +229,7 @@ class LocalCursor(ABC, Generic[LoadedT]):
         # where not): what the model wrote itself is then scored without reading it again.
         self._cached_logprobs: list[float | None] = []
         self.tokens_read = 0
+        self.tokens_cached = 0  # prompt tokens taken over from an earlier request's cache (``adopt_cache``)
         self.grammar = grammar
         self._matcher: GrammarMatcher | None = None
         if grammar is not None:
@@ -306,6 +309,29 @@ class LocalCursor(ABC, Generic[LoadedT]):
             if after and outputs > after:
                 earlier_rows.append(np.array(rows, ndmin=2)[-(outputs - after) :])  # a copy: rows may be a view
         return np.concatenate([*earlier_rows, np.atleast_2d(rows)]) if earlier_rows else rows
+
+    def reusable_ids(self) -> list[int]:
+        """The cached prompt tokens a later request may take over: those that whole prompt batches covered.
+
+        A prompt's last, shorter batch is left out: a longer prompt that starts with this one reads those
+        tokens in a full batch, with other arithmetic.
+        """
+        covered = common_prefix_length(self.cached_ids, self.prompt_ids)
+        return self.cached_ids[: covered - covered % READ_PROMPT_STEP_TOKENS]
+
+    def adopt_cache(self, held: int) -> None:
+        """Take over the first ``held`` prompt tokens that the backend's cache holds from an earlier request.
+
+        Only whole prompt batches are taken, and never the whole prompt (the last token is read to get the
+        next-token logits); the backend crops the rest. What is taken counts in ``tokens_cached``, not in
+        ``tokens_read``.
+        """
+        usable = min(held, len(self.prompt_ids) - 1)
+        kept = self._crop_cache(usable - usable % READ_PROMPT_STEP_TOKENS)
+        self.cached_ids = self.prompt_ids[:kept]
+        self._cached_logprobs = [None] * kept
+        self._logits = None
+        self.tokens_cached = kept
 
     def read_prompt(self, stop: threading.Event) -> None:
         """Bring the cache to the prompt alone, batch by batch, unless it holds the whole prompt already.

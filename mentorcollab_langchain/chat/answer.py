@@ -25,8 +25,10 @@ committed to the answer (both sources, each counted in its own tokenizer: the co
 limits). The mentor's own work is in the token details, as extra keys beside the totals (not part of
 them): ``input_token_details["mentor_read"]`` (every token the mentor read: its prompt, catch-ups and
 scoring) and ``output_token_details["mentor_written"]`` (every token it generated, kept or rejected),
-so a tracer shows the cost of both models; ``response_metadata["mentorcollab"]`` has each model's
-whole account (``generator_usage``, ``mentor_usage``). Adding chunks adds the details too.
+so a tracer shows the cost of both models. ``input_token_details["cache_read"]`` is LangChain's usual
+key: the prompt tokens the generator found in its cache from an earlier request and did not read again.
+``response_metadata["mentorcollab"]`` has each model's whole account (``generator_usage``,
+``mentor_usage``). Adding chunks adds the details too.
 """
 
 from __future__ import annotations
@@ -118,12 +120,14 @@ def _closing_chunk(
             "output_tokens": stats.mentor_tokens_generated,
             "committed_tokens": stats.mentor_tokens_committed,
             "read_tokens": stats.mentor_tokens_read,
+            "cached_tokens": stats.mentor_tokens_cached,
         },
         "generator_usage": {
             "input_tokens": input_tokens,
             "output_tokens": stats.generator_tokens_generated,
             "committed_tokens": stats.generator_tokens_committed,
             "read_tokens": stats.generator_tokens_read,
+            "cached_tokens": stats.generator_tokens_cached,
         },
     }
     finish = state.finish_reason or "eos"
@@ -143,7 +147,10 @@ def _closing_chunk(
         input_tokens=input_tokens,
         output_tokens=output,
         total_tokens=input_tokens + output,
-        input_token_details=InputTokenDetails(mentor_read=stats.mentor_tokens_read),  # type: ignore[typeddict-unknown-key]
+        input_token_details=InputTokenDetails(
+            cache_read=stats.generator_tokens_cached,
+            mentor_read=stats.mentor_tokens_read,  # type: ignore[typeddict-unknown-key]
+        ),
         output_token_details=OutputTokenDetails(mentor_written=stats.mentor_tokens_generated),  # type: ignore[typeddict-unknown-key]
     )
     return AIMessageChunk(

@@ -5,7 +5,9 @@ question only, since its rates are what is compared) and the mentor behind a lla
 command starts and stops itself (unless ``--no-remote``);
 MentorCollab at the engine's defaults on llama.cpp in process (and with the served mentor); the same
 requests one at a time and at once (unless ``--skip-concurrency``); the first probe's latency with and
-without read-ahead on a long few-shot prompt (unless ``--skip-first-probe``). The prompts are GSM8K
+without read-ahead on a long few-shot prompt, and with its worked examples in the prefix cache (unless
+``--skip-first-probe``). Only that last row uses the prefix cache: every other request reads its whole
+prompt, as if it ran alone. The prompts are GSM8K
 questions in chat form (``--questions``). The default run takes some minutes on a 2-core CPU;
 ``--questions 1 --concurrency 2 --max-new-tokens 8 --skip-torch --no-remote --skip-first-probe`` is a
 quick check that every part works.
@@ -57,13 +59,13 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def long_fewshot_prompt() -> BuiltPrompt:
+def long_fewshot_prompt(question: int = 0) -> BuiltPrompt:
     """A few-shot prompt of some 1,400 tokens, as long as a small RAG context: the MATH500 worked examples,
-    then the GSM8K few-shot prompt of the first question (each alone is about 700 tokens)."""
+    then the GSM8K few-shot prompt of GSM8K question ``question`` (each alone is about 700 tokens)."""
     from mentorcollab_langchain.evals.data import load_questions
     from mentorcollab_langchain.evals.prompts import BuiltPrompt, build_prompt
 
-    gsm8k = build_prompt(load_questions("gsm8k", limit=1)[0], "fewshot")
+    gsm8k = build_prompt(load_questions("gsm8k", offset=question, limit=1)[0], "fewshot")
     math = load_questions("math500", limit=1)[0].fewshot
     examples = math[: math.rindex("Problem:")]  # its worked examples, without its own question
     return BuiltPrompt(examples + str(gsm8k.prompt), gsm8k.style, gsm8k.stop)
@@ -105,8 +107,6 @@ class _Parts:
 
     def __init__(self, args: argparse.Namespace, config: CollabConfig, prompts: list[BuiltPrompt],
                  report: Report) -> None:
-        from mentorcollab_langchain.backends import LlamaCppBackend
-
         self.args, self.config, self.prompts, self.report = args, config, prompts, report
         self.generator: Backend
         self.mentor: Backend
@@ -114,9 +114,13 @@ class _Parts:
             self.generator, self.mentor = (self.transformers(args.generator), self.transformers(args.mentor))
             self.where = f"torch {args.dtype}, {args.device}"
         else:
-            self.generator = LlamaCppBackend(args.generator, n_threads=args.threads, report=report)
-            self.mentor = LlamaCppBackend(args.mentor, n_threads=args.threads, report=report)
+            self.generator, self.mentor = self.llama_cpp(args.generator), self.llama_cpp(args.mentor)
             self.where = "llama.cpp"
+
+    def llama_cpp(self, name: str, prefix_cache: bool = False) -> Backend:
+        from mentorcollab_langchain.backends import LlamaCppBackend
+
+        return LlamaCppBackend(name, n_threads=self.args.threads, prefix_cache=prefix_cache, report=self.report)
 
     def transformers(self, name: str, device: str | None = None) -> Backend:
         from mentorcollab_langchain.backends import TransformersBackend
@@ -190,18 +194,27 @@ class _Parts:
         self.report(f"measuring {self.args.concurrency} requests one at a time, then at once")
         return measure_concurrency(self.generator, self.mentor, self.prompts[: self.args.concurrency], self.config)
 
-    def first_probe(self) -> tuple[int, FirstProbe | None, FirstProbe | None]:
-        """The first probe's latency on the long few-shot prompt, without read-ahead, then with it."""
+    def first_probe(self) -> tuple[int, list[tuple[str, FirstProbe | None]]]:
+        """The first probe's latency on the long few-shot prompt: without read-ahead, with it, and with it
+        right after a request on another question with the same worked examples, on backends with a prefix
+        cache (llama.cpp only)."""
         from mentorcollab_langchain.bench import measure_first_probe
 
         prompt = long_fewshot_prompt()
         tokens = len(self.mentor.prompt_ids(prompt.prompt, prompt.style))
-        probes = {}
+        cases = []
         for read_ahead in (False, True):
             self.report(f"measuring the first probe on a {tokens}-token prompt, read_ahead={read_ahead}")
             settings = self.config.model_copy(update={"read_ahead": read_ahead})
-            probes[read_ahead] = measure_first_probe(self.generator, self.mentor, prompt, settings)
-        return tokens, probes[False], probes[True]
+            probe = measure_first_probe(self.generator, self.mentor, prompt, settings)
+            cases.append((f"{'with' if read_ahead else 'without'} read-ahead", probe))
+        if self.args.backend == "llama.cpp":
+            self.report(f"measuring the first probe on a {tokens}-token prompt, its examples cached")
+            settings = self.config.model_copy(update={"read_ahead": True})
+            generator, mentor = self.llama_cpp(self.args.generator, True), self.llama_cpp(self.args.mentor, True)
+            measure_first_probe(generator, mentor, long_fewshot_prompt(question=1), settings)  # fills the cache
+            cases.append(("read-ahead, examples cached", measure_first_probe(generator, mentor, prompt, settings)))
+        return tokens, cases
 
 
 def _gpu_name(device: str) -> str:

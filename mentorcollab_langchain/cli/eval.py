@@ -99,7 +99,9 @@ def command(args: argparse.Namespace) -> int:
         if not load_questions(benchmark, args.split, args.limit, offset=args.offset):
             raise ConfigError(f"{benchmark}: no questions")
     needs_mentor = args.sweep or bool(names & {"mentor", "mentorcollab", "faithful"})
-    models = load_models(args, needs_mentor=needs_mentor)
+    # Methods run question by question on the same models: with a prefix cache, one method would read the
+    # prompt another just read, and its tokens read and seconds would no longer be its own.
+    models = load_models(args, needs_mentor=needs_mentor, prefix_cache=False)
     for benchmark in benchmarks:
         _run_benchmark(args, benchmark, models, out)
     report, image = build_report(out)

@@ -57,28 +57,31 @@ def add_model_arguments(
         parser.set_defaults(mentor_url=None)
 
 
-def load_models(args: argparse.Namespace, *, needs_mentor: bool = True, report: Report | None = None) -> ModelPair:
+def load_models(
+    args: argparse.Namespace, *, needs_mentor: bool = True, prefix_cache: bool = True, report: Report | None = None
+) -> ModelPair:
     """Load the generator and the mentor in process (``--backend``), or reach the mentor at ``--mentor-url``.
 
     Both load now, under a progress indicator (or through ``report``, for a command that logs its own
     lines), so the first answer does not pay for it. Without a method that calls the mentor
-    (``needs_mentor=False``) the generator stands in for it and nothing else loads.
+    (``needs_mentor=False``) the generator stands in for it and nothing else loads. Without
+    ``prefix_cache`` every request reads its whole prompt, as if it ran alone (``LlamaCppBackend``).
     """
     if report is not None:
-        return _load(args, needs_mentor, report)
+        return _load(args, needs_mentor, prefix_cache, report)
     quiet_transformers()
     with progress("loading models", sys.stderr) as spinner:
-        return _load(args, needs_mentor, spinner)
+        return _load(args, needs_mentor, prefix_cache, spinner)
 
 
-def _load(args: argparse.Namespace, needs_mentor: bool, report: Report) -> ModelPair:
+def _load(args: argparse.Namespace, needs_mentor: bool, prefix_cache: bool, report: Report) -> ModelPair:
     from mentorcollab_langchain.backends import make_backend
     from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
     from mentorcollab_langchain.evals.runner import ModelInfo, ModelPair
 
     def local(model: str) -> Backend:
         backend = make_backend(model, args.backend, device=args.device, dtype=args.dtype, threads=args.threads,
-                               report=report)
+                               prefix_cache=prefix_cache, report=report)
         _ = backend.loaded  # load now, under the progress indicator
         return backend
 

@@ -6,12 +6,12 @@ the mentor's first call spends most of its time reading. A cursor that can read 
 cache) starts doing so as the request opens, and by the first probe most or all of the prompt is read.
 
 ``ReadingAhead`` stands in for the mentor's cursor while that happens. Every call to the mentor waits
-for the reading to end first, so the cursor is never used by two threads at once; ``tokens_read`` is read
-without waiting (the engine reads it after every step, including the generator's, and a count that is
-still growing is counted by the next step). A failure while reading ahead is raised by the first mentor
-call, where ``on_mentor_error`` handles it like any other mentor failure; later calls use the cursor
-afresh (it follows the text, so a half-read prompt is simply read on). Closing asks the reading to stop
-at its next step, waits for it and then closes the cursor.
+for the reading to end first, so the cursor is never used by two threads at once; ``tokens_read`` and
+``tokens_cached`` are read without waiting (the engine reads them after every step, including the
+generator's, and a count that is still growing is counted by the next step). A failure while reading
+ahead is raised by the first mentor call, where ``on_mentor_error`` handles it like any other mentor
+failure; later calls use the cursor afresh (it follows the text, so a half-read prompt is simply read
+on). Closing asks the reading to stop at its next step, waits for it and then closes the cursor.
 
 The threads really overlap: llama.cpp (through ctypes) and torch release the GIL while they compute,
 and a remote read is a wait on the network. On a machine with few cores the two models then share them,
@@ -58,6 +58,10 @@ class ReadingAhead:
     @property
     def tokens_read(self) -> int:
         return self.cursor.tokens_read
+
+    @property
+    def tokens_cached(self) -> int:
+        return getattr(self.cursor, "tokens_cached", 0)
 
     def next_word(self, text: str, max_tokens: int, with_confidence: bool = False) -> Piece:
         return self._ready().next_word(text, max_tokens, with_confidence=with_confidence)

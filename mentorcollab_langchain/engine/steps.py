@@ -438,16 +438,15 @@ def _mentor_failed(state: CollabState, config: CollabConfig, error: Exception) -
 
 @contextmanager
 def _timed(state: CollabState, team: Team, phase: str) -> Iterator[None]:
-    """Account the wall time of a phase and the tokens each model read during it."""
+    """Account the wall time of a phase, and the tokens each model read or found cached during it."""
     began = time.perf_counter()
     try:
         yield
     finally:
         state.stats.seconds[phase] = state.stats.seconds.get(phase, 0.0) + time.perf_counter() - began
         for role, cursor in (("generator", team.generator), ("mentor", team.mentor)):
-            total = getattr(cursor, "tokens_read", 0)  # a cursor that does not count its reading reports none
-            read, team.read_seen[role] = total - team.read_seen[role], total
-            if role == "mentor":
-                state.stats.mentor_tokens_read += read
-            else:
-                state.stats.generator_tokens_read += read
+            for count in ("tokens_read", "tokens_cached"):
+                field = f"{role}_{count}"
+                total = getattr(cursor, count, 0)  # a cursor that does not count it reports none
+                new, team.counted[field] = total - team.counted.get(field, 0), total
+                setattr(state.stats, field, getattr(state.stats, field) + new)

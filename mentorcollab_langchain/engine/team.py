@@ -25,9 +25,9 @@ from mentorcollab_langchain.verifiers import Verifier, get_verifier
 class Team:
     """The heavy, per-request parts of a run: never stored in the state, rebuilt after a resume.
 
-    ``policy`` defaults to the one ``config.probe_policy`` names. ``read_seen`` remembers how many
-    tokens each cursor had read when the engine last looked, so the reading a step causes is added to
-    the stats exactly once (a rebuilt cursor starts from zero). Use it as a context manager, or call
+    ``policy`` defaults to the one ``config.probe_policy`` names. ``counted`` remembers how many tokens
+    each cursor had read (and found cached) when the engine last looked, by stats field, so what a step
+    causes is added to the stats exactly once (a rebuilt cursor starts from zero). Use it as a context manager, or call
     ``close`` to free both cursors' caches.
     """
 
@@ -36,7 +36,7 @@ class Team:
     verifier: Verifier
     config: CollabConfig
     policy: ProbePolicy | None = None
-    read_seen: dict[str, int] = field(default_factory=lambda: {"generator": 0, "mentor": 0})
+    counted: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.policy = get_probe_policy(self.policy or self.config.probe_policy)

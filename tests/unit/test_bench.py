@@ -93,8 +93,11 @@ def test_the_first_probe_is_timed_where_it_happens_or_reported_missing() -> None
     assert probe is not None and probe.words_before == 0 and probe.latency >= 0.0
     never = every_word.model_copy(update={"probe_rate": 0.0})
     assert measure_first_probe(ScriptedBackend("one two"), PromptReader("one two"), PROMPTS[0], never) is None
-    result = BenchResult("m", 1.0, [], [], first_probe=(1400, FirstProbe(2.0, 3, 0.5), FirstProbe(0.5, 3, 0.6)))
-    assert "0.25x without; after 3 words" in format_table(result).splitlines()[-2]
+    cases = [("without read-ahead", FirstProbe(2.0, 3, 0.5)), ("with read-ahead", FirstProbe(0.5, 3, 0.6)),
+             ("cached", FirstProbe(0.1, 2, 0.3, mentor_cached=1280))]
+    lines = format_table(BenchResult("m", 1.0, [], [], first_probe=(1400, cases))).splitlines()
+    assert "0.25x without read-ahead; after 3 words" in lines[-3]
+    assert lines[-2].endswith("0.05x without read-ahead; after 2 words, 0.3 s; mentor found 1280 tokens cached")
 
 
 def test_the_bandwidth_is_measured_in_gigabytes_per_second() -> None:

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.slow
 
 def test_greedy_answers_are_the_same_with_and_without_read_ahead() -> None:
     question = build_prompt(load_questions("gsm8k", limit=1)[0], "fewshot")
-    generator = LlamaCppBackend("smollm2-135m-instruct", n_threads=1)
-    mentor = LlamaCppBackend("qwen2.5-coder-1.5b-instruct", n_threads=1)
+    # Without the prefix cache, so that the second run reads its prompt as the first did.
+    generator = LlamaCppBackend("smollm2-135m-instruct", n_threads=1, prefix_cache=False)
+    mentor = LlamaCppBackend("qwen2.5-coder-1.5b-instruct", n_threads=1, prefix_cache=False)
     config = CollabConfig(prompt_style=question.style, stop=question.stop, max_new_tokens=32, probe_rate=0.2)
     runs = {
         read_ahead: run_collaboration(

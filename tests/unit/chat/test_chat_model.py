@@ -122,8 +122,9 @@ def test_invoke_returns_the_answer_with_record_and_usage() -> None:
         "input_tokens": 0,  # scripted models cannot count prompt tokens
         "output_tokens": stats["tokens_committed"],
         "total_tokens": stats["tokens_committed"],
-        # The mentor's work, beside the totals: a script reads nothing and writes one token per word.
-        "input_token_details": {"mentor_read": stats["mentor_tokens_read"]},
+        # The mentor's work, beside the totals: a script reads nothing and writes one token per word. A
+        # script keeps no cache either.
+        "input_token_details": {"cache_read": 0, "mentor_read": stats["mentor_tokens_read"]},
         "output_token_details": {"mentor_written": stats["mentor_tokens_generated"]},
     }
     assert record["mentor_usage"]["output_tokens"] == stats["mentor_tokens_generated"] > 0
@@ -280,6 +281,7 @@ def test_usage_counts_on_real_tokenizers(tiny_pair: ChatMentorCollab) -> None:
         "output_tokens": stats["mentor_tokens_generated"],
         "committed_tokens": stats["mentor_tokens_committed"],
         "read_tokens": stats["mentor_tokens_read"],
+        "cached_tokens": 0,  # transformers keeps no cache between requests
     }
     # The mentor read at least its prompt (once) to be probed.
     assert stats["mentor_tokens_read"] >= len(mentor.prompt_ids(prompt))

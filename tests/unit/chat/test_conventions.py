@@ -142,7 +142,7 @@ def test_usage_details_carry_the_mentors_tokens_and_add_up_over_the_stream() -> 
     usage = whole.usage_metadata
     assert usage is not None and stats["mentor_tokens_generated"] > 0
     assert usage["output_token_details"] == {"mentor_written": stats["mentor_tokens_generated"]}
-    assert usage["input_token_details"] == {"mentor_read": stats["mentor_tokens_read"]}
+    assert usage["input_token_details"] == {"cache_read": 0, "mentor_read": stats["mentor_tokens_read"]}
     assert usage == model.invoke("Go.").usage_metadata
     twice = whole + whole  # two answers' usage (as a tracer adds them) adds the mentor's tokens too
     assert twice.usage_metadata["output_token_details"]["mentor_written"] == 2 * stats["mentor_tokens_generated"]
