@@ -21,10 +21,10 @@ What each row measures:
   were the same.
 - **the first probe's latency**, with and without the mentor reading its prompt ahead, on a long
   few-shot prompt: the time the engine spends inside its first mentor call (``stats.seconds["probe"]``
-  at the first probe), which is what the request waits for. Then once more with read-ahead, right after
-  a request on another question with the same worked examples, so that both models find the examples
-  in their prefix cache (``LlamaCppBackend``), as every request but the first does in a few-shot or RAG
-  service. Every other row runs without the prefix cache: each request as if it ran alone.
+  at the first probe), which is what the request waits for. Then once more with read-ahead, after both
+  models read the prompt of another question with the same worked examples, so that they find the
+  examples in their prefix cache (``LlamaCppBackend``), as every request but the first does in a
+  few-shot or RAG service. Every other row runs without the prefix cache: each request as if it ran alone.
 
 Machines here are shared and noisy, so the header gives the date, the CPU, its cores and the load.
 """

@@ -196,8 +196,10 @@ class _Parts:
 
     def first_probe(self) -> tuple[int, list[tuple[str, FirstProbe | None]]]:
         """The first probe's latency on the long few-shot prompt: without read-ahead, with it, and with it
-        right after a request on another question with the same worked examples, on backends with a prefix
-        cache (llama.cpp only)."""
+        after both models read the prompt of another question with the same worked examples (as an earlier
+        request's models have by its first probe), on backends with a prefix cache (llama.cpp only)."""
+        import threading
+
         from mentorcollab_langchain.bench import measure_first_probe
 
         prompt = long_fewshot_prompt()
@@ -212,7 +214,11 @@ class _Parts:
             self.report(f"measuring the first probe on a {tokens}-token prompt, its examples cached")
             settings = self.config.model_copy(update={"read_ahead": True})
             generator, mentor = self.llama_cpp(self.args.generator, True), self.llama_cpp(self.args.mentor, True)
-            measure_first_probe(generator, mentor, long_fewshot_prompt(question=1), settings)  # fills the cache
+            earlier = long_fewshot_prompt(question=1)
+            for backend in (generator, mentor):
+                cursor = backend.open(earlier.prompt, earlier.style)
+                cursor.read_prompt(threading.Event())
+                cursor.close()
             cases.append(("read-ahead, examples cached", measure_first_probe(generator, mentor, prompt, settings)))
         return tokens, cases
 

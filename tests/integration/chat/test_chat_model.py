@@ -90,3 +90,33 @@ def test_a_tool_history_reaches_the_real_models_through_their_templates() -> Non
     answer = model.bind_tools([get_weather], tool_choice="none").invoke(history)
     assert answer.tool_calls == [] and "21 degrees" in str(answer.content)
     assert answer.usage_metadata["input_token_details"]["mentor_read"] > 0
+
+
+def test_a_shared_system_prompt_is_read_once_and_the_answers_stay_the_same() -> None:
+    """A RAG-style system prompt shared by two questions: the second call finds it in both models' prefix
+    caches (``cache_read`` in its usage) and answers exactly as a model that reads every prompt whole."""
+    from mentorcollab_langchain.backends import LlamaCppBackend
+
+    facts = (f"Store {index} opens at {index % 12 + 1} o'clock and sells {index * 3} apples." for index in range(24))
+    context = " ".join(facts)
+    settings = {"probe_rate": 0.5, "segment_tokens": 4, "max_tokens": 16, "seed": 5}
+    cached = ChatMentorCollab(generator="smollm2-135m-instruct", mentor="gemma3-270m", **settings)
+    reading = ChatMentorCollab(
+        generator=LlamaCppBackend("smollm2-135m-instruct", prefix_cache=False),
+        mentor=LlamaCppBackend("gemma3-270m", prefix_cache=False),
+        **settings,
+    )
+
+    def ask(model: ChatMentorCollab, question: str) -> Any:
+        return model.invoke([SystemMessage(f"Answer from these facts. {context}"), HumanMessage(question)])
+
+    first = ask(cached, "When does store 5 open?")
+    assert first.usage_metadata["input_token_details"]["cache_read"] == 0
+    second = ask(cached, "How many apples does store 7 sell?")
+    record = second.response_metadata["mentorcollab"]
+    assert second.usage_metadata["input_token_details"]["cache_read"] >= 128  # two prompt batches at least
+    assert record["stats"]["probes"] > 0 and record["mentor_usage"]["cached_tokens"] >= 128
+    alone = ask(reading, "How many apples does store 7 sell?")
+    assert alone.usage_metadata["input_token_details"]["cache_read"] == 0
+    assert second.content == alone.content
+    assert record["decisions"] == alone.response_metadata["mentorcollab"]["decisions"]
