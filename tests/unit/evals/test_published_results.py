@@ -7,8 +7,8 @@ Which table in ``docs/results`` comes from which committed data, and the test th
 - ``tuning/summary.md`` and the README's tuning table: ``tuning/*.jsonl`` through ``answer_slot.py --summary``;
 - ``tuning/gsm8k/report.md`` (GSM8K past the evaluation range, two thresholds): ``tuning/gsm8k/records.jsonl``
   through ``mentorcollab eval --report``;
-- ``rerun/arc_challenge/report.md`` (ARC-Challenge re-run with today's cursor, beside the recorded mentor):
-  ``rerun/arc_challenge/records.jsonl`` through ``mentorcollab eval --report``;
+- ``rerun/arc_challenge/report.md`` and ``rerun/csqa/report.md`` (re-runs with today's cursor, beside the
+  recorded mentor): their ``records.jsonl`` through ``mentorcollab eval --report``;
 - the README's "Against the targets" table: its measured column, from the same summary rows;
 - ``mlp_verifier.md``: its two tables and its training and validation counts, from the shipped verifier's card.
 
@@ -77,7 +77,8 @@ README = (RESULTS / "README.md").read_text(encoding="utf-8")
     (RESULTS / "data", RESULTS / "report.md"),
     (TUNING / "gsm8k", TUNING / "gsm8k" / "report.md"),
     (RESULTS / "rerun" / "arc_challenge", RESULTS / "rerun" / "arc_challenge" / "report.md"),
-], ids=["evaluation", "gsm8k threshold check", "arc re-run"])
+    (RESULTS / "rerun" / "csqa", RESULTS / "rerun" / "csqa" / "report.md"),
+], ids=["evaluation", "gsm8k threshold check", "arc re-run", "csqa re-run"])
 def test_the_published_report_rebuilds_from_the_committed_records(records: Path, page: Path, tmp_path: Path) -> None:
     report, image = build_report(records, tmp_path)
     published = page.read_text(encoding="utf-8")
