@@ -70,6 +70,7 @@ def test_a_request_reads_only_what_an_earlier_one_left_it_and_computes_the_same(
     assert text == fresh_text and text
 
 
+@pytest.mark.slow  # a few seconds: the fast set keeps the first test of the rule
 def test_the_same_prompt_again_reads_its_last_batch_for_the_logits() -> None:
     cached, uncached = backends(n_ctx=1152)
     prompt = question("what is 5 times 3?")
@@ -84,6 +85,7 @@ def test_the_same_prompt_again_reads_its_last_batch_for_the_logits() -> None:
     assert repeated[2] == first[2] == answered(uncached.open(prompt, "raw"))[2]
 
 
+@pytest.mark.slow  # a few seconds: the fast set keeps the first test of the rule
 def test_an_open_cursor_keeps_its_sequence_and_the_free_one_sharing_most_is_taken() -> None:
     cached, _ = backends(n_ctx=1216, slots=3)
     holding = cached.open(question("what is 9 times 3?"), "raw")
