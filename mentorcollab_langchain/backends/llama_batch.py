@@ -94,8 +94,9 @@ class SharedContext:
         self._finalizer = weakref.finalize(self, _free_context, llama, context, self._batch)
         self._context_lock = threading.Lock()
         self._changed = threading.Condition()
-        self._free_ids = list(range(slots))  # the one released longest ago first
-        self._held: dict[int, list[int]] = {}  # the tokens a free sequence keeps for the next cursor to reuse
+        # Each free sequence and the tokens it keeps for the next cursor to reuse, the one released longest ago
+        # first.
+        self._free: dict[int, list[int]] = {seq_id: [] for seq_id in range(slots)}
         # (seq_id, held tokens), appended without a lock: a garbage-collected cursor may free its id
         self._released: deque[tuple[int, list[int]]] = deque()
         self._pending: dict[int, _Step] = {}
@@ -110,22 +111,18 @@ class SharedContext:
     def open_sequence(self, prompt_ids: Sequence[int] = ()) -> tuple[CacheSequence, int] | None:
         """A free sequence and how many leading ``prompt_ids`` it holds; None when all ``slots`` are taken.
 
-        The sequence picked is the free one sharing the longest prefix with ``prompt_ids``; it still holds
-        whatever it kept, and the caller crops it to what it reuses. A sequence that shares nothing with the
-        prompt is emptied here.
+        The sequence picked is the free one sharing the longest prefix with ``prompt_ids`` (on a tie, the one
+        released longest ago). It still holds whatever it held: the caller crops it to what it reuses, to
+        nothing when it reuses nothing.
         """
         with self._changed:
             self._collect_released()
-            if not self._free_ids:
+            if not self._free:
                 return None
-            shared = [common_prefix_length(self._held.get(seq_id, ()), prompt_ids) for seq_id in self._free_ids]
-            best = max(range(len(shared)), key=lambda index: (shared[index], -index))
-            seq_id = self._free_ids.pop(best)
-            self._held.pop(seq_id, None)
-        if not shared[best]:
-            with self._context_lock:
-                self._llama.llama_memory_seq_rm(self._memory, seq_id, 0, -1)
-        return CacheSequence(self, seq_id), shared[best]
+            shared = {seq_id: common_prefix_length(held, prompt_ids) for seq_id, held in self._free.items()}
+            seq_id = max(shared, key=shared.__getitem__)  # the first of the longest: dicts keep their order
+            del self._free[seq_id]
+        return CacheSequence(self, seq_id), shared[seq_id]
 
     def _release(self, seq_id: int, held: list[int]) -> None:
         self._released.append((seq_id, held))
@@ -134,8 +131,7 @@ class SharedContext:
         """Return released ids to the free list (called holding ``_changed``'s lock)."""
         while self._released:
             seq_id, held = self._released.popleft()
-            self._free_ids.append(seq_id)
-            self._held[seq_id] = held
+            self._free[seq_id] = held
             self._last_group.discard(seq_id)
 
     def crop(self, seq_id: int, keep: int) -> int:

@@ -365,8 +365,7 @@ class LlamaCppCursor(LocalCursor[LoadedGguf]):
             assert opened is not None
         self._sequence: CacheSequence | None = opened[0]
         self.decode_calls = 0  # llama_decode calls this cursor's tokens went into
-        if opened[1]:
-            self.adopt_cache(opened[1])
+        self.adopt_cache(opened[1])  # crops what the sequence held past what this prompt may reuse
 
     def _live_sequence(self) -> CacheSequence:
         if self._sequence is None:

@@ -323,8 +323,8 @@ class LocalCursor(ABC, Generic[LoadedT]):
         """Take over the first ``held`` prompt tokens that the backend's cache holds from an earlier request.
 
         Only whole prompt batches are taken, and never the whole prompt (the last token is read to get the
-        next-token logits); the backend crops the rest. What is taken counts in ``tokens_cached``, not in
-        ``tokens_read``.
+        next-token logits); the backend crops the rest (all of it when ``held`` is 0). What is taken counts
+        in ``tokens_cached``, not in ``tokens_read``.
         """
         usable = min(held, len(self.prompt_ids) - 1)
         kept = self._crop_cache(usable - usable % READ_PROMPT_STEP_TOKENS)
