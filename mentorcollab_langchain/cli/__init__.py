@@ -6,6 +6,7 @@
     mentorcollab serve MODEL      serve a packaged model's GGUF with llama.cpp (an OpenAI-compatible mentor)
     mentorcollab bench            the speed story in one table: each model alone, MentorCollab, requests at once
     mentorcollab eval ...         accuracy and cost on real benchmarks (see mentorcollab eval --help)
+    mentorcollab calibrate ...    the uncertain policy's threshold for a probe share, from the generator alone
     mentorcollab train-verifier   train the mlp verifier on divergences from training data
 
 One module per command, each with ``add_parser(commands)`` and ``command(args)``; they share the model
@@ -18,11 +19,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mentorcollab_langchain.cli import bench, models, run, serve, train_verifier
+from mentorcollab_langchain.cli import bench, calibrate, models, run, serve, train_verifier
 from mentorcollab_langchain.cli import eval as evaluate
 from mentorcollab_langchain.errors import MentorCollabError
 
-COMMANDS = (run, models, serve, bench, evaluate, train_verifier)
+COMMANDS = (run, models, serve, bench, evaluate, calibrate, train_verifier)
 """In the order ``mentorcollab --help`` lists them."""
 
 

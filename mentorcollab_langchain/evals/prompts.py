@@ -28,6 +28,8 @@ MATH_SYSTEM = (
     "Solve the problem step by step in plain sentences, without code. Put the final answer in \\boxed{}."
 )
 CHOICE_INSTRUCTION = "Answer with the letter of the correct option only."
+ANSWER_BUDGET = {"number": 256, "math": 512, "choice": 16}
+"""``max_new_tokens`` per kind of answer: a GSM8K solution, a MATH solution, a multiple-choice letter."""
 
 
 @dataclass(frozen=True)

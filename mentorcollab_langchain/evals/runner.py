@@ -22,7 +22,7 @@ from mentorcollab_langchain.engine import CollabConfig, run_collaboration
 from mentorcollab_langchain.errors import ConfigError
 from mentorcollab_langchain.evals.data import Question
 from mentorcollab_langchain.evals.extract import score
-from mentorcollab_langchain.evals.prompts import PROMPT_VERSION, PromptKind, build_prompt
+from mentorcollab_langchain.evals.prompts import PROMPT_VERSION, BuiltPrompt, PromptKind, build_prompt
 from mentorcollab_langchain.verifiers import DEFAULT_VERIFIER, PAPER_VERIFIER
 
 Role = Literal["generator", "mentor", "collab"]
@@ -209,14 +209,19 @@ class ModelPair:
     mentor_info: ModelInfo
 
 
+def question_config(config: CollabConfig, question: Question, built: BuiltPrompt) -> CollabConfig:
+    """``config`` as one question runs it: the prompt's style, the benchmark's stops and the question's seed."""
+    return config.model_copy(update={
+        "prompt_style": built.style,
+        "stop": tuple(config.stop) + built.stop,
+        "seed": question_seed(config.seed, question.id),
+    })
+
+
 def answer(question: Question, method: Method, models: ModelPair) -> dict[str, Any]:
     """Run one method on one question and return its result record (errors are recorded, not raised)."""
     built = build_prompt(question, method.prompt)
-    config = method.config.model_copy(update={
-        "prompt_style": built.style,
-        "stop": tuple(method.config.stop) + built.stop,
-        "seed": question_seed(method.config.seed, question.id),
-    })
+    config = question_config(method.config, question, built)
     if method.role == "generator":
         writer, helper = models.generator, models.generator
     elif method.role == "mentor":

@@ -75,3 +75,31 @@ def test_collaboration_with_a_llama_cpp_mentor_on_a_real_question() -> None:
     assert collab["error"] is None and alone["error"] is None
     assert collab["stats"]["probes"] >= 1 and collab["stats"]["mentor_tokens_generated"] >= 1
     assert alone["stats"]["mentor_share"] == 1.0 and alone["parsed"]
+
+
+def test_calibrated_threshold_probes_the_share_it_promised_on_real_questions() -> None:
+    """On the real generator, the uncertain policy at the calibrated threshold probes exactly the words the
+    calibration counted: the generator stands in for the mentor, so every probe agrees and the text is the
+    generator's own, word for word as calibration read it."""
+    from mentorcollab_langchain.backends import LlamaCppBackend
+    from mentorcollab_langchain.engine import CollabState, collaborate
+    from mentorcollab_langchain.evals.calibration import calibrate
+    from mentorcollab_langchain.evals.prompts import build_prompt
+    from mentorcollab_langchain.evals.runner import question_config
+
+    _skip_without_data()
+    generator = LlamaCppBackend("smollm2-135m-instruct", n_threads=1)
+    questions = load_questions("arc_challenge", "validation", limit=6)
+    config = CollabConfig(max_new_tokens=16, probe_rate=0.0)
+    found = calibrate(questions, generator, config, "fewshot", 0.5, log=lambda line: None)
+    assert found.words >= len(questions) and found.word_share == pytest.approx(0.5, abs=0.5 / found.words)
+    probed = CollabConfig(max_new_tokens=16, probe_rate=0.0, uncertainty_threshold=found.uncertainty_threshold)
+    probes = 0
+    for question in questions:
+        built = build_prompt(question, "fewshot")
+        state = CollabState()
+        for _ in collaborate(built.prompt, generator, generator, config=question_config(probed, question, built),
+                             state=state):
+            pass
+        probes += state.stats.probes
+    assert probes == round(found.word_share * found.words)

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from mentorcollab_langchain.cli import COMMANDS, build_parser, main
+from mentorcollab_langchain.evals.data import load_questions
 from mentorcollab_langchain.models import PACKAGED_MODELS
 from mentorcollab_langchain.models.registry import verified_gguf
 from mentorcollab_langchain.serving import free_port, serve, server_command
@@ -250,5 +251,36 @@ def test_eval_refuses_bad_settings_before_loading_a_model(
     """The generator named here does not exist: an error about it would mean a model was being loaded
     (minutes, for real ones) before the bad setting was noticed."""
     assert main(["eval", *options, "--generator", "/nonexistent/model", "--mentor", "/nonexistent/model"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "nonexistent" not in error, error
+
+
+def test_calibrate_writes_the_threshold_and_the_questions_it_read(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """On the smallest packaged model (a random tiny one writes only blank lines, which no policy probes)."""
+    out = tmp_path / "calibration.json"
+    argv = ["calibrate", "--benchmark", "csqa", "--offset", "100", "--limit", "2", "--generator", SMALLEST_PACKAGED,
+            "--threads", "1", "--probe-share", "0.5", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    written = json.loads(out.read_text())
+    assert written["question_ids"] == [question.id for question in load_questions("csqa", None, 2, offset=100)]
+    assert written["words"] == 2 and written["word_share"] == 0.5 and written["max_new_tokens"] == 16
+    assert written["command"].startswith("mentorcollab calibrate --benchmark csqa")
+    assert f"--uncertainty-threshold {written['uncertainty_threshold']!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--probe-share", "1.5"], "--probe-share 1.5 must lie between"),
+        (["--probe-share", "0.01"], "--probe-share 0.01 must lie between --probe-rate (0.02) and 1"),
+        (["--probe-share", "0.5", "--offset", "100000"], "csqa: no questions"),
+    ],
+)
+def test_calibrate_refuses_bad_settings_before_loading_a_model(
+    options: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["calibrate", "--benchmark", "csqa", "--limit", "2", *options, "--generator", "/nonexistent/model"]
+    assert main(argv) == 2
     error = capsys.readouterr().err
     assert message in error and "nonexistent" not in error, error
