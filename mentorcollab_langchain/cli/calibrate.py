@@ -51,7 +51,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def command(args: argparse.Namespace) -> int:
     """Run the generator alone on the slice and print (and write) the threshold for the probe share."""
     from mentorcollab_langchain.engine import CollabConfig
-    from mentorcollab_langchain.evals.calibration import calibrate
+    from mentorcollab_langchain.evals.calibration import calibrate_on_questions, check_share
     from mentorcollab_langchain.evals.data import load_questions
     from mentorcollab_langchain.evals.prompts import ANSWER_BUDGET
 
@@ -59,13 +59,17 @@ def command(args: argparse.Namespace) -> int:
     if not questions:
         raise ConfigError(f"{args.benchmark}: no questions")
     config = CollabConfig(**({"max_new_tokens": ANSWER_BUDGET[questions[0].kind]} | config_overrides(args)))
-    if not config.probe_rate <= args.probe_share <= 1.0:  # before the model loads
-        raise ConfigError(f"--probe-share {args.probe_share} must lie between --probe-rate ({config.probe_rate}) and 1")
+    check_share(args.probe_share, config)  # before the model loads
     models = load_models(args, needs_mentor=False)
     log = (lambda line: None) if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
     prompt = "fewshot" if args.prompt == "auto" else args.prompt
-    calibration = calibrate(questions, models.generator, config, prompt, args.probe_share, log)
-    record = calibration.as_dict() | {"command": shlex.join(["mentorcollab", *args.invocation])}
+    calibration = calibrate_on_questions(questions, models.generator, config, prompt, args.probe_share, log)
+    record = calibration.as_dict() | {
+        "benchmark": questions[0].benchmark, "split": questions[0].split, "generator": models.generator_info.name,
+        "backend": models.generator_info.backend, "prompt": prompt, "max_new_tokens": config.max_new_tokens,
+        "command": shlex.join(["mentorcollab", *args.invocation]),
+        "question_ids": [question.id for question in questions],  # so a test can prove them never evaluated
+    }
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

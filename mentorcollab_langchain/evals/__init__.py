@@ -2,7 +2,7 @@
 a resumable JSONL runner, the probe threshold calibrated to a probe share, and a report (summary and
 per-benchmark tables, and a plot of accuracy against the mentor's compute relative to the mentor alone)."""
 
-from mentorcollab_langchain.evals.calibration import Calibration, calibrate
+from mentorcollab_langchain.evals.calibration import Calibration, calibrate, calibrate_on_questions, word_uncertainties
 from mentorcollab_langchain.evals.data import (
     BENCHMARKS,
     INSTALL_COMMAND,
@@ -28,6 +28,7 @@ __all__ = [
     "build_prompt",
     "build_report",
     "calibrate",
+    "calibrate_on_questions",
     "extract_choice",
     "extract_math",
     "extract_number",
@@ -40,4 +41,5 @@ __all__ = [
     "summary_table",
     "sweep_methods",
     "wilson_interval",
+    "word_uncertainties",
 ]

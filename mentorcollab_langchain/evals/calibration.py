@@ -7,15 +7,16 @@ probes half of ARC-Challenge probes four fifths of CommonsenseQA. And on a few-s
 compute is close to the share of questions it is asked about at all. A user with a compute budget
 therefore wants a probe *share*, and needs the threshold that gives it on their task.
 
-Calibration runs the generator alone on a development slice exactly as the evaluation runs it (same
-prompt, stops and answer budget), reads the uncertainty of every word it writes, and picks the
-threshold at which the wanted share of words is probed. It needs no mentor, so it costs the generator's
+Calibration runs the generator alone on development prompts (``calibrate``: your own prompts;
+``calibrate_on_questions``: a benchmark slice, exactly as the evaluation runs it, with the same prompt,
+stops and answer budget), reads the uncertainty of every word it writes, and picks the threshold at
+which the wanted share of words is probed. It needs no mentor, so it costs the generator's
 time only. The policy's random probes (``probe_rate``) count toward the share: the threshold is set so
 that uncertainty probes ``(share - probe_rate) / (1 - probe_rate)`` of the words. Where an answer is one
 word (a multiple-choice letter) the share of words is the share of questions.
 
 The answers differ from a collaboration's after its first adoption, so on long answers the share is what
-the generator alone would be probed at; ``Calibration.question_share`` says how many questions that
+the generator alone would be probed at; ``Calibration.answer_share`` says how many answers that
 touches.
 """
 
@@ -24,8 +25,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from mentorcollab_langchain.backends.base import Backend, Piece
+from mentorcollab_langchain.backends.base import Backend, Piece, Prompt
 from mentorcollab_langchain.engine import CollabConfig, CollabState, collaborate
 from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, SIGNALS_PROBED_ABOVE, uncertainty, unsure
 from mentorcollab_langchain.errors import ConfigError
@@ -36,24 +38,18 @@ from mentorcollab_langchain.evals.runner import question_config
 
 @dataclass(frozen=True)
 class Calibration:
-    """A threshold calibrated to a probe share, and the evidence for it (written as JSON by the CLI)."""
+    """A threshold calibrated to a probe share, and what it probed on the calibration prompts."""
 
     uncertainty_signal: str
     uncertainty_threshold: float
     probe_share: float  # asked for, random probes included
     probe_rate: float  # the random floor it was calibrated with
-    word_share: float  # of the words, probed by uncertainty at this threshold on the calibration data
-    question_share: float  # of the questions with at least one word probed by uncertainty
+    word_share: float  # of the words, probed by uncertainty at this threshold on the calibration prompts
+    answer_share: float  # of the answers with at least one word probed by uncertainty
     words: int
-    questions: int
-    benchmark: str
-    split: str
-    question_ids: list[str]  # so a test can check that no evaluation sample holds one
-    generator: str
-    prompt: str
-    max_new_tokens: int
+    answers: int
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -77,15 +73,12 @@ class _Listening:
         return False
 
 
-def word_uncertainties(
-    question: Question, generator: Backend, config: CollabConfig, prompt: PromptKind
-) -> list[float]:
-    """The uncertainty of each word the generator writes alone for ``question``, as the policy reads it."""
-    built = build_prompt(question, prompt)
+def word_uncertainties(prompt: Prompt, generator: Backend, config: CollabConfig) -> list[float]:
+    """The uncertainty (``config.uncertainty_signal``) of each word the generator writes alone for ``prompt``
+    under ``config`` (its prompt style, stops and budget), as the uncertain policy reads it."""
     listening = _Listening(config.uncertainty_signal)
-    alone = question_config(config, question, built).model_copy(update={"read_ahead": False})
-    for _ in collaborate(built.prompt, generator, generator, config=alone, state=CollabState(),
-                         probe_policy=listening):
+    alone = config.model_copy(update={"read_ahead": False})
+    for _ in collaborate(prompt, generator, generator, config=alone, state=CollabState(), probe_policy=listening):
         pass
     return listening.values
 
@@ -108,28 +101,20 @@ def threshold_for_share(values: Sequence[float], share: float, signal: str) -> f
     return (ordered[probed - 1] + ordered[probed]) / 2
 
 
-def calibrate(
-    questions: Sequence[Question],
-    generator: Backend,
-    config: CollabConfig,
-    prompt: PromptKind,
-    probe_share: float,
-    log: Callable[[str], None] = print,
-) -> Calibration:
-    """The ``uncertainty_threshold`` at which ``config``'s uncertain policy probes ``probe_share`` of the words
-    the generator writes on ``questions``, random probes at ``config.probe_rate`` included."""
-    if not questions:
-        raise ConfigError("no questions to calibrate on")
+def check_share(probe_share: float, config: CollabConfig) -> None:
+    """A share below the random probes alone, or above every word, is no share the threshold can give."""
     if not config.probe_rate <= probe_share <= 1.0:
         raise ConfigError(
             f"probe share {probe_share} must lie between the random probe rate ({config.probe_rate}) and 1"
         )
-    per_question = []
-    for number, question in enumerate(questions, 1):
-        per_question.append(word_uncertainties(question, generator, config, prompt))
-        if number % 20 == 0 or number == len(questions):
-            log(f"calibrate: {number}/{len(questions)} questions, {sum(map(len, per_question))} words")
-    values = [value for answer in per_question for value in answer]
+
+
+def calibrate(answers: Sequence[Sequence[float]], config: CollabConfig, probe_share: float) -> Calibration:
+    """The ``uncertainty_threshold`` at which ``config``'s uncertain policy probes ``probe_share`` of the words
+    whose uncertainties are ``answers`` (``word_uncertainties`` of each calibration prompt), random probes at
+    ``config.probe_rate`` included."""
+    check_share(probe_share, config)
+    values = [value for answer in answers for value in answer]
     uncertain_share = (probe_share - config.probe_rate) / (1.0 - config.probe_rate) if config.probe_rate < 1 else 1.0
     signal = config.uncertainty_signal
     threshold = threshold_for_share(values, uncertain_share, signal)
@@ -143,13 +128,28 @@ def calibrate(
         probe_share=probe_share,
         probe_rate=config.probe_rate,
         word_share=sum(map(probed, values)) / len(values),
-        question_share=sum(any(map(probed, answer)) for answer in per_question) / len(per_question),
+        answer_share=sum(any(map(probed, answer)) for answer in answers) / len(answers),
         words=len(values),
-        questions=len(questions),
-        benchmark=questions[0].benchmark,
-        split=questions[0].split,
-        question_ids=[question.id for question in questions],
-        generator=generator.model_name,
-        prompt=prompt,
-        max_new_tokens=config.max_new_tokens,
+        answers=len(answers),
     )
+
+
+def calibrate_on_questions(
+    questions: Sequence[Question],
+    generator: Backend,
+    config: CollabConfig,
+    prompt: PromptKind,
+    probe_share: float,
+    log: Callable[[str], None] = print,
+) -> Calibration:
+    """``calibrate`` on benchmark questions, each prompted and stopped as ``mentorcollab eval`` runs it."""
+    if not questions:
+        raise ConfigError("no questions to calibrate on")
+    check_share(probe_share, config)  # before the generator's minutes, not after
+    answers = []
+    for number, question in enumerate(questions, 1):
+        built = build_prompt(question, prompt)
+        answers.append(word_uncertainties(built.prompt, generator, question_config(config, question, built)))
+        if number % 20 == 0 or number == len(questions):
+            log(f"calibrate: {number}/{len(questions)} questions, {sum(map(len, answers))} words")
+    return calibrate(answers, config, probe_share)

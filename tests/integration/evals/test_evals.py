@@ -83,7 +83,7 @@ def test_calibrated_threshold_probes_the_share_it_promised_on_real_questions() -
     generator's own, word for word as calibration read it."""
     from mentorcollab_langchain.backends import LlamaCppBackend
     from mentorcollab_langchain.engine import CollabState, collaborate
-    from mentorcollab_langchain.evals.calibration import calibrate
+    from mentorcollab_langchain.evals.calibration import calibrate_on_questions
     from mentorcollab_langchain.evals.prompts import build_prompt
     from mentorcollab_langchain.evals.runner import question_config
 
@@ -91,7 +91,7 @@ def test_calibrated_threshold_probes_the_share_it_promised_on_real_questions() -
     generator = LlamaCppBackend("smollm2-135m-instruct", n_threads=1)
     questions = load_questions("arc_challenge", "validation", limit=6)
     config = CollabConfig(max_new_tokens=16, probe_rate=0.0)
-    found = calibrate(questions, generator, config, "fewshot", 0.5, log=lambda line: None)
+    found = calibrate_on_questions(questions, generator, config, "fewshot", 0.5, log=lambda line: None)
     assert found.words >= len(questions) and found.word_share == pytest.approx(0.5, abs=0.5 / found.words)
     probed = CollabConfig(max_new_tokens=16, probe_rate=0.0, uncertainty_threshold=found.uncertainty_threshold)
     probes = 0

@@ -265,6 +265,7 @@ def test_calibrate_writes_the_threshold_and_the_questions_it_read(tmp_path: Path
     written = json.loads(out.read_text())
     assert written["question_ids"] == [question.id for question in load_questions("csqa", None, 2, offset=100)]
     assert written["words"] == 2 and written["word_share"] == 0.5 and written["max_new_tokens"] == 16
+    assert written["benchmark"] == "csqa" and written["backend"] == "llama.cpp GGUF (in process)"
     assert written["command"].startswith("mentorcollab calibrate --benchmark csqa")
     assert f"--uncertainty-threshold {written['uncertainty_threshold']!r}" in capsys.readouterr().err
 
@@ -272,8 +273,8 @@ def test_calibrate_writes_the_threshold_and_the_questions_it_read(tmp_path: Path
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--probe-share", "1.5"], "--probe-share 1.5 must lie between"),
-        (["--probe-share", "0.01"], "--probe-share 0.01 must lie between --probe-rate (0.02) and 1"),
+        (["--probe-share", "1.5"], "probe share 1.5 must lie between"),
+        (["--probe-share", "0.01"], "probe share 0.01 must lie between the random probe rate (0.02) and 1"),
         (["--probe-share", "0.5", "--offset", "100000"], "csqa: no questions"),
     ],
 )

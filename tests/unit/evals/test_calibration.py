@@ -11,7 +11,7 @@ import pytest
 from mentorcollab_langchain.backends import ScriptedBackend
 from mentorcollab_langchain.engine import CollabConfig, CollabState, collaborate
 from mentorcollab_langchain.errors import ConfigError
-from mentorcollab_langchain.evals.calibration import calibrate, threshold_for_share
+from mentorcollab_langchain.evals.calibration import calibrate, calibrate_on_questions, threshold_for_share
 from mentorcollab_langchain.evals.data import Question
 from mentorcollab_langchain.evals.prompts import build_prompt
 from mentorcollab_langchain.evals.runner import question_config
@@ -63,23 +63,26 @@ def probes_at(threshold: float, number: int) -> int:
 @pytest.mark.parametrize("share", [0.25, 0.5, 0.75])
 def test_the_policy_at_the_calibrated_threshold_probes_the_asked_share(share: float) -> None:
     backend = ScriptedBackend(ANSWER, confidence=CONFIDENCE)
-    found = calibrate([question(1), question(2)], backend, CollabConfig(probe_rate=0.0), "fewshot", share,
-                      log=lambda line: None)
-    assert found.words == 16 and found.questions == 2 and found.question_ids == ["q1", "q2"]
-    assert found.word_share == share and found.question_share == 1.0
+    found = calibrate_on_questions([question(1), question(2)], backend, CollabConfig(probe_rate=0.0), "fewshot",
+                                   share, log=lambda line: None)
+    assert found.words == 16 and found.answers == 2
+    assert found.word_share == share and found.answer_share == 1.0
     assert probes_at(found.uncertainty_threshold, 1) == share * len(CONFIDENCE)
 
 
 def test_random_probes_count_toward_the_share() -> None:
     """At probe rate 0.2 a share of 0.6 leaves (0.6 - 0.2) / 0.8 = half the words to uncertainty."""
-    backend = ScriptedBackend(ANSWER, confidence=CONFIDENCE)
-    with_floor = calibrate([question(1)], backend, CollabConfig(probe_rate=0.2), "fewshot", 0.6, log=lambda line: None)
-    without = calibrate([question(1)], backend, CollabConfig(probe_rate=0.0), "fewshot", 0.5, log=lambda line: None)
-    assert with_floor.uncertainty_threshold == without.uncertainty_threshold
+    values = [[0.9, 0.2, 0.8, 0.3], [0.7, 0.4, 0.6, 0.5]]
+    with_floor = calibrate(values, CollabConfig(probe_rate=0.2), 0.6)
+    without = calibrate(values, CollabConfig(probe_rate=0.0), 0.5)
+    assert with_floor.uncertainty_threshold == without.uncertainty_threshold == 0.55
+    assert with_floor.answer_share == 1.0 and calibrate(values, CollabConfig(probe_rate=0.0), 0.25).answer_share == 0.5
     assert with_floor.word_share == 0.5 and with_floor.probe_rate == 0.2
 
 
 @pytest.mark.parametrize("share", [0.01, 1.5])
 def test_a_share_outside_the_random_rate_and_one_is_refused(share: float) -> None:
-    with pytest.raises(ConfigError, match="probe share"):
-        calibrate([question(1)], ScriptedBackend(ANSWER), CollabConfig(probe_rate=0.02), "fewshot", share)
+    backend = ScriptedBackend(ANSWER)
+    with pytest.raises(ConfigError, match=f"probe share {share} must lie between the random probe rate"):
+        calibrate_on_questions([question(1)], backend, CollabConfig(probe_rate=0.02), "fewshot", share)
+    assert backend.prompts == [], "refused before the generator ran"
