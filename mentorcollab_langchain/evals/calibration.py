@@ -1,4 +1,4 @@
-"""Calibrate the uncertain policy's threshold to a probe share, on questions that are never evaluated.
+"""Calibrate the uncertain policy's threshold to a probe share, on prompts that are never evaluated.
 
 The uncertain policy probes a word when the generator's doubt about its first token passes
 ``uncertainty_threshold``. How often that happens depends on the task as much as on the model: the
@@ -7,10 +7,10 @@ probes half of ARC-Challenge probes four fifths of CommonsenseQA. And on a few-s
 compute is close to the share of questions it is asked about at all. A user with a compute budget
 therefore wants a probe *share*, and needs the threshold that gives it on their task.
 
-Calibration runs the generator alone on development prompts (``calibrate``: your own prompts;
-``calibrate_on_questions``: a benchmark slice, exactly as the evaluation runs it, with the same prompt,
-stops and answer budget), reads the uncertainty of every word it writes, and picks the threshold at
-which the wanted share of words is probed. It needs no mentor, so it costs the generator's
+Calibration runs the generator alone on development prompts, reads the uncertainty of every word it
+writes (``word_uncertainties``), and picks the threshold at which the wanted share of words is probed
+(``calibrate``). ``calibrate_on_questions`` does both on a benchmark slice, each question prompted,
+stopped and budgeted exactly as ``mentorcollab eval`` runs it. It needs no mentor, so it costs the generator's
 time only. The policy's random probes (``probe_rate``) count toward the share: the threshold is set so
 that uncertainty probes ``(share - probe_rate) / (1 - probe_rate)`` of the words. Where an answer is one
 word (a multiple-choice letter) the share of words is the share of questions.

@@ -10,6 +10,7 @@ Which table in ``docs/results`` comes from which committed data, and the test th
 - ``rerun/arc_challenge/report.md`` and ``rerun/csqa/report.md`` (re-runs with today's cursor, beside the
   recorded mentor): their ``records.jsonl`` through ``mentorcollab eval --report``;
 - the README's "Against the targets" table: its measured column, from the same summary rows;
+- the README's calibrated table: ``tuning/calibration/*.json`` and the calibrated rows of ``rerun/*/records.jsonl``;
 - ``mlp_verifier.md``: its two tables and its training and validation counts, from the shipped verifier's card.
 
 The issue-5 pages, its sweeps and the verifier order check were retired because their records were never
@@ -32,7 +33,7 @@ from mentorcollab_langchain.engine.config import READ_AHEAD_MIN_TOKENS
 from mentorcollab_langchain.evals.data import MissingBenchmarkData, load_questions
 from mentorcollab_langchain.evals.extract import score
 from mentorcollab_langchain.evals.report import build_report, summarize
-from mentorcollab_langchain.evals.runner import ModelInfo, make_methods, read_results
+from mentorcollab_langchain.evals.runner import ModelInfo, label_for_key, make_methods, read_results
 from mentorcollab_langchain.verifiers.mlp import TRAINED_DIR
 from tests.paths import RESULTS, TUNING
 
@@ -127,12 +128,38 @@ def test_the_targets_table_quotes_the_rebuilt_figures() -> None:
     for benchmark, name in (("arc_challenge", "ARC-Challenge"), ("csqa", "CommonsenseQA"), ("gsm8k", "GSM8K")):
         row = rows[(benchmark, "mentorcollab")]
         paired = row.vs_generator
-        p = "p < 0.001" if paired.p_value < 0.001 else f"p = {paired.p_value:.2g}"
         expected = (f"{row.gap_recovered.value:.0%} at {row.compute_vs_mentor.value:.2f}× "
-                    f"(n={row.n}; +{paired.gained}/\u2212{paired.lost}, {p})")
+                    f"(n={row.n}; +{paired.gained}/\u2212{paired.lost}, {_p(paired.p_value)})")
         assert measured[name] == expected
         pairs.append(f"+{paired.gained}/\u2212{paired.lost}")
     assert measured["all"] == ", ".join(pairs)
+
+
+def _p(p_value: float) -> str:
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
+
+
+def calibrated_rows() -> list[str]:
+    """The calibrated table's rows, from each calibration record and the evaluation run at its threshold."""
+    rows = []
+    for benchmark, name in (("arc_challenge", "ARC-Challenge"), ("csqa", "CommonsenseQA")):
+        calibration = json.loads((TUNING / "calibration" / f"{benchmark}.json").read_text(encoding="utf-8"))
+        threshold = calibration["uncertainty_threshold"]
+        records = read_results(RESULTS / "rerun" / benchmark)
+        ran = [record for record in records if record["method_key"]["role"] == "collab"
+               and record["method_key"]["config"]["uncertainty_threshold"] == threshold]
+        assert len(ran) == 100, f"{benchmark}: the evaluation at the calibrated threshold {threshold}"
+        row = next(row for row in summarize(records) if row.method == label_for_key(ran[0]["method_key"]))
+        probed = sum(record["stats"]["probes"] > 0 for record in ran) / len(ran)
+        paired = row.vs_generator
+        rows.append(f"| {name} | {threshold:.3f} | {calibration['answer_share']:.0%} | {probed:.0%} | "
+                    f"{row.gap_recovered.value:.0%} | {row.compute_vs_mentor.value:.2f}× | "
+                    f"+{paired.gained}/\u2212{paired.lost}, {_p(paired.p_value)} |")
+    return rows
+
+
+def test_the_calibrated_table_quotes_the_calibrations_and_their_runs() -> None:
+    assert _table_rows(README, "| benchmark | threshold |") == calibrated_rows()
 
 
 def test_the_committed_records_score_the_same_under_todays_extractor() -> None:

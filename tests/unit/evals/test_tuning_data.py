@@ -2,8 +2,9 @@
 
 The published evaluations take the first ``EVALUATION_LIMIT`` questions of each benchmark's fixed
 shuffled order (``mentorcollab eval --limit 100``). Tuning used other splits (ARC-Challenge validation)
-or questions past that range (CommonsenseQA validation from 200 on, GSM8K from 1000 on). This test reads
-the question ids recorded by the tuning runs and checks them against the evaluation samples.
+or questions past that range (CommonsenseQA validation from 100 on, GSM8K from 1000 on). This test reads
+the question ids recorded by the tuning runs and the threshold calibrations, and checks them against the
+evaluation samples.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ EVALUATED = {"arc_challenge": "test", "csqa": "validation", "gsm8k": "test"}
 
 
 def tuning_ids() -> dict[tuple[str, str], set[str]]:
+    """The questions every tuning record and every threshold calibration (``calibration/*.json``) read."""
     ids: dict[tuple[str, str], set[str]] = {}
     for file in sorted(TUNING.rglob("*.jsonl")):
         for line in file.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)
                 ids.setdefault((row["benchmark"], row["split"]), set()).add(str(row["question_id"]))
+    for file in sorted(TUNING.rglob("*.json")):
+        calibration = json.loads(file.read_text(encoding="utf-8"))
+        ids.setdefault((calibration["benchmark"], calibration["split"]), set()).update(calibration["question_ids"])
     return ids
 
 
@@ -33,6 +38,8 @@ def test_tuning_runs_were_recorded() -> None:
     recorded = tuning_ids()
     assert len(recorded[("arc_challenge", "validation")]) >= 50 and len(recorded[("csqa", "validation")]) >= 50
     assert len(recorded[("gsm8k", "test")]) >= 10  # the threshold check past the evaluation range
+    calibrated = {file.stem for file in (TUNING / "calibration").glob("*.json")}
+    assert calibrated == {"arc_challenge", "csqa"}
 
 
 @pytest.mark.parametrize("name", sorted(EVALUATED))
