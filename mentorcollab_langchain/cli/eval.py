@@ -80,11 +80,13 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError("name a --benchmark (or pass --report DIR)")
     if args.prompt_style is not None:
         raise ConfigError("eval sets the prompt style from --prompt (chat or fewshot); leave --prompt-style out")
+    from mentorcollab_langchain.engine import CollabConfig
     from mentorcollab_langchain.evals.data import load_questions
     from mentorcollab_langchain.evals.runner import METHOD_NAMES
     from mentorcollab_langchain.verifiers import get_verifier
 
     get_verifier(args.verifier, generator=args.generator)  # an unknown name fails now, not once per question
+    CollabConfig(**config_overrides(args))  # so does a bad setting or calibration, before the models load
     out = Path(args.out)
     names = {name.strip() for name in args.methods.split(",") if name.strip()}
     unknown = sorted(names - set(METHOD_NAMES)) if not args.sweep else []

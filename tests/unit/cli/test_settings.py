@@ -8,6 +8,8 @@ the command line cannot express fails it.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from mentorcollab_langchain.cli import build_parser
 from mentorcollab_langchain.cli.settings import config_overrides
 from mentorcollab_langchain.engine import CollabConfig
+from mentorcollab_langchain.errors import ConfigError
 
 COMMANDS = {"run": ["a prompt"], "eval": [], "bench": []}
 """The commands that build a ``CollabConfig``, with the positional arguments each needs."""
@@ -88,3 +91,41 @@ def test_all_fields_at_once_give_one_config() -> None:
         words += more
     config = CollabConfig(**config_overrides(build_parser().parse_args(["run", *words, "a prompt"])))
     assert config.model_dump() == expected
+
+
+def _calibration(tmp_path, **changes: Any) -> str:
+    """A calibration record's path; a change to None leaves that field out."""
+    record = {"uncertainty_signal": "entropy", "uncertainty_threshold": 1.25, "probe_rate": 0.05,
+              "generator": "smollm2-135m-instruct"} | changes
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({name: value for name, value in record.items() if value is not None}))
+    return str(path)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_calibration_record_sets_the_policy_it_was_calibrated_for(command: str, tmp_path) -> None:
+    args = build_parser().parse_args([command, "--calibration", _calibration(tmp_path), *COMMANDS[command]])
+    config = CollabConfig(**config_overrides(args))
+    assert (config.uncertainty_signal, config.uncertainty_threshold, config.probe_rate) == ("entropy", 1.25, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("record", "words", "message"),
+    [
+        ({"generator": "gemma3-270m"}, [], "was made for the generator 'gemma3-270m', not 'smollm2-135m-instruct'"),
+        ({}, ["--uncertainty-threshold", "0.5"], "sets --uncertainty-threshold; leave --uncertainty-threshold out"),
+        ({"uncertainty_threshold": None, "probe_rate": None}, [],
+         "not a calibration record (no uncertainty_threshold, probe_rate)"),
+    ],
+)
+def test_a_calibration_that_does_not_fit_is_refused_by_name(record: dict[str, Any], words: list[str],
+                                                             message: str, tmp_path) -> None:
+    args = build_parser().parse_args(["run", "--calibration", _calibration(tmp_path, **record), *words, "a prompt"])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_overrides(args)
+
+
+def test_an_unreadable_calibration_is_refused_by_name(tmp_path) -> None:
+    args = build_parser().parse_args(["run", "--calibration", str(tmp_path / "missing.json"), "a prompt"])
+    with pytest.raises(ConfigError, match=r"missing\.json: cannot read it as JSON"):
+        config_overrides(args)
