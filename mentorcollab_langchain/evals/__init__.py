@@ -2,7 +2,13 @@
 a resumable JSONL runner, the probe threshold calibrated to a probe share, and a report (summary and
 per-benchmark tables, and a plot of accuracy against the mentor's compute relative to the mentor alone)."""
 
-from mentorcollab_langchain.evals.calibration import Calibration, calibrate, calibrate_on_questions, word_uncertainties
+from mentorcollab_langchain.evals.calibration import (
+    Calibration,
+    calibrate,
+    calibrate_on_prompts,
+    calibrate_on_questions,
+    word_uncertainties,
+)
 from mentorcollab_langchain.evals.data import (
     BENCHMARKS,
     INSTALL_COMMAND,
@@ -28,6 +34,7 @@ __all__ = [
     "build_prompt",
     "build_report",
     "calibrate",
+    "calibrate_on_prompts",
     "calibrate_on_questions",
     "extract_choice",
     "extract_math",

@@ -9,11 +9,12 @@ therefore wants a probe *share*, and needs the threshold that gives it on their 
 
 Calibration runs the generator alone on development prompts, reads the uncertainty of every word it
 writes (``word_uncertainties``), and picks the threshold at which the wanted share of words is probed
-(``calibrate``). ``calibrate_on_questions`` does both on a benchmark slice, each question prompted,
-stopped and budgeted exactly as ``mentorcollab eval`` runs it. It needs no mentor, so it costs the generator's
-time only. The policy's random probes (``probe_rate``) count toward the share: the threshold is set so
-that uncertainty probes ``(share - probe_rate) / (1 - probe_rate)`` of the words. Where an answer is one
-word (a multiple-choice letter) the share of words is the share of questions.
+(``calibrate``). ``calibrate_on_prompts`` does both on your own prompts, ``calibrate_on_questions`` on a
+benchmark slice, each question prompted, stopped and budgeted exactly as ``mentorcollab eval`` runs it.
+It needs no mentor, so it costs the generator's time only. The policy's random probes (``probe_rate``)
+count toward the share: the threshold is set so that uncertainty probes
+``(share - probe_rate) / (1 - probe_rate)`` of the words. Where an answer is one word (a
+multiple-choice letter) the share of words is the share of questions.
 
 The answers differ from a collaboration's after its first adoption, so on long answers the share is what
 the generator alone would be probed at; ``Calibration.answer_share`` says how many answers that
@@ -134,6 +135,17 @@ def calibrate(answers: Sequence[Sequence[float]], config: CollabConfig, probe_sh
     )
 
 
+def calibrate_on_prompts(
+    prompts: Sequence[Prompt],
+    generator: Backend,
+    config: CollabConfig,
+    probe_share: float,
+    log: Callable[[str], None] = print,
+) -> Calibration:
+    """``calibrate`` on your own prompts, each run under ``config`` (its prompt style, stops and budget)."""
+    return _calibrate_runs([(prompt, config) for prompt in prompts], generator, config, probe_share, log)
+
+
 def calibrate_on_questions(
     questions: Sequence[Question],
     generator: Backend,
@@ -143,13 +155,26 @@ def calibrate_on_questions(
     log: Callable[[str], None] = print,
 ) -> Calibration:
     """``calibrate`` on benchmark questions, each prompted and stopped as ``mentorcollab eval`` runs it."""
-    if not questions:
-        raise ConfigError("no questions to calibrate on")
-    check_share(probe_share, config)  # before the generator's minutes, not after
-    answers = []
-    for number, question in enumerate(questions, 1):
+    runs = []
+    for question in questions:
         built = build_prompt(question, prompt)
-        answers.append(word_uncertainties(built.prompt, generator, question_config(config, question, built)))
-        if number % 20 == 0 or number == len(questions):
-            log(f"calibrate: {number}/{len(questions)} questions, {sum(map(len, answers))} words")
+        runs.append((built.prompt, question_config(config, question, built)))
+    return _calibrate_runs(runs, generator, config, probe_share, log)
+
+
+def _calibrate_runs(
+    runs: Sequence[tuple[Prompt, CollabConfig]],
+    generator: Backend,
+    config: CollabConfig,
+    probe_share: float,
+    log: Callable[[str], None],
+) -> Calibration:
+    if not runs:
+        raise ConfigError("nothing to calibrate on: no prompts")
+    check_share(probe_share, config)
+    answers = []
+    for number, (prompt, run_config) in enumerate(runs, 1):
+        answers.append(word_uncertainties(prompt, generator, run_config))
+        if number % 20 == 0 or number == len(runs):
+            log(f"calibrate: {number}/{len(runs)} prompts, {sum(map(len, answers))} words")
     return calibrate(answers, config, probe_share)

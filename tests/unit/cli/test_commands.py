@@ -273,6 +273,48 @@ def test_calibrate_writes_the_threshold_and_the_questions_it_read(tmp_path: Path
     assert f"--uncertainty-threshold {written['uncertainty_threshold']!r}" in capsys.readouterr().err
 
 
+def test_calibrate_on_your_own_prompts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('"What is the capital of France?"\n\n'
+                       '[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]\n')
+    out = tmp_path / "calibration.json"
+    argv = ["calibrate", "--prompts", str(prompts), "--generator", SMALLEST_PACKAGED, "--threads", "1",
+            "--max-new-tokens", "8", "--probe-share", "0.5", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    written = json.loads(out.read_text())
+    assert written["answers"] == 2 and written["words"] >= 2 and written["max_new_tokens"] == 8
+    assert written["prompts"] == str(prompts) and len(written["prompts_sha256"]) == 64 and "question_ids" not in written
+    capsys.readouterr()
+    # the record sets a run's policy, and only for the generator it was made with
+    assert main(["run", "--calibration", str(out), "--generator", "/nonexistent/model", "a prompt"]) == 2
+    assert f"was made for the generator {SMALLEST_PACKAGED!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('"fine"\n{"prompt": "x"}\n', "line 2: want a non-empty string or a list of"),
+        ("not json\n", "line 1: not JSON"),
+        ("\n\n", "no prompts in it"),
+    ],
+)
+def test_calibrate_refuses_a_bad_prompts_file_by_line(lines: str, message: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(lines)
+    assert main(["calibrate", "--prompts", str(prompts), "--probe-share", "0.5", "--generator", "/nonexistent/x"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "nonexistent" not in error, error
+
+
+def test_calibrate_takes_one_source_of_prompts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):  # argparse's own usage error
+        main(["calibrate", "--benchmark", "csqa", "--prompts", "p.jsonl", "--probe-share", "0.5"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["calibrate", "--benchmark", "csqa", "--probe-share", "0.5"]) == 2
+    assert "--benchmark needs --limit" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -11,7 +11,12 @@ import pytest
 from mentorcollab_langchain.backends import ScriptedBackend
 from mentorcollab_langchain.engine import CollabConfig, CollabState, collaborate
 from mentorcollab_langchain.errors import ConfigError
-from mentorcollab_langchain.evals.calibration import calibrate, calibrate_on_questions, threshold_for_share
+from mentorcollab_langchain.evals.calibration import (
+    calibrate,
+    calibrate_on_prompts,
+    calibrate_on_questions,
+    threshold_for_share,
+)
 from mentorcollab_langchain.evals.data import Question
 from mentorcollab_langchain.evals.prompts import build_prompt
 from mentorcollab_langchain.evals.runner import question_config
@@ -86,3 +91,15 @@ def test_a_share_outside_the_random_rate_and_one_is_refused(share: float) -> Non
     with pytest.raises(ConfigError, match=f"probe share {share} must lie between the random probe rate"):
         calibrate_on_questions([question(1)], backend, CollabConfig(probe_rate=0.02), "fewshot", share)
     assert backend.prompts == [], "refused before the generator ran"
+
+
+def test_own_prompts_calibrate_like_benchmark_questions() -> None:
+    backend = ScriptedBackend(ANSWER, confidence=CONFIDENCE)
+    found = calibrate_on_prompts(["one prompt", [{"role": "user", "content": "another"}]], backend,
+                                 CollabConfig(probe_rate=0.0), 0.25, log=lambda line: None)
+    assert (found.words, found.answers, found.word_share) == (16, 2, 0.25)
+    own = [{"role": "user", "content": "another"}]
+    assert backend.prompts == ["one prompt", "one prompt", own, own]  # the generator also stands in for the mentor
+    assert probes_at(found.uncertainty_threshold, 1) == 2
+    with pytest.raises(ConfigError, match="nothing to calibrate on"):
+        calibrate_on_prompts([], backend, CollabConfig(), 0.5)
