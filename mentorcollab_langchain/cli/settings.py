@@ -11,10 +11,8 @@ is a flag, ``--calibration FILE`` sets it, with its signal and random probe rate
 from __future__ import annotations
 
 import argparse
-import json
 import types
 from collections.abc import Collection, Mapping
-from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from mentorcollab_langchain.engine.config import CollabConfig
@@ -26,10 +24,6 @@ def _policy_names() -> list[str]:
 
     return sorted(NAMED_POLICIES)
 
-
-# What a calibration record (``mentorcollab calibrate --out``) sets: the threshold, the signal it is a
-# threshold of, and the random probe rate whose share it was calibrated around.
-CALIBRATED_SETTINGS = ("uncertainty_signal", "uncertainty_threshold", "probe_rate")
 
 # A setting whose values come from a registry rather than its annotation (``probe_policy`` is a ``str``
 # checked against the named policies), so the parser can still offer and check the choices.
@@ -66,8 +60,8 @@ def add_config_arguments(
                            **form)
     if only is None or "uncertainty_threshold" in only:
         group.add_argument("--calibration", metavar="FILE",
-                           help="a `mentorcollab calibrate --out` record: its " + ", ".join(CALIBRATED_SETTINGS)
-                           + ", for the generator it was made with")
+                           help="a `mentorcollab calibrate --out` record: its uncertainty signal, threshold and random "
+                                "probe rate, for the generator it was made with")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,33 +71,15 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {name: tuple(value) if isinstance(value, list) else value
                  for name, value in given.items() if value is not None}
     if getattr(args, "calibration", None):
-        calibrated = calibrated_settings(args.calibration, args.generator)
+        from mentorcollab_langchain.evals.calibration import read_calibration
+
+        calibrated = read_calibration(args.calibration, args.generator)
         clash = sorted(calibrated.keys() & overrides.keys())
         if clash:
             flags = ", ".join(f"--{name.replace('_', '-')}" for name in clash)
             raise ConfigError(f"--calibration {args.calibration} sets {flags}; leave {flags} out")
         overrides |= calibrated
     return overrides
-
-
-def calibrated_settings(path: str, generator: str) -> dict[str, Any]:
-    """The uncertain policy's settings from a ``mentorcollab calibrate --out`` record, once it is known to be
-    one and to have been made for ``generator`` (a threshold is one model's confidence, meaningless for
-    another's)."""
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ConfigError(f"--calibration {path}: cannot read it as JSON ({error})") from error
-    wanted = (*CALIBRATED_SETTINGS, "generator")
-    missing = [name for name in wanted if name not in record] if isinstance(record, dict) else list(wanted)
-    if missing:
-        raise ConfigError(f"--calibration {path}: not a calibration record (no {', '.join(missing)})")
-    if record["generator"] != generator:
-        raise ConfigError(
-            f"--calibration {path} was made for the generator {record['generator']!r}, not {generator!r}; "
-            "calibrate again with this generator"
-        )
-    return {name: record[name] for name in CALIBRATED_SETTINGS}
 
 
 def _argument_form(name: str, annotation: Any) -> dict[str, Any]:

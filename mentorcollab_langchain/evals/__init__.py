@@ -7,6 +7,7 @@ from mentorcollab_langchain.evals.calibration import (
     calibrate,
     calibrate_on_prompts,
     calibrate_on_questions,
+    read_calibration,
     word_uncertainties,
 )
 from mentorcollab_langchain.evals.data import (
@@ -42,6 +43,7 @@ __all__ = [
     "load_questions",
     "make_methods",
     "math_equal",
+    "read_calibration",
     "score",
     "sign_test",
     "summarize",

@@ -23,9 +23,11 @@ touches.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from mentorcollab_langchain.backends.base import Backend, Piece, Prompt
@@ -35,6 +37,10 @@ from mentorcollab_langchain.errors import ConfigError
 from mentorcollab_langchain.evals.data import Question
 from mentorcollab_langchain.evals.prompts import PromptKind, build_prompt
 from mentorcollab_langchain.evals.runner import question_config
+
+# What a calibration record sets: the threshold, the signal it is a threshold of, and the random probe rate
+# whose share it was calibrated around.
+CALIBRATED_SETTINGS = ("uncertainty_signal", "uncertainty_threshold", "probe_rate")
 
 
 @dataclass(frozen=True)
@@ -178,3 +184,23 @@ def _calibrate_runs(
         if number % 20 == 0 or number == len(runs):
             log(f"calibrate: {number}/{len(runs)} prompts, {sum(map(len, answers))} words")
     return calibrate(answers, config, probe_share)
+
+
+def read_calibration(path: str | Path, generator: str) -> dict[str, Any]:
+    """The uncertain policy's settings from a ``mentorcollab calibrate --out`` record, as ``CollabConfig`` (or
+    ``ChatMentorCollab``) keywords, once the file is known to be one and to have been made for ``generator``:
+    a threshold is one model's confidence, meaningless for another's."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"calibration {path}: cannot read it as JSON ({error})") from error
+    wanted = (*CALIBRATED_SETTINGS, "generator")
+    missing = [name for name in wanted if name not in record] if isinstance(record, dict) else list(wanted)
+    if missing:
+        raise ConfigError(f"calibration {path}: not a calibration record (no {', '.join(missing)})")
+    if record["generator"] != generator:
+        raise ConfigError(
+            f"calibration {path} was made for the generator {record['generator']!r}, not {generator!r}; "
+            "calibrate again with this generator"
+        )
+    return {name: record[name] for name in CALIBRATED_SETTINGS}

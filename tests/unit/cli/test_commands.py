@@ -245,7 +245,7 @@ def test_eval_with_the_mentor_behind_a_server(tiny_byte_level_model: str, tokeni
         (["--benchmark", "csqa", "--limit", "1", "--offset", "100000"], "csqa: no questions"),
         (["--benchmark", "csqa", "--limit", "1", "--probe-rate", "2"], "probe_rate"),
         (["--benchmark", "csqa", "--limit", "1", "--calibration", "/no/such/calibration.json"],
-         "--calibration /no/such/calibration.json: cannot read it"),
+         "calibration /no/such/calibration.json: cannot read it"),
     ],
 )
 def test_eval_refuses_bad_settings_before_loading_a_model(

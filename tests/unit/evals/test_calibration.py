@@ -6,6 +6,8 @@ exactly the share of words the calibration said it would.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mentorcollab_langchain.backends import ScriptedBackend
@@ -103,3 +105,17 @@ def test_own_prompts_calibrate_like_benchmark_questions() -> None:
     assert probes_at(found.uncertainty_threshold, 1) == 2
     with pytest.raises(ConfigError, match="nothing to calibrate on"):
         calibrate_on_prompts([], backend, CollabConfig(), 0.5)
+
+
+def test_a_calibration_record_configures_the_chat_model(tmp_path) -> None:
+    """``read_calibration`` gives keywords ``ChatMentorCollab`` takes as they are (no model loads here)."""
+    from mentorcollab_langchain import ChatMentorCollab
+    from mentorcollab_langchain.evals import read_calibration
+
+    record = tmp_path / "calibration.json"
+    record.write_text(json.dumps({"uncertainty_signal": "top_share", "uncertainty_threshold": 0.529,
+                                  "probe_rate": 0.02, "generator": "smollm2-135m-instruct", "words": 300}))
+    model = ChatMentorCollab(generator="smollm2-135m-instruct", **read_calibration(record, "smollm2-135m-instruct"))
+    assert model.collab_config().uncertainty_threshold == 0.529
+    with pytest.raises(ConfigError, match="made for the generator 'smollm2-135m-instruct', not 'gemma3-270m'"):
+        read_calibration(record, "gemma3-270m")
