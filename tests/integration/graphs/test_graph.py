@@ -149,21 +149,31 @@ class _FailingCursor:
         return call
 
 
-def test_a_node_that_raises_resumes_to_the_same_text(models, chat_answer, tmp_path: Path) -> None:
+def test_a_node_that_raises_resumes_from_its_checkpoint(models, chat_answer, tmp_path: Path) -> None:
+    """A node that raised resumes, in a new saver on the same database, from the text and decisions it had.
+
+    Only that much is promised by default: the resumed cursors read the text in one prefill, which can flip
+    a near-tie greedy choice later on (``build_mentorcollab_graph``'s ``exact_resume``; the exact repeat is
+    the next test's). On a fresh install of 3 December one did, near the end of this answer.
+    """
     generator, mentor = models
     database = str(tmp_path / "raise.sqlite")
     with SqliteSaver.from_conn_string(database) as saver:
         failing = build_mentorcollab_graph(_FailingBackend(generator, 12), mentor, config=CONFIG, checkpointer=saver)
         with pytest.raises(BackendError, match="died"):
             failing.invoke({"messages": PROMPT}, thread("raise"))
-        assert failing.get_state(thread("raise")).values["collab"].text  # died midway
+        died = failing.get_state(thread("raise")).values["collab"]
+        assert died.text and chat_answer.content.startswith(died.text)  # died midway, on the uninterrupted path
     with SqliteSaver.from_conn_string(database) as saver:
         graph = build_mentorcollab_graph(generator, mentor, config=CONFIG, checkpointer=saver)
         result = graph.invoke(None, thread("raise"))
-        assert result["answer"].content == chat_answer.content
-        assert [d["position"] for d in decision_log(graph, thread("raise"))] == [
-            d["position"] for d in chat_answer.response_metadata["mentorcollab"]["decisions"]
-        ]
+        resumed = result["answer"].response_metadata["mentorcollab"]
+        assert result["answer"].content.startswith(died.text) and len(result["answer"].content) > len(died.text)
+        assert resumed["finish_reason"] in ("stop", "length")
+        kept = [decision.model_dump(mode="json") for decision in died.decisions]
+        assert resumed["decisions"][: len(kept)] == kept
+        logged = [decision["position"] for decision in decision_log(graph, thread("raise"))]
+        assert logged == [decision["position"] for decision in resumed["decisions"]]
 
 
 def test_exact_resume_repeats_the_uninterrupted_run_exactly(models) -> None:
