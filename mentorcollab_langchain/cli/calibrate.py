@@ -63,7 +63,7 @@ def command(args: argparse.Namespace) -> int:
     from mentorcollab_langchain.evals.prompts import ANSWER_BUDGET
 
     questions = _questions(args) if args.benchmark else []
-    prompts = _prompts(Path(args.prompts)) if args.prompts else []
+    prompts, prompts_sha256 = _prompts(Path(args.prompts)) if args.prompts else ([], "")
     budget = {"max_new_tokens": ANSWER_BUDGET[questions[0].kind]} if questions else {}
     config = CollabConfig(**(budget | config_overrides(args)))
     check_share(args.probe_share, config)  # before the model loads
@@ -77,9 +77,7 @@ def command(args: argparse.Namespace) -> int:
                                           "prompt": prompt}
     else:
         calibration = calibrate_on_prompts(prompts, models.generator, config, args.probe_share, log)
-        record = calibration.as_dict() | {
-            "prompts": args.prompts, "prompts_sha256": hashlib.sha256(Path(args.prompts).read_bytes()).hexdigest()
-        }
+        record = calibration.as_dict() | {"prompts": args.prompts, "prompts_sha256": prompts_sha256}
     record |= {
         "generator": models.generator_info.name, "backend": models.generator_info.backend,
         "max_new_tokens": config.max_new_tokens, "command": shlex.join(["mentorcollab", *args.invocation]),
@@ -107,11 +105,13 @@ def _questions(args: argparse.Namespace) -> list:
     return questions
 
 
-def _prompts(path: Path) -> list[Any]:
-    """The chat prompts in a JSONL file: each line a user message (a string) or a list of messages."""
+def _prompts(path: Path) -> tuple[list[Any], str]:
+    """The chat prompts in a JSONL file (each line a user message, a string, or a list of messages), and the
+    sha256 of the bytes they were read from, for the record."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
+        content = path.read_bytes()
+        lines = content.decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"--prompts {path}: cannot read it ({error})") from error
     prompts = []
     for number, line in enumerate(lines, 1):
@@ -133,4 +133,4 @@ def _prompts(path: Path) -> list[Any]:
                               '{"role": ..., "content": ...} messages')
     if not prompts:
         raise ConfigError(f"--prompts {path}: no prompts in it")
-    return prompts
+    return prompts, hashlib.sha256(content).hexdigest()
