@@ -61,12 +61,14 @@ def command(args: argparse.Namespace) -> int:
     from mentorcollab_langchain.engine import CollabConfig
     from mentorcollab_langchain.evals.calibration import calibrate_on_prompts, calibrate_on_questions, check_share
     from mentorcollab_langchain.evals.prompts import ANSWER_BUDGET
+    from mentorcollab_langchain.models.identity import weights_sha256
 
     questions = _questions(args) if args.benchmark else []
     prompts, prompts_sha256 = _prompts(Path(args.prompts)) if args.prompts else ([], "")
     budget = {"max_new_tokens": ANSWER_BUDGET[questions[0].kind]} if questions else {}
     config = CollabConfig(**(budget | config_overrides(args)))
     check_share(args.probe_share, config)  # before the model loads
+    generator_sha256 = weights_sha256(args.generator)  # and its identity, before the generator runs
     models = load_models(args, needs_mentor=False)
     log = (lambda line: None) if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
     record: dict[str, Any]
@@ -79,7 +81,8 @@ def command(args: argparse.Namespace) -> int:
         calibration = calibrate_on_prompts(prompts, models.generator, config, args.probe_share, log)
         record = calibration.as_dict() | {"prompts": args.prompts, "prompts_sha256": prompts_sha256}
     record |= {
-        "generator": models.generator_info.name, "backend": models.generator_info.backend,
+        "generator": models.generator_info.name, "generator_sha256": generator_sha256,
+        "backend": models.generator_info.backend,
         "max_new_tokens": config.max_new_tokens, "command": shlex.join(["mentorcollab", *args.invocation]),
     }
     if questions:  # so a test can prove them never evaluated

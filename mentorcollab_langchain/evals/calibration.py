@@ -33,10 +33,11 @@ from typing import Any
 from mentorcollab_langchain.backends.base import Backend, Piece, Prompt
 from mentorcollab_langchain.engine import CollabConfig, CollabState, collaborate
 from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, SIGNALS_PROBED_ABOVE, uncertainty, unsure
-from mentorcollab_langchain.errors import ConfigError
+from mentorcollab_langchain.errors import ConfigError, UnknownModelError
 from mentorcollab_langchain.evals.data import Question
 from mentorcollab_langchain.evals.prompts import PromptKind, build_prompt
 from mentorcollab_langchain.evals.runner import question_config
+from mentorcollab_langchain.models.identity import weights_sha256
 
 # What a calibration record sets: the threshold, the signal it is a threshold of, and the random probe rate
 # whose share it was calibrated around.
@@ -189,7 +190,12 @@ def _calibrate_runs(
 def read_calibration(path: str | Path, generator: str) -> dict[str, Any]:
     """The uncertain policy's settings from a ``mentorcollab calibrate --out`` record, as ``CollabConfig`` (or
     ``ChatMentorCollab``) keywords, once the file is known to be one and to have been made for ``generator``:
-    a threshold is one model's confidence, meaningless for another's."""
+    a threshold is one model's confidence, meaningless for another's.
+
+    The record names its generator by its weights' sha256 (``models.identity.weights_sha256``), so a folder
+    holding the same weights passes and another model under the same name does not. A record without it
+    (written before records carried it) is matched by name.
+    """
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
@@ -198,9 +204,18 @@ def read_calibration(path: str | Path, generator: str) -> dict[str, Any]:
     missing = [name for name in wanted if name not in record] if isinstance(record, dict) else list(wanted)
     if missing:
         raise ConfigError(f"calibration {path}: not a calibration record (no {', '.join(missing)})")
-    if record["generator"] != generator:
-        raise ConfigError(
-            f"calibration {path} was made for the generator {record['generator']!r}, not {generator!r}; "
-            "calibrate again with this generator"
-        )
+    made_for = f"calibration {path} was made for the generator {record['generator']!r}, not {generator!r}"
+    if "generator_sha256" not in record:
+        if record["generator"] != generator:
+            raise ConfigError(f"{made_for}; calibrate again with this generator")
+    else:
+        try:
+            found = weights_sha256(generator)
+        except UnknownModelError as error:
+            raise ConfigError(f"calibration {path}: cannot check it against the generator: {error}") from None
+        if found != record["generator_sha256"]:
+            raise ConfigError(
+                f"{made_for} (weights sha256 {record['generator_sha256'][:16]}… against {found[:16]}…); "
+                "calibrate again with this generator"
+            )
     return {name: record[name] for name in CALIBRATED_SETTINGS}

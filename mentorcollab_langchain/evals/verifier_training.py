@@ -61,6 +61,7 @@ from mentorcollab_langchain.evals.data import DEFAULT_SPLITS, Question, resolve_
 from mentorcollab_langchain.evals.extract import _NUMBER, _clean_number, extract_choice
 from mentorcollab_langchain.evals.prompts import build_prompt
 from mentorcollab_langchain.evals.runner import question_seed
+from mentorcollab_langchain.models.identity import weights_sha256
 from mentorcollab_langchain.verifiers.base import Choice, Verdict, VerifyRequest
 from mentorcollab_langchain.verifiers.mlp import (
     CARD_FORMAT,
@@ -68,7 +69,6 @@ from mentorcollab_langchain.verifiers.mlp import (
     build_network,
     divergence_features,
     feature_names,
-    generator_identity,
 )
 from mentorcollab_langchain.verifiers.self_consult import SelfConsultVerifier
 
@@ -544,7 +544,7 @@ def build_verifier(records: Sequence[DivergenceRecord], run: TrainingRun) -> MLP
     network, mean, std, threshold, figures = train(records, run.groups, hidden_size, run.settings)
     card = {
         "format": CARD_FORMAT,
-        "generator": {"name": run.generator, "sha256": generator_identity(run.generator), "dtype": run.dtype},
+        "generator": {"name": run.generator, "sha256": weights_sha256(run.generator), "dtype": run.dtype},
         "mentor": run.mentor,
         "features": list(run.groups),
         "hidden_size": hidden_size,

@@ -17,12 +17,10 @@ because hidden states of other weights mean nothing to the classifier.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mentorcollab_langchain.backends.base import Backend, Confidence
-from mentorcollab_langchain.errors import ConfigError, VerifierMismatchError
-from mentorcollab_langchain.models.registry import PACKAGED_MODELS, sha256_of
+from mentorcollab_langchain.errors import ConfigError, UnknownModelError, VerifierMismatchError
+from mentorcollab_langchain.models.identity import weights_sha256
 from mentorcollab_langchain.verifiers.base import Verdict, VerifyRequest
 from mentorcollab_langchain.verifiers.self_consult import SELF_CONSULT_QUESTION
 
@@ -111,50 +109,6 @@ def build_network(inputs: int, hidden_units: int, dropout: float = 0.0) -> torch
         torch.nn.Dropout(dropout),
         torch.nn.Linear(hidden_units, 1),
     )
-
-
-# -- the generator's identity ---------------------------------------------------------------------
-
-
-def generator_identity(model: str) -> str:
-    """A sha256 that names the generator's weights.
-
-    A packaged model is named by its pinned GGUF sha256 (checked whenever it is assembled); a local
-    folder by a hash of its safetensors files; a Hugging Face id by the same hash over its snapshot in
-    the local cache. A model that cannot be hashed cannot be checked, and a verifier is not loaded for it.
-    """
-    if model in PACKAGED_MODELS:
-        return PACKAGED_MODELS[model].sha256
-    folder = Path(model).expanduser()
-    if not folder.is_dir():
-        folder = _cached_snapshot(model)
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise VerifierMismatchError(
-            f"cannot check the generator {model!r} against a verifier: no safetensors files in {folder}"
-        )
-    return _folder_hash(tuple((str(file), file.stat().st_mtime_ns, file.stat().st_size) for file in files))
-
-
-def _cached_snapshot(model: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception as error:  # noqa: BLE001 - any failure means we cannot hash it
-        raise VerifierMismatchError(
-            f"cannot check the generator {model!r} against a verifier: it is neither a packaged model, a local "
-            f"folder, nor a Hugging Face snapshot in the local cache ({type(error).__name__})"
-        ) from None
-
-
-@lru_cache(maxsize=16)
-def _folder_hash(files: tuple[tuple[str, int, int], ...]) -> str:
-    """sha256 over each file's name and sha256 (cached by path, mtime and size: hashing weights takes seconds)."""
-    digest = hashlib.sha256()
-    for path, _mtime, _size in files:
-        digest.update(f"{Path(path).name}:{sha256_of(Path(path))}\n".encode())
-    return digest.hexdigest()
 
 
 # -- the verifier ---------------------------------------------------------------------------------
@@ -243,7 +197,10 @@ class MLPVerifier:
             raise ConfigError(f"{files.card} is not a {CARD_FORMAT} card (format: {card.get('format')!r})")
         model = generator if isinstance(generator, str) else generator.model_name
         expected = card["generator"]["sha256"]
-        found = generator_identity(model)
+        try:
+            found = weights_sha256(model)
+        except UnknownModelError as error:
+            raise VerifierMismatchError(f"cannot check the generator against a verifier: {error}") from None
         if found != expected:
             raise VerifierMismatchError(
                 f"the verifier {files.weights} was trained for the generator {card['generator']['name']!r} "

@@ -269,6 +269,7 @@ def test_calibrate_writes_the_threshold_and_the_questions_it_read(tmp_path: Path
     assert written["question_ids"] == [question.id for question in load_questions("csqa", None, 2, offset=100)]
     assert written["words"] == 2 and written["word_share"] == 0.5 and written["max_new_tokens"] == 16
     assert written["benchmark"] == "csqa" and written["backend"] == "llama.cpp GGUF (in process)"
+    assert written["generator_sha256"] == PACKAGED_MODELS[SMALLEST_PACKAGED].sha256
     assert written["command"].startswith("mentorcollab calibrate --benchmark csqa")
     assert f"--uncertainty-threshold {written['uncertainty_threshold']!r}" in capsys.readouterr().err
 
@@ -285,9 +286,12 @@ def test_calibrate_on_your_own_prompts(tmp_path: Path, capsys: pytest.CaptureFix
     assert written["answers"] == 2 and written["words"] >= 2 and written["max_new_tokens"] == 8
     assert written["prompts"] == str(prompts) and len(written["prompts_sha256"]) == 64 and "question_ids" not in written
     capsys.readouterr()
-    # the record sets a run's policy, and only for the generator it was made with
+    # the record sets a run's policy, and only for the generator it was made with, known by its weights
+    other = next(name for name in PACKAGED_MODELS if name != SMALLEST_PACKAGED)
+    assert main(["run", "--calibration", str(out), "--generator", other, "a prompt"]) == 2
+    assert f"was made for the generator {SMALLEST_PACKAGED!r}, not {other!r} (weights sha256" in capsys.readouterr().err
     assert main(["run", "--calibration", str(out), "--generator", "/nonexistent/model", "a prompt"]) == 2
-    assert f"was made for the generator {SMALLEST_PACKAGED!r}" in capsys.readouterr().err
+    assert "cannot check it against the generator" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -119,3 +119,23 @@ def test_a_calibration_record_configures_the_chat_model(tmp_path) -> None:
     assert model.collab_config().uncertainty_threshold == 0.529
     with pytest.raises(ConfigError, match="made for the generator 'smollm2-135m-instruct', not 'gemma3-270m'"):
         read_calibration(record, "gemma3-270m")
+
+
+def test_a_calibration_record_names_its_generator_by_its_weights(tmp_path) -> None:
+    """The same weights at another path are the same generator; other weights under the record's name are not."""
+    from mentorcollab_langchain.evals import read_calibration
+    from mentorcollab_langchain.models.identity import weights_sha256
+
+    first, second = tmp_path / "model", tmp_path / "copy"
+    for folder, weights in ((first, b"one"), (second, b"one")):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(weights)
+    record = tmp_path / "calibration.json"
+    record.write_text(json.dumps({"uncertainty_signal": "top_share", "uncertainty_threshold": 0.5, "probe_rate": 0.02,
+                                  "generator": str(first), "generator_sha256": weights_sha256(str(first))}))
+    assert read_calibration(record, str(second))["uncertainty_threshold"] == 0.5
+    (first / "model.safetensors").write_bytes(b"two")  # retrained in place: the name stays, the weights change
+    with pytest.raises(ConfigError, match="weights sha256"):
+        read_calibration(record, str(first))
+    with pytest.raises(ConfigError, match="cannot check it against the generator"):
+        read_calibration(record, str(tmp_path / "nowhere"))
