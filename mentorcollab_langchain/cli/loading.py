@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from mentorcollab_langchain.backends.base import Backend
-    from mentorcollab_langchain.evals.runner import ModelPair
+    from mentorcollab_langchain.evals.runner import ModelInfo, ModelPair
 
 Report = Callable[[str], None]
 
@@ -87,18 +87,35 @@ def _load(args: argparse.Namespace, needs_mentor: bool, prefix_cache: bool, repo
 
     generator = local(args.generator)
     if not needs_mentor:
-        return ModelPair(generator, generator, ModelInfo(args.generator, backend_label(generator)),
+        return ModelPair(generator, generator, model_info(args.generator, generator),
                          ModelInfo(args.mentor, "not loaded"))
     if args.mentor_url:
         mentor = OpenAICompatibleBackend(args.mentor_url, model=args.mentor_served_name, tokenizer=args.mentor,
                                          timeout=args.mentor_timeout, report=report)
         _ = mentor.tokenizer  # the only part of a remote mentor that loads here
-        mentor_label = f"server {args.mentor_url}"
+        mentor_info = ModelInfo(args.mentor, f"server {args.mentor_url}")
     else:
         mentor = local(args.mentor)
-        mentor_label = backend_label(mentor)
-    return ModelPair(generator, mentor, ModelInfo(args.generator, backend_label(generator)),
-                     ModelInfo(args.mentor, mentor_label))
+        mentor_info = model_info(args.mentor, mentor)
+    return ModelPair(generator, mentor, model_info(args.generator, generator), mentor_info)
+
+
+def model_info(model: str, backend: Backend) -> ModelInfo:
+    """A local model for the records: its name, what ran it, and what that backend's arithmetic depends on."""
+    from importlib.metadata import version
+
+    from mentorcollab_langchain.backends import LlamaCppBackend, TransformersBackend
+    from mentorcollab_langchain.backends.local import READ_PROMPT_STEP_TOKENS
+    from mentorcollab_langchain.evals.runner import ModelInfo
+
+    if isinstance(backend, LlamaCppBackend):
+        libraries = ["llama-cpp-python"]
+    elif isinstance(backend, TransformersBackend):
+        libraries = ["torch", "transformers"]
+    else:
+        return ModelInfo(model, backend_label(backend))
+    numerics = ", ".join(f"{library} {version(library)}" for library in libraries)
+    return ModelInfo(model, backend_label(backend), f"{numerics}, prompt batches of {READ_PROMPT_STEP_TOKENS}")
 
 
 def backend_label(backend: object) -> str:

@@ -4,6 +4,8 @@ Each result line is keyed by benchmark, split, question id and a hash of everyth
 method (role, models and the backends that ran them, verifier, collaboration config, prompt kind and
 prompt version). A rerun skips the keys already in the file, so an interrupted eval resumes where it
 stopped, and a changed setting gets a new hash instead of mixing with old results.
+Each line also records the numerics its models ran with (library versions, prompt batching); they stay
+out of the hash, so results resume across an upgrade, and a resume that would mix them warns.
 """
 
 from __future__ import annotations
@@ -55,10 +57,20 @@ def question_seed(seed: int, question_id: str) -> int:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Which model ran a role, and on what (``transformers``, ``llama.cpp``, or a server URL)."""
+    """Which model ran a role, and on what (``transformers``, ``llama.cpp``, or a server URL).
+
+    ``numerics`` names what the backend's arithmetic depends on (library versions, prompt batching): another
+    llama.cpp or torch can flip a greedy near-tie. It is recorded with every answer but kept out of a
+    method's key, so results resume across an upgrade, and a resume that would mix them says so.
+    """
 
     name: str
     backend: str
+    numerics: str = ""
+
+    def identity(self) -> dict[str, str]:
+        """What a method's key holds of the model: its name and what ran it."""
+        return {"name": self.name, "backend": self.backend}
 
 
 @dataclass(frozen=True)
@@ -79,9 +91,9 @@ class Method:
         """Everything that defines this method's results, as plain data."""
         models: dict[str, Any] = {}
         if self.role in ("generator", "collab"):
-            models["generator"] = vars(generator)
+            models["generator"] = generator.identity()
         if self.role in ("mentor", "collab"):
-            models["mentor"] = vars(mentor)
+            models["mentor"] = mentor.identity()
         config = self.config.model_dump(mode="json", exclude={"prompt_style", "stop"})
         if self.role != "collab":
             kept = ("max_new_tokens", "max_word_tokens", "repetition_guard")
@@ -99,6 +111,11 @@ class Method:
             "prompt": self.prompt,
             "prompt_version": PROMPT_VERSION,
         }
+
+    def numerics(self, generator: ModelInfo, mentor: ModelInfo) -> dict[str, str]:
+        """The numerics of the models this method runs, by role."""
+        return {role: info.numerics for role, info in (("generator", generator), ("mentor", mentor))
+                if role in self.key(generator, mentor)["models"]}
 
     def config_hash(self, generator: ModelInfo, mentor: ModelInfo) -> str:
         canonical = json.dumps(self.key(generator, mentor), sort_keys=True, separators=(",", ":"))
@@ -246,6 +263,7 @@ def answer(question: Question, method: Method, models: ModelPair) -> dict[str, A
         "config_hash": method.config_hash(models.generator_info, models.mentor_info),
         "method": method.label,
         "method_key": method.key(models.generator_info, models.mentor_info),
+        "numerics": method.numerics(models.generator_info, models.mentor_info),
         "gold": question.gold,
         "predicted": predicted,
         "parsed": predicted is not None,
@@ -352,16 +370,19 @@ class EvalRun:
             config_hash = method.config_hash(self.models.generator_info, self.models.mentor_info)
             benchmark = questions[0].benchmark if questions else "?"
             tally = self.tallies.setdefault((benchmark, method.label), Progress())
-            todo = []
+            todo, resumed = [], []
             for question in questions:
                 done = existing.get((question.benchmark, question.split, question.id, config_hash))
                 if done is not None:
                     tally.add(done, resumed=True)
+                    resumed.append(done)
                 else:
                     todo.append(question)
             if tally.resumed:
                 self.log(f"{benchmark} / {method.label} [{config_hash}]: {tally.resumed} answers already in "
                          f"{self.out_file}, {len(todo)} to go")
+            if todo:
+                self._warn_of_other_numerics(method, resumed, benchmark)
             bar = self._bar(len(questions), tally, f"{benchmark} {method.label}")
             try:
                 for question in todo:
@@ -380,6 +401,15 @@ class EvalRun:
                 if bar is not None:
                     bar.close()
         return written
+
+    def _warn_of_other_numerics(self, method: Method, resumed: Sequence[dict[str, Any]], benchmark: str) -> None:
+        """Say so when the answers about to be added would sit beside answers computed with other numerics."""
+        today = method.numerics(self.models.generator_info, self.models.mentor_info)
+        other = [record.get("numerics", "not recorded") for record in resumed if record.get("numerics") != today]
+        if other:
+            self.log(f"{benchmark} / {method.label}: warning: {len(other)} of the answers already in {self.out_file} "
+                     f"were computed with other numerics ({other[0]}; today: {today}), which can flip a greedy "
+                     "near-tie; give --out a new file to keep them apart")
 
     @staticmethod
     def _postfix(tally: Progress) -> dict[str, str]:

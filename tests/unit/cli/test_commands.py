@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -209,6 +210,8 @@ def test_eval_runs_resumes_and_reports(tiny_byte_level_model: str, tmp_path: Pat
     assert all(r["error"] is None and r["finish_reason"] != "error" for r in first), [r["error"] for r in first]
     collab = [r for r in first if r["method"].startswith("mentorcollab")]
     assert all(r["stats"]["probes"] >= 1 and r["stats"]["mentor_calls"] >= 1 for r in collab)
+    torch_numerics = f"torch {version('torch')}, transformers {version('transformers')}, prompt batches of 64"
+    assert collab[0]["numerics"] == {"generator": torch_numerics, "mentor": torch_numerics}
     assert (out / "report.md").is_file() and "mentorcollab (p=1)" in (out / "report.md").read_text()
     capsys.readouterr()
 
@@ -231,6 +234,7 @@ def test_eval_with_the_mentor_behind_a_server(tiny_byte_level_model: str, tokeni
     assert [r["method"] for r in found] == ["mentor", "mentorcollab (p=1)"]
     assert all(r["error"] is None for r in found) and completions.requests > 0
     assert found[0]["method_key"]["models"]["mentor"]["backend"] == f"server {url}"
+    assert found[0]["numerics"] == {"mentor": ""}, "a server's numerics are its own, unknown here"
     assert found[0]["response"].strip(), "the served mentor's answer is in the record"
 
 

@@ -468,6 +468,29 @@ def test_runner_writes_scores_and_resumes(tmp_path: Path) -> None:
     assert len(EvalRun(out, models, show_progress=False, log=lambda line: None).run(questions, longer)) == 2
 
 
+def test_a_resume_says_when_it_would_mix_answers_of_other_numerics(tmp_path: Path) -> None:
+    """Numerics (library versions, prompt batching) are recorded but not hashed: an upgrade still resumes,
+    and says that greedy near-ties may differ between the answers old and new."""
+    questions = [CHOICE, Question("arc_challenge", "test", "q2", "Which is solid?", "A", "choice", ("rock", "steam"))]
+    out, lines = tmp_path / "results.jsonl", []
+    methods = make_methods(["generator"], CollabConfig(max_new_tokens=8), "chat")
+
+    def run(numerics: str, upto: int) -> list[dict]:
+        models = _models("The answer is B.", "The answer is C.")
+        models.generator_info = ModelInfo(GEN.name, GEN.backend, numerics)
+        return EvalRun(out, models, show_progress=False, log=lines.append).run(questions[:upto], methods)
+
+    [first] = run("lib 1.0", 1)
+    assert first["numerics"] == {"generator": "lib 1.0"}  # only the model this method runs
+    assert first["config_hash"] == methods[0].config_hash(GEN, MEN)  # the numerics are no part of the key
+    run("lib 1.0", 1)
+    assert not any("warning" in line for line in lines)  # nothing to add, nothing to mix
+    [second] = run("lib 2.0", 2)
+    assert second["question_id"] == "q2" and second["numerics"] == {"generator": "lib 2.0"}
+    [warning] = [line for line in lines if "warning" in line]
+    assert "1 of the answers already in" in warning and "lib 1.0" in warning and "lib 2.0" in warning
+
+
 def test_collaboration_records_mentor_share_probes_and_adoptions(tmp_path: Path) -> None:
     models = _models("The answer is B.", "The answer is C.")
     config = CollabConfig(max_new_tokens=8, probe_rate=1.0, segment_tokens=2)
