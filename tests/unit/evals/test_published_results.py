@@ -11,6 +11,8 @@ Which table in ``docs/results`` comes from which committed data, and the test th
   recorded mentor): their ``records.jsonl`` through ``mentorcollab eval --report``;
 - the README's "Against the targets" table: its measured column, from the same summary rows;
 - the README's calibrated table: ``tuning/calibration/*.json`` and the calibrated rows of ``rerun/*/records.jsonl``;
+- ``confidence.md`` and the README's AUC table: ``confidence/*.jsonl`` (collected by ``confidence.py collect``),
+  ``tuning/*.jsonl`` and ``rerun/*/records.jsonl`` through ``confidence.py report``;
 - ``mlp_verifier.md``: its two tables and its training and validation counts, from the shipped verifier's card.
 
 The issue-5 pages, its sweeps and the verifier order check were retired because their records were never
@@ -91,6 +93,17 @@ def test_the_results_readme_quotes_the_rebuilt_summary(tmp_path: Path) -> None:
     report, _ = build_report(RESULTS / "data", tmp_path)
     summary = report.read_text(encoding="utf-8").split("## Summary\n\n", 1)[1].split("\n\n", 1)[0]
     assert summary in README
+
+
+def test_the_confidence_tables_rebuild_from_the_committed_records() -> None:
+    rebuilt = _printed(RESULTS / "confidence.py", "report")
+    assert rebuilt == (RESULTS / "confidence.md").read_text(encoding="utf-8")
+    header = "| questions | n | generator wrong / mentor helps |"
+    assert _table_rows(README, header) == _table_rows(rebuilt, header)
+    for benchmark in ("arc_challenge", "csqa"):  # the confidences cover exactly the evaluation sample
+        collected = {json.loads(line)["question_id"]
+                     for line in (RESULTS / "confidence" / f"{benchmark}.jsonl").read_text().splitlines()}
+        assert collected == {record["question_id"] for record in read_results(RESULTS / "rerun" / benchmark)}
 
 
 def test_the_ceiling_table_rebuilds_from_the_committed_records() -> None:
