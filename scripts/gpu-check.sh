@@ -2,13 +2,15 @@
 # The GPU check (issue 11): `mentorcollab bench` with both models on transformers, on CUDA in bfloat16.
 # It prints the GPU, its measured memory bandwidth, each model alone (tokens/s and their share of that
 # bandwidth), MentorCollab at the defaults against the cost model, requests at once against one at a
-# time, and the first probe with and without read-ahead. A short, prepared run: a few minutes on a GPU.
+# time, and the first probe with and without read-ahead. Then each model's decoding three ways
+# (scripts/torch_decoding.py): what the backend does, a static cache, and compiled with CUDA graphs, to
+# decide whether the torch path should compile on a GPU. A short, prepared run: a few minutes on a GPU.
 #
 #   bash scripts/gpu-check.sh [OUT_DIR] [extra bench flags...]
 #
 # It needs a CUDA build of torch in ./.venv: install one first (scripts/install.sh keeps a torch that is
 # already there), e.g. `python3 -m venv .venv && .venv/bin/pip install torch` and then scripts/install.sh.
-# The table and the GPU's description are written to OUT_DIR (default: runs/gpu-check).
+# The tables and the GPU's description are written to OUT_DIR (default: runs/gpu-check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +26,7 @@ mkdir -p "$OUT_DIR"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
 PYTHONUNBUFFERED=1 "$PYTHON" -m mentorcollab_langchain.cli bench --backend transformers --device cuda \
   --dtype bfloat16 --no-remote "$@" | tee "$OUT_DIR/bench.txt"
+for model in smollm2-135m-instruct qwen2.5-coder-1.5b-instruct; do
+  PYTHONUNBUFFERED=1 PYTHONPATH=. "$PYTHON" scripts/torch_decoding.py --model "$model" --device cuda --dtype bfloat16 \
+    | tee -a "$OUT_DIR/torch_decoding.txt"
+done
