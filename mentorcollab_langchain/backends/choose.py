@@ -43,8 +43,8 @@ def make_backend(
     """A backend for ``model``: ``backend`` names one, or ``auto`` picks as the module docstring says.
 
     ``threads`` sets llama.cpp's threads (default: the cores); two jobs sharing the cores run best with
-    one thread each. ``prefix_cache`` lets a llama.cpp request take over the prompt tokens an earlier one
-    left in the cache (``LlamaCppBackend``); transformers has no such cache."""
+    one thread each. ``prefix_cache`` lets a request take over the prompt tokens an earlier one left in the
+    cache, on either backend."""
     if backend not in BACKEND_NAMES:
         raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKEND_NAMES)}")
     if backend == "auto":
@@ -52,7 +52,7 @@ def make_backend(
         fits = model in PACKAGED_MODELS and on_cpu and dtype == "auto"
         backend = "llama.cpp" if fits and llama_cpp_available() else "transformers"
     if backend == "transformers":
-        return TransformersBackend(model, device=device, dtype=dtype, report=report)
+        return TransformersBackend(model, device=device, dtype=dtype, prefix_cache=prefix_cache, report=report)
     if device not in {"auto", "cpu"} or dtype != "auto":
         raise ConfigError(
             f"the llama.cpp backend runs GGUF weights as they are, on the CPU; device={device!r} and "

@@ -2,20 +2,22 @@
 
 The cursor's token-level logic (the cache rule, the decode loop, sampling, scores) is ``backends.local``'s,
 shared with the llama.cpp backend; this module loads the model and supplies the torch parts: the
-tokenizer, a forward pass over a ``DynamicCache``, cropping it, and hidden states.
+tokenizer, a forward pass over a ``DynamicCache``, cropping it, hidden states, and the caches finished
+requests leave for later ones (``HeldCaches``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from mentorcollab_langchain.backends.base import Prompt, PromptStyle
-from mentorcollab_langchain.backends.local import LoadOnce, LocalCursor
+from mentorcollab_langchain.backends.local import LoadOnce, LocalCursor, common_prefix_length
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.backends.words import response_tokenizer, whitespace_start_table
@@ -25,6 +27,9 @@ from mentorcollab_langchain.models.registry import DEFAULT_GENERATOR, resolve_mo
 # End-of-turn markers that chat models emit to end an answer, even where the converted generation
 # config names only one of them (Qwen's GGUF lists <|im_end|> but not <|endoftext|>).
 _END_MARKERS = ("<|endoftext|>", "<|im_end|>", "<end_of_turn>", "<|eot_id|>", "</s>", "<eos>")
+
+# How many finished requests' prompt caches a model keeps for later requests to take over.
+HELD_CACHES = 4
 
 
 def pick_device(device: str) -> torch.device:
@@ -53,6 +58,42 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return names[dtype]
 
 
+class HeldCaches:
+    """The prompt caches finished requests left on one model, for later requests to take over.
+
+    A closed cursor leaves its cache cropped to its prompt's whole batches (``LocalCursor.reusable_ids``),
+    and a new cursor takes the one sharing the longest prefix with its prompt. A taken cache leaves the pool
+    until its cursor closes, so no two requests ever write one cache. Each holds its prompt's keys and
+    values on the model's device, so at most ``limit`` are kept, the one left longest ago dropped first.
+    """
+
+    def __init__(self, limit: int = HELD_CACHES) -> None:
+        self.limit = limit
+        self._held: list[tuple[list[int], Any]] = []  # (the ids a cache holds, the cache), oldest first
+        self._lock = threading.Lock()
+
+    def take(self, prompt_ids: Sequence[int]) -> tuple[list[int], Any] | None:
+        """The held cache sharing the longest prefix with ``prompt_ids`` and the ids it holds; None if none shares."""
+        with self._lock:
+            shared = [common_prefix_length(ids, prompt_ids) for ids, _ in self._held]
+            if not shared or max(shared) == 0:
+                return None
+            return self._held.pop(shared.index(max(shared)))
+
+    def give(self, ids: list[int], cache: Any) -> None:
+        with self._lock:
+            self._held.append((ids, cache))
+            del self._held[: -self.limit]
+
+    def clear(self) -> None:
+        """Drop every held cache (their memory goes back to the device)."""
+        with self._lock:
+            self._held.clear()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
 @dataclass
 class LoadedModel:
     """Weights and tokenizer facts shared by every cursor (and every backend) on the same model."""
@@ -66,6 +107,7 @@ class LoadedModel:
     context_length: int
     # For answer text where the tokenizer adds a dummy prefix or strips a first space (``words``).
     response_tokenizer: Any = None
+    held_caches: HeldCaches = field(default_factory=HeldCaches)
 
     @property
     def has_chat_template(self) -> bool:
@@ -116,7 +158,14 @@ def _load(name: str, device: torch.device, dtype: torch.dtype, report: Callable[
 
 
 class TransformersBackend:
-    """A local model (packaged name, Hugging Face id or folder) loaded lazily on first use."""
+    """A local model (packaged name, Hugging Face id or folder) loaded lazily on first use.
+
+    With ``prefix_cache`` (the default) a request takes over the prompt tokens a finished request on the
+    same model left in its cache, as far as the two prompts agree (``HeldCaches``), exactly as the llama.cpp
+    backend does: only whole prompt batches, so every logit is what a fresh read computes, bit for bit; the
+    tokens taken over count in ``tokens_cached``, not ``tokens_read``. Turn it off to measure each request
+    as if it ran alone.
+    """
 
     def __init__(
         self,
@@ -124,12 +173,14 @@ class TransformersBackend:
         *,
         device: str = "auto",
         dtype: str = "auto",
+        prefix_cache: bool = True,
         report: Callable[[str], None] = lambda message: None,
     ) -> None:
         pick_dtype(dtype, pick_device(device))  # fail now, not at first use, on a bad device or dtype
         self.model = model
         self.device = device
         self.dtype = dtype
+        self.prefix_cache = prefix_cache
         self._report = report
 
     @property
@@ -158,14 +209,20 @@ class TransformersBackend:
                 f"the prompt is {len(prompt_ids)} tokens for {self.model}, whose context holds "
                 f"{self.loaded.context_length}"
             )
-        return TransformersCursor(self.loaded, prompt_ids, sampling, grammar)
+        return TransformersCursor(self.loaded, prompt_ids, sampling, grammar, prefix_cache=self.prefix_cache)
 
 
 class TransformersCursor(LocalCursor[LoadedModel]):
     """One request's ``DynamicCache`` on one model, moved by text (see ``backends.local``)."""
 
     def __init__(
-        self, loaded: LoadedModel, prompt_ids: list[int], sampling: Sampling = GREEDY, grammar: str | None = None
+        self,
+        loaded: LoadedModel,
+        prompt_ids: list[int],
+        sampling: Sampling = GREEDY,
+        grammar: str | None = None,
+        *,
+        prefix_cache: bool = True,
     ) -> None:
         from transformers import DynamicCache
 
@@ -181,6 +238,12 @@ class TransformersCursor(LocalCursor[LoadedModel]):
         self._cache = self._new_cache()
         self._hidden: torch.Tensor | None = None  # the last fed position's hidden state, where it was asked for
         self.forward_calls = 0
+        self.prefix_cache = prefix_cache
+        taken = loaded.held_caches.take(prompt_ids) if prefix_cache else None
+        if taken is not None:
+            held_ids, self._cache = taken
+            self.cached_ids = held_ids  # what the cache holds, so that cropping it removes the right count
+            self.adopt_cache(common_prefix_length(held_ids, prompt_ids))
 
     def _encode(self, text: str) -> list[int]:
         if self._model.response_tokenizer is not None:
@@ -235,5 +298,9 @@ class TransformersCursor(LocalCursor[LoadedModel]):
         return self._hidden.tolist()
 
     def close(self) -> None:
+        """Leave the prompt's whole batches for a later request (``prefix_cache``), or free the cache."""
+        reusable = self.reusable_ids() if self.prefix_cache else []
+        if reusable and self._crop_cache(len(reusable)) == len(reusable):
+            self._model.held_caches.give(reusable, self._cache)
         self._cache = self._new_cache()
         super().close()

@@ -110,6 +110,7 @@ class _Parts:
         self.args, self.config, self.prompts, self.report = args, config, prompts, report
         self.generator: Backend
         self.mentor: Backend
+        self.names = (args.generator, args.mentor)
         if args.backend == "transformers":
             self.generator, self.mentor = (self.transformers(args.generator), self.transformers(args.mentor))
             self.where = f"torch {args.dtype}, {args.device}"
@@ -122,10 +123,11 @@ class _Parts:
 
         return LlamaCppBackend(name, n_threads=self.args.threads, prefix_cache=prefix_cache, report=self.report)
 
-    def transformers(self, name: str, device: str | None = None) -> Backend:
+    def transformers(self, name: str, device: str | None = None, prefix_cache: bool = False) -> Backend:
         from mentorcollab_langchain.backends import TransformersBackend
 
-        return TransformersBackend(name, device=device or self.args.device, dtype=self.args.dtype, report=self.report)
+        return TransformersBackend(name, device=device or self.args.device, dtype=self.args.dtype,
+                                   prefix_cache=prefix_cache, report=self.report)
 
     def weight_bytes(self, backend: Backend) -> int:
         """The bytes of weights each written token reads: the GGUF file's, or the torch parameters'."""
@@ -197,7 +199,7 @@ class _Parts:
     def first_probe(self) -> tuple[int, list[tuple[str, FirstProbe | None]]]:
         """The first probe's latency on the long few-shot prompt: without read-ahead, with it, and with it
         after both models read the prompt of another question with the same worked examples (as an earlier
-        request's models have by its first probe), on backends with a prefix cache (llama.cpp only)."""
+        request's models have by its first probe)."""
         import threading
 
         from mentorcollab_langchain.bench import measure_first_probe
@@ -210,16 +212,18 @@ class _Parts:
             settings = self.config.model_copy(update={"read_ahead": read_ahead})
             probe = measure_first_probe(self.generator, self.mentor, prompt, settings)
             cases.append((f"{'with' if read_ahead else 'without'} read-ahead", probe))
-        if self.args.backend == "llama.cpp":
-            self.report(f"measuring the first probe on a {tokens}-token prompt, its examples cached")
-            settings = self.config.model_copy(update={"read_ahead": True})
-            generator, mentor = self.llama_cpp(self.args.generator, True), self.llama_cpp(self.args.mentor, True)
-            earlier = long_fewshot_prompt(question=1)
-            for backend in (generator, mentor):
-                cursor = backend.open(earlier.prompt, earlier.style)
-                cursor.read_prompt(threading.Event())
-                cursor.close()
-            cases.append(("read-ahead, examples cached", measure_first_probe(generator, mentor, prompt, settings)))
+        self.report(f"measuring the first probe on a {tokens}-token prompt, its examples cached")
+        settings = self.config.model_copy(update={"read_ahead": True})
+        if self.args.backend == "transformers":
+            generator, mentor = (self.transformers(name, prefix_cache=True) for name in self.names)
+        else:
+            generator, mentor = (self.llama_cpp(name, prefix_cache=True) for name in self.names)
+        earlier = long_fewshot_prompt(question=1)
+        for backend in (generator, mentor):
+            cursor = backend.open(earlier.prompt, earlier.style)
+            cursor.read_prompt(threading.Event())
+            cursor.close()
+        cases.append(("read-ahead, examples cached", measure_first_probe(generator, mentor, prompt, settings)))
         return tokens, cases
 
 
