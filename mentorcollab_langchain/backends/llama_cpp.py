@@ -30,6 +30,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import warnings
@@ -58,13 +59,20 @@ from mentorcollab_langchain.models.registry import (
     verified_gguf,
 )
 
+# ggml's log levels, as the bundled ggml.h numbers them, and the Python levels they are. llama-cpp-python
+# 0.3.36 reads them by an older numbering, under which a loader's warning shows as an error (the Qwen mentor's
+# "control-looking token ... probably a bug in the model", on every first load) and an error is hidden
+# as debug output; ``_llama_log_callback`` reads them by this one. CONT continues the line before.
+GGML_LOG_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+GGML_LOG_CONT = 5
+
 
 @functools.cache
 def llama_library() -> ModuleType:
     """llama-cpp-python's C bindings, imported once, with llama.cpp's own logging kept to errors.
 
-    llama-cpp-python prints every loader line to stderr unless its logger is set; a user who configured
-    that logger keeps their setting.
+    llama.cpp's lines go to stderr when the ``llama-cpp-python`` logger is enabled for their level, which
+    is ERROR unless the user configured that logger (their setting is kept).
     """
     try:
         from llama_cpp import llama_cpp as library
@@ -76,8 +84,23 @@ def llama_library() -> ModuleType:
     llama_logger = logging.getLogger("llama-cpp-python")
     if llama_logger.level == logging.NOTSET:
         llama_logger.setLevel(logging.ERROR)
+    library.llama_log_set(_llama_log_callback(library, llama_logger), ctypes.c_void_p(0))
     library.llama_backend_init()
     return library
+
+
+@functools.cache  # llama.cpp keeps the pointer: the callback must live as long as the process
+def _llama_log_callback(library: ModuleType, logger: logging.Logger) -> Any:
+    last_level = [logging.INFO]
+
+    @library.llama_log_callback
+    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        last_level[0] = last_level[0] if level == GGML_LOG_CONT else GGML_LOG_LEVELS.get(level, logging.ERROR)
+        if logger.isEnabledFor(last_level[0]):
+            sys.stderr.write(text.decode("utf-8", errors="replace"))
+            sys.stderr.flush()
+
+    return forward
 
 
 def default_threads() -> int:
