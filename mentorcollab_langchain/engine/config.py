@@ -91,6 +91,13 @@ class CollabConfig(BaseModel):
     max_mentor_tokens: int | None = Field(
         default=None, ge=0, description="per-request budget of tokens the mentor generates; once spent, no more probes"
     )
+    max_mentor_tokens_read: int | None = Field(
+        default=None,
+        ge=0,
+        description="per-request budget of tokens the mentor reads (the prompt, the generator's text it catches "
+        "up on, the segments it scores): on a long prompt most of its cost, and what a served mentor bills as "
+        "input; checked before each probe, so the probe that spends it may read past it",
+    )
     probe_first_word: bool = Field(
         default=False,
         description="probe the answer's first word whatever the policy draws: where an agent decides between a "

@@ -66,7 +66,7 @@ class Stats(BaseModel):
     mentor_tokens_generated: int = 0
     generator_tokens_read: int = 0
     mentor_tokens_read: int = 0
-    # prompt tokens found in a model's cache from an earlier request (llama.cpp's prefix cache), not read again
+    # prompt tokens found in a model's cache from an earlier request (the prefix cache), not read again
     generator_tokens_cached: int = 0
     mentor_tokens_cached: int = 0
     generator_tokens_committed: int = 0

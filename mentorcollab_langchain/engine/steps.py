@@ -349,6 +349,11 @@ def _spent_budget(state: CollabState, config: CollabConfig) -> str | None:
             f"mentor token budget spent ({state.stats.mentor_tokens_generated} of "
             f"max_mentor_tokens={config.max_mentor_tokens})"
         )
+    if config.max_mentor_tokens_read is not None and state.stats.mentor_tokens_read >= config.max_mentor_tokens_read:
+        return (
+            f"mentor reading budget spent ({state.stats.mentor_tokens_read} of "
+            f"max_mentor_tokens_read={config.max_mentor_tokens_read})"
+        )
     return None
 
 

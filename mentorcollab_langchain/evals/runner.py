@@ -41,7 +41,7 @@ ALONE = {"probe_policy": "random", "probe_rate": 0.0}
 LABELLED_SETTINGS = ("probe_policy", "probe_rate", "uncertainty_signal", "uncertainty_threshold", "segment_tokens")
 # Settings added after results were recorded, at the value that runs as before they existed. A method's key
 # leaves them out at that value, so results recorded before them keep their hash and still resume.
-SETTINGS_ADDED_LATER = {"grammar": None, "probe_first_word": False, "read_ahead": False}
+SETTINGS_ADDED_LATER = {"grammar": None, "probe_first_word": False, "read_ahead": False, "max_mentor_tokens_read": None}
 
 
 # How a question's probe seed is made from the method's seed. With one seed for every question, every

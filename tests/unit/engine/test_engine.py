@@ -216,6 +216,21 @@ def test_mentor_budget_stops_probing_and_is_recorded(budget: dict, spent: str) -
     assert state.stats.probes < 0.5 * state.stats.words / 4, "probing went on after the budget was spent"
 
 
+def test_the_mentors_reading_budget_stops_probing_once_spent() -> None:
+    """The scripted mentor reads the segments it scores (mentor-margin), so every divergence spends some."""
+    generator = " ".join(f"w{i}" for i in range(200))
+    mentor = " ".join(f"m{i}" for i in range(200))
+    config = CollabConfig(probe_rate=0.5, seed=2, segment_tokens=4, max_mentor_tokens_read=20)
+    state, _ = run(config, "mentor-margin", generator=generator, mentor=mentor)
+    assert state.probing_stopped == (
+        f"mentor reading budget spent ({state.stats.mentor_tokens_read} of max_mentor_tokens_read=20)"
+    )
+    assert 20 <= state.stats.mentor_tokens_read <= 20 + 2 * 4, "only the probe that spent it read past it"
+    unlimited, _ = run(config.model_copy(update={"max_mentor_tokens_read": None}), "mentor-margin",
+                       generator=generator, mentor=mentor)
+    assert unlimited.probing_stopped is None and unlimited.stats.probes > 2 * state.stats.probes
+
+
 def test_state_round_trips_through_json_and_resumes_identically() -> None:
     config = CollabConfig(probe_rate=0.4, segment_tokens=3, seed=5)
     uninterrupted, _ = run(config, AlwaysMentor())
