@@ -340,20 +340,20 @@ def _probing(state: CollabState) -> bool:
     return state.probing_stopped is None
 
 
+# Each per-request budget: its setting, the count it caps, and what the reason calls it.
+_BUDGETS = (
+    ("max_mentor_calls", "mentor_calls", "call"),
+    ("max_mentor_tokens", "mentor_tokens_generated", "token"),
+    ("max_mentor_tokens_read", "mentor_tokens_read", "reading"),
+)
+
+
 def _spent_budget(state: CollabState, config: CollabConfig) -> str | None:
     """Why the mentor's per-request budget forbids another probe, or None while it allows one."""
-    if config.max_mentor_calls is not None and state.stats.mentor_calls >= config.max_mentor_calls:
-        return f"mentor call budget spent ({state.stats.mentor_calls} of max_mentor_calls={config.max_mentor_calls})"
-    if config.max_mentor_tokens is not None and state.stats.mentor_tokens_generated >= config.max_mentor_tokens:
-        return (
-            f"mentor token budget spent ({state.stats.mentor_tokens_generated} of "
-            f"max_mentor_tokens={config.max_mentor_tokens})"
-        )
-    if config.max_mentor_tokens_read is not None and state.stats.mentor_tokens_read >= config.max_mentor_tokens_read:
-        return (
-            f"mentor reading budget spent ({state.stats.mentor_tokens_read} of "
-            f"max_mentor_tokens_read={config.max_mentor_tokens_read})"
-        )
+    for setting, count, name in _BUDGETS:
+        budget, spent = getattr(config, setting), getattr(state.stats, count)
+        if budget is not None and spent >= budget:
+            return f"mentor {name} budget spent ({spent} of {setting}={budget})"
     return None
 
 
