@@ -108,15 +108,14 @@ class _Parts:
     def __init__(self, args: argparse.Namespace, config: CollabConfig, prompts: list[BuiltPrompt],
                  report: Report) -> None:
         self.args, self.config, self.prompts, self.report = args, config, prompts, report
-        self.generator: Backend
-        self.mentor: Backend
-        self.names = (args.generator, args.mentor)
-        if args.backend == "transformers":
-            self.generator, self.mentor = (self.transformers(args.generator), self.transformers(args.mentor))
-            self.where = f"torch {args.dtype}, {args.device}"
-        else:
-            self.generator, self.mentor = self.llama_cpp(args.generator), self.llama_cpp(args.mentor)
-            self.where = "llama.cpp"
+        self.generator, self.mentor = self.load(args.generator), self.load(args.mentor)
+        self.where = f"torch {args.dtype}, {args.device}" if args.backend == "transformers" else "llama.cpp"
+
+    def load(self, name: str, prefix_cache: bool = False) -> Backend:
+        """``name`` on the bench's backend; without ``prefix_cache`` each request reads its whole prompt."""
+        if self.args.backend == "transformers":
+            return self.transformers(name, prefix_cache=prefix_cache)
+        return self.llama_cpp(name, prefix_cache)
 
     def llama_cpp(self, name: str, prefix_cache: bool = False) -> Backend:
         from mentorcollab_langchain.backends import LlamaCppBackend
@@ -214,10 +213,7 @@ class _Parts:
             cases.append((f"{'with' if read_ahead else 'without'} read-ahead", probe))
         self.report(f"measuring the first probe on a {tokens}-token prompt, its examples cached")
         settings = self.config.model_copy(update={"read_ahead": True})
-        if self.args.backend == "transformers":
-            generator, mentor = (self.transformers(name, prefix_cache=True) for name in self.names)
-        else:
-            generator, mentor = (self.llama_cpp(name, prefix_cache=True) for name in self.names)
+        generator, mentor = self.load(self.args.generator, True), self.load(self.args.mentor, True)
         earlier = long_fewshot_prompt(question=1)
         for backend in (generator, mentor):
             cursor = backend.open(earlier.prompt, earlier.style)
