@@ -89,11 +89,7 @@ class Method:
 
     def key(self, generator: ModelInfo, mentor: ModelInfo) -> dict[str, Any]:
         """Everything that defines this method's results, as plain data."""
-        models: dict[str, Any] = {}
-        if self.role in ("generator", "collab"):
-            models["generator"] = generator.identity()
-        if self.role in ("mentor", "collab"):
-            models["mentor"] = mentor.identity()
+        models = {role: info.identity() for role, info in self._models(generator, mentor)}
         config = self.config.model_dump(mode="json", exclude={"prompt_style", "stop"})
         if self.role != "collab":
             kept = ("max_new_tokens", "max_word_tokens", "repetition_guard")
@@ -114,8 +110,12 @@ class Method:
 
     def numerics(self, generator: ModelInfo, mentor: ModelInfo) -> dict[str, str]:
         """The numerics of the models this method runs, by role."""
-        return {role: info.numerics for role, info in (("generator", generator), ("mentor", mentor))
-                if role in self.key(generator, mentor)["models"]}
+        return {role: info.numerics for role, info in self._models(generator, mentor)}
+
+    def _models(self, generator: ModelInfo, mentor: ModelInfo) -> list[tuple[str, ModelInfo]]:
+        """The models this method runs, by role: a model alone runs only itself."""
+        return [(role, info) for role, info in (("generator", generator), ("mentor", mentor))
+                if self.role in (role, "collab")]
 
     def config_hash(self, generator: ModelInfo, mentor: ModelInfo) -> str:
         canonical = json.dumps(self.key(generator, mentor), sort_keys=True, separators=(",", ":"))
