@@ -39,6 +39,7 @@ def test_each_line_is_shown_by_its_level(capsys: pytest.CaptureFixture[str]) -> 
         logger.setLevel(before)
 
 
+@pytest.mark.slow  # loads the 1.1 GB mentor in a fresh process: about 7 s
 def test_loading_the_packaged_mentor_prints_no_loader_warning() -> None:
     if not is_installed(PACKAGED_MODELS["qwen2.5-coder-1.5b-instruct"]):
         pytest.skip("qwen2.5-coder-1.5b-instruct is not installed")
