@@ -187,6 +187,18 @@ class ReadsPrompt(Protocol):
 
 
 @runtime_checkable
+class ForeseesReading(Protocol):
+    """A cursor that can say how many tokens it would read to be asked at ``text`` (optional beside ``Cursor``).
+
+    ``tokens_to_read`` reads nothing itself: it applies the cursor's own rule for what a call at ``text``
+    feeds (the tail its cache or the server does not hold). The engine asks before each probe, so that a
+    probe is made only if its reading fits what is left of ``max_mentor_tokens_read``.
+    """
+
+    def tokens_to_read(self, text: str) -> int: ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """A model that can open cursors. Heavy resources (weights) are shared by all its cursors."""
 

@@ -281,14 +281,28 @@ class LocalCursor(ABC, Generic[LoadedT]):
         after each of them are returned, one row per token (for scoring a continuation). A hidden state
         comes only out of a forward pass, so with ``hidden`` the last token is fed again even if cached.
         """
-        common = common_prefix_length(self.cached_ids, target)
-        at_target = common == len(target) == len(self.cached_ids)
-        if at_target and self._logits is not None and outputs == 1 and not hidden:
+        keep = self._kept_for(target, outputs, hidden)
+        if keep is None:
             return self._logits
-        self._crop(min(common, len(target) - outputs))  # feed at least what we need the output of
+        self._crop(keep)
         fed = target[len(self.cached_ids) :]
         self.tokens_read += len(fed)
         return self._feed_in_batches(fed, outputs, hidden)
+
+    def _kept_for(self, target: list[int], outputs: int = 1, hidden: bool = False) -> int | None:
+        """How many cached tokens ``_move_to(target)`` keeps before feeding the rest; None where the cache is at
+        ``target`` already, with its logits in hand. At least ``outputs`` tokens are fed to get their rows."""
+        common = common_prefix_length(self.cached_ids, target)
+        at_target = common == len(target) == len(self.cached_ids)
+        if at_target and self._logits is not None and outputs == 1 and not hidden:
+            return None
+        return min(common, len(target) - outputs)
+
+    def tokens_to_read(self, text: str) -> int:
+        """How many tokens a call at the response ``text`` would read (``ForeseesReading``)."""
+        target = self.token_ids(text)
+        keep = self._kept_for(target)
+        return 0 if keep is None else len(target) - keep
 
     def _prompt_batch_ends(self) -> list[int]:
         """Where the prompt's batches end: every ``READ_PROMPT_STEP_TOKENS`` from its start, and its end."""

@@ -241,13 +241,23 @@ class OpenAICompatibleCursor:
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """One request at ``prompt + text``, counting the tokens the server reads for it (module docstring)."""
-        unread = self.prompt + text if self._held is None else text[common_prefix_length(self._held, text) :]
-        self.tokens_read += self.backend.count_tokens(unread)
+        self.tokens_read += self.backend.count_tokens(self._unread(text))
         choice = self.backend.complete(
             self.prompt + text, max_tokens, logprobs=logprobs, logit_bias=logit_bias, sampling=sampling, extra=extra
         )
         self._held = text + _text(choice)
         return choice
+
+    def _unread(self, text: str) -> str:
+        """What a request at ``text`` makes the server read: all of it at first, then what it did not hold."""
+        return self.prompt + text if self._held is None else text[common_prefix_length(self._held, text) :]
+
+    def tokens_to_read(self, text: str) -> int:
+        """How many tokens a call at ``text`` would read (``ForeseesReading``): none where the read-ahead
+        already follows ``text``, else what the next request would send unread."""
+        if self._ahead_at == text and (self._ahead or self._ahead_ended):
+            return 0
+        return self.backend.count_tokens(self._unread(text))
 
     def read_prompt(self, stop: threading.Event) -> None:
         """Have the server read the prompt now, so its prefix cache holds it when the first probe comes.

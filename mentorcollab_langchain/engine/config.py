@@ -96,7 +96,9 @@ class CollabConfig(BaseModel):
         ge=0,
         description="per-request budget of tokens the mentor reads (the prompt, the generator's text it catches "
         "up on, the segments it scores): on a long prompt most of its cost, and what a served mentor bills as "
-        "input; checked before each probe, so the probe that spends it may read past it",
+        "input; a probe is made only if the reading it needs fits what is left (a verifier that then reads the "
+        "generator's segment under the mentor, mentor-margin, may pass it by that segment), and the mentor "
+        "reads no prompt ahead that it could not afford",
     )
     probe_first_word: bool = Field(
         default=False,

@@ -88,12 +88,18 @@ def probe(state: CollabState, team: Team) -> Iterator[Event]:
     if not generator_word.tokens and not generator_word.eos:  # the generator's context is full
         yield from _commit(state, team.config, generator_word, "generator")
         return
-    state.stats.probes += 1
     try:
         with _timed(state, team, "probe"):
-            mentor_word = team.mentor.next_word(state.text, _word_budget(state, team.config))
+            state.probing_stopped = _reading_past_budget(state, team)
+            if state.probing_stopped is None:
+                state.stats.probes += 1
+                mentor_word = team.mentor.next_word(state.text, _word_budget(state, team.config))
     except MentorCollabError as error:  # a backend's typed failure; a programming error still raises
         yield from _mentor_failed(state, team.config, error)
+        yield from _commit(state, team.config, generator_word, "generator")
+        _draw_gap(state, team)
+        return
+    if state.probing_stopped is not None:  # the mentor may not read what this probe needs
         yield from _commit(state, team.config, generator_word, "generator")
         _draw_gap(state, team)
         return
@@ -357,6 +363,24 @@ def _spent_budget(state: CollabState, config: CollabConfig) -> str | None:
     return None
 
 
+def _reading_past_budget(state: CollabState, team: Team) -> str | None:
+    """Why the mentor may not read what a probe at ``state.text`` needs, or None while what is left of
+    ``max_mentor_tokens_read`` pays for it (a mentor cursor that cannot foresee its reading is only stopped
+    once the budget is spent, by ``_spent_budget``)."""
+    budget = team.config.max_mentor_tokens_read
+    # A mentor reading ahead answers once its reading has ended (and raises what the reading failed with).
+    tokens_to_read = getattr(team.mentor, "tokens_to_read", None) if budget is not None else None
+    if tokens_to_read is None:
+        return None
+    needed = tokens_to_read(state.text)
+    _count_reading(state, team)  # what the read-ahead read is spent already
+    left = budget - state.stats.mentor_tokens_read
+    if needed <= left:
+        return None
+    return f"mentor reading budget too small for the next probe ({needed} tokens to read, {left} of " \
+        f"max_mentor_tokens_read={budget} left)"
+
+
 def _remaining_tokens(state: CollabState, config: CollabConfig) -> int:
     return max(config.max_new_tokens - state.stats.tokens_committed, 0)
 
@@ -449,9 +473,14 @@ def _timed(state: CollabState, team: Team, phase: str) -> Iterator[None]:
         yield
     finally:
         state.stats.seconds[phase] = state.stats.seconds.get(phase, 0.0) + time.perf_counter() - began
-        for role, cursor in (("generator", team.generator), ("mentor", team.mentor)):
-            for count in ("tokens_read", "tokens_cached"):
-                field = f"{role}_{count}"
-                total = getattr(cursor, count, 0)  # a cursor that does not count it reports none
-                new, team.counted[field] = total - team.counted.get(field, 0), total
-                setattr(state.stats, field, getattr(state.stats, field) + new)
+        _count_reading(state, team)
+
+
+def _count_reading(state: CollabState, team: Team) -> None:
+    """Add to the stats the tokens each model read (and found cached) since the engine last looked."""
+    for role, cursor in (("generator", team.generator), ("mentor", team.mentor)):
+        for count in ("tokens_read", "tokens_cached"):
+            field = f"{role}_{count}"
+            total = getattr(cursor, count, 0)  # a cursor that does not count it reports none
+            new, team.counted[field] = total - team.counted.get(field, 0), total
+            setattr(state.stats, field, getattr(state.stats, field) + new)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NoReturn
 
-from mentorcollab_langchain.backends.base import Backend, Cursor, Prompt, takes_grammar
+from mentorcollab_langchain.backends.base import Backend, Cursor, ForeseesReading, Prompt, takes_grammar
 from mentorcollab_langchain.engine.config import CollabConfig
 from mentorcollab_langchain.engine.policies import NO_MORE_PROBES, ProbePolicy, get_probe_policy
 from mentorcollab_langchain.engine.read_ahead import read_ahead
@@ -89,7 +89,7 @@ def open_team(
     generator_cursor = _open(generator, "generator", prompt, config)
     try:
         mentor_cursor: Cursor = _open(mentor, "mentor", prompt, config)
-        if config.reads_ahead and not never_probes(config, policy):
+        if config.reads_ahead and not never_probes(config, policy) and _may_read_prompt(mentor_cursor, config):
             mentor_cursor = read_ahead(mentor_cursor)
     except MentorCollabError as error:
         if config.on_mentor_error == "raise":
@@ -119,6 +119,13 @@ def never_probes(config: CollabConfig, policy: ProbePolicy) -> bool:
         and not policy.needs_confidence
         and policy.words_until_probe(config, 0) == NO_MORE_PROBES
     )
+
+
+def _may_read_prompt(mentor: Cursor, config: CollabConfig) -> bool:
+    """Whether ``max_mentor_tokens_read`` leaves the mentor room to read the prompt: where it does not, no probe
+    will be made (``steps._reading_past_budget``), so reading ahead would only spend the budget."""
+    budget = config.max_mentor_tokens_read
+    return budget is None or not isinstance(mentor, ForeseesReading) or mentor.tokens_to_read("") <= budget
 
 
 def _open(backend: Backend, role: str, prompt: Prompt, config: CollabConfig) -> Cursor:
