@@ -23,6 +23,7 @@ from mentorcollab_langchain.engine import CollabConfig, CollabState, MentorFaile
 from mentorcollab_langchain.errors import BackendError
 from mentorcollab_langchain.models import DEFAULT_MENTOR, PACKAGED_MODELS, ensure_converted
 from mentorcollab_langchain.serving import ModelServer, free_port, llama_server
+from mentorcollab_langchain.verifiers import NeverMentor
 from tests.conftest import GSM8K_NATALIA
 from tests.servers import FaultPlan, fault_proxy, vllm_server
 
@@ -83,6 +84,21 @@ def test_local_generator_with_remote_mentor(generator: TransformersBackend, ment
     assert state.stats.mentor_tokens_generated >= state.stats.probes
     assert "".join(e.text for e in events if isinstance(e, TextCommitted)) == state.text
     assert any(isinstance(e, Probed) for e in events)
+
+
+def test_the_reading_budget_holds_against_a_real_server(
+    generator: TransformersBackend, mentor_server: ModelServer
+) -> None:
+    """The remote cursor foresees what each request makes the server read (``tokens_to_read``), so a probe
+    that would pass ``max_mentor_tokens_read`` is not sent; the prompt is read ahead, since it fits."""
+    mentor = remote(mentor_server.url)
+    budget = mentor.open(GSM8K_NATALIA).tokens_to_read("") + 12
+    config = CONFIG.model_copy(update={"probe_rate": 1.0, "max_mentor_tokens_read": budget})
+    state = CollabState()
+    list(collaborate(GSM8K_NATALIA, generator, mentor, verifier=NeverMentor(), config=config, state=state))
+    assert state.stats.probes >= 2 and state.stats.mentor_errors == 0
+    assert state.stats.mentor_tokens_read <= budget
+    assert state.probing_stopped is not None and state.probing_stopped.startswith("mentor reading budget")
 
 
 def test_remote_words_chain_into_the_greedy_continuation(mentor_server: ModelServer) -> None:
