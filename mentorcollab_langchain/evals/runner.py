@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -405,11 +406,14 @@ class EvalRun:
     def _warn_of_other_numerics(self, method: Method, resumed: Sequence[dict[str, Any]], benchmark: str) -> None:
         """Say so when the answers about to be added would sit beside answers computed with other numerics."""
         today = method.numerics(self.models.generator_info, self.models.mentor_info)
-        other = [record.get("numerics", "not recorded") for record in resumed if record.get("numerics") != today]
+        other = Counter(json.dumps(record.get("numerics", "not recorded"), sort_keys=True)
+                        for record in resumed if record.get("numerics") != today)
         if other:
-            self.log(f"{benchmark} / {method.label}: warning: {len(other)} of the answers already in {self.out_file} "
-                     f"were computed with other numerics ({other[0]}; today: {today}), which can flip a greedy "
-                     "near-tie; give --out a new file to keep them apart")
+            named = "; ".join(f"{count} with {numerics}" for numerics, count in other.most_common())
+            self.log(f"{benchmark} / {method.label}: warning: {other.total()} of the answers already in "
+                     f"{self.out_file} were computed with other numerics ({named}; today: "
+                     f"{json.dumps(today, sort_keys=True)}), which can flip a greedy near-tie; give --out a new "
+                     "file to keep them apart")
 
     @staticmethod
     def _postfix(tally: Progress) -> dict[str, str]:

@@ -471,7 +471,8 @@ def test_runner_writes_scores_and_resumes(tmp_path: Path) -> None:
 def test_a_resume_says_when_it_would_mix_answers_of_other_numerics(tmp_path: Path) -> None:
     """Numerics (library versions, prompt batching) are recorded but not hashed: an upgrade still resumes,
     and says that greedy near-ties may differ between the answers old and new."""
-    questions = [CHOICE, Question("arc_challenge", "test", "q2", "Which is solid?", "A", "choice", ("rock", "steam"))]
+    questions = [CHOICE, Question("arc_challenge", "test", "q2", "Which is solid?", "A", "choice", ("rock", "steam")),
+                 Question("arc_challenge", "test", "q3", "Which is a gas?", "B", "choice", ("rock", "steam"))]
     out, lines = tmp_path / "results.jsonl", []
     methods = make_methods(["generator"], CollabConfig(max_new_tokens=8), "chat")
 
@@ -489,6 +490,10 @@ def test_a_resume_says_when_it_would_mix_answers_of_other_numerics(tmp_path: Pat
     assert second["question_id"] == "q2" and second["numerics"] == {"generator": "lib 2.0"}
     [warning] = [line for line in lines if "warning" in line]
     assert "1 of the answers already in" in warning and "lib 1.0" in warning and "lib 2.0" in warning
+    run("lib 3.0", 3)  # a third version: both earlier ones are named, with how many answers each computed
+    warning = [line for line in lines if "warning" in line][-1]
+    assert "2 of the answers already in" in warning
+    assert '1 with {"generator": "lib 1.0"}' in warning and '1 with {"generator": "lib 2.0"}' in warning
 
 
 def test_collaboration_records_mentor_share_probes_and_adoptions(tmp_path: Path) -> None:
