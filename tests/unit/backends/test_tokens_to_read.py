@@ -10,13 +10,13 @@ SmolLM2 on llama.cpp below; the remote cursor against a scripted completion endp
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 
 from mentorcollab_langchain.backends import TransformersBackend
 from mentorcollab_langchain.backends.base import Cursor, ForeseesReading
 from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleCursor
+from tests.unit.backends.test_read_prompt import RecordingServer  # writes " yes"; a token is a word
 
 PROMPT = "Question: how many apples are there in three baskets of four? " * 6
 # Each text is asked after the one before it: fresh, the same again, longer, rolled back, another branch.
@@ -61,23 +61,8 @@ def test_the_llama_cpp_cursor_foresees_each_calls_reading() -> None:
     assert pairs[0][0] == len(cursor.prompt_ids)
 
 
-class WordServer:
-    """A completion endpoint that writes " yes" (one token); a token is a whitespace-separated word."""
-
-    model_name = "words@test"
-
-    def complete(self, prompt: str, max_tokens: int, **options: Any) -> dict[str, Any]:
-        return {"text": " yes", "finish_reason": "length", "usage": {"completion_tokens": 1}}
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def split_tokens(self, text: str) -> list[str]:
-        return [text]
-
-
 def test_a_remote_cursor_foresees_each_requests_reading() -> None:
-    cursor = OpenAICompatibleCursor(WordServer(), "one two three four")  # type: ignore[arg-type]
+    cursor = OpenAICompatibleCursor(RecordingServer(), "one two three four")  # type: ignore[arg-type]
     pairs = forecasts_and_readings(cursor)
     assert [forecast for forecast, _ in pairs] == [read for _, read in pairs]
     assert pairs[0] == (4, 4)  # the whole prompt first
