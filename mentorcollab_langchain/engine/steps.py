@@ -96,10 +96,7 @@ def probe(state: CollabState, team: Team) -> Iterator[Event]:
                 mentor_word = team.mentor.next_word(state.text, _word_budget(state, team.config))
     except MentorCollabError as error:  # a backend's typed failure; a programming error still raises
         yield from _mentor_failed(state, team.config, error)
-        yield from _commit(state, team.config, generator_word, "generator")
-        _draw_gap(state, team)
-        return
-    if state.probing_stopped is not None:  # the mentor may not read what this probe needs
+    if state.probing_stopped is not None:  # the mentor failed, or may not read what this probe needs
         yield from _commit(state, team.config, generator_word, "generator")
         _draw_gap(state, team)
         return
