@@ -12,6 +12,10 @@ probes with better deciders, question by question:
   of the mentor-right divergences it adopted.
 
     python docs/results/ceiling.py runs/eval-v2 > docs/results/ceiling.md
+    python docs/results/ceiling.py docs/results/resample/csqa "mentorcollab (t=0.528708)"
+
+The optional second argument names the method to replay, as the report labels it (default:
+``mentorcollab``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from mentorcollab_langchain.evals.extract import extract_choice
 from mentorcollab_langchain.evals.runner import label_for_key, read_results
 
 
-def main(folder: Path) -> None:
+def main(folder: Path, method: str = "mentorcollab") -> None:
     by_question: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for record in read_results(folder):
         label = label_for_key(record.get("method_key", {})) or record["method"]
@@ -35,17 +39,17 @@ def main(folder: Path) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for benchmark in sorted({key[0] for key in by_question}):
         rows = [methods for (name, _), methods in by_question.items() if name == benchmark
-                and {"generator", "mentor", "mentorcollab"} <= set(methods)]
-        if not rows or rows[0]["mentorcollab"]["gold"] not in "ABCDEFGHIJ":
+                and {"generator", "mentor", method} <= set(methods)]
+        if not rows or rows[0][method]["gold"] not in "ABCDEFGHIJ":
             continue
         n = len(rows)
         generator = sum(row["generator"]["correct"] for row in rows)
         mentor = sum(row["mentor"]["correct"] for row in rows)
-        run = sum(row["mentorcollab"]["correct"] for row in rows)
+        run = sum(row[method]["correct"] for row in rows)
         union = sum(row["generator"]["correct"] or row["mentor"]["correct"] for row in rows)
         oracle = probed = diverged = adopted = adopted_right = mentor_right = mentor_right_adopted = 0
         for row in rows:
-            record = row["mentorcollab"]
+            record = row[method]
             probed += record["stats"]["probes"] > 0
             correct = record["correct"]
             for decision in record["decisions"]:
@@ -66,4 +70,4 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:3])

@@ -9,6 +9,9 @@ Which table in ``docs/results`` comes from which committed data, and the test th
   through ``mentorcollab eval --report``;
 - ``rerun/arc_challenge/report.md`` and ``rerun/csqa/report.md`` (re-runs with today's cursor, beside the
   recorded mentor): their ``records.jsonl`` through ``mentorcollab eval --report``;
+- ``resample/arc_challenge/report.md``, ``resample/csqa/report.md``, ``resample/arc_challenge/ceiling.md``,
+  ``resample/csqa/ceiling.md`` (the re-measure on questions nobody had read) and the README's two re-measure
+  tables: their ``records.jsonl`` through ``mentorcollab eval --report`` and ``ceiling.py``;
 - the README's "Against the targets" table: its measured column, from the same summary rows;
 - the README's calibrated table: ``tuning/calibration/*.json`` and the calibrated rows of ``rerun/*/records.jsonl``;
 - ``confidence.md`` and the README's AUC table: ``confidence/*.jsonl`` (collected by ``confidence.py collect``),
@@ -81,7 +84,9 @@ README = (RESULTS / "README.md").read_text(encoding="utf-8")
     (TUNING / "gsm8k", TUNING / "gsm8k" / "report.md"),
     (RESULTS / "rerun" / "arc_challenge", RESULTS / "rerun" / "arc_challenge" / "report.md"),
     (RESULTS / "rerun" / "csqa", RESULTS / "rerun" / "csqa" / "report.md"),
-], ids=["evaluation", "gsm8k threshold check", "arc re-run", "csqa re-run"])
+    (RESULTS / "resample" / "arc_challenge", RESULTS / "resample" / "arc_challenge" / "report.md"),
+    (RESULTS / "resample" / "csqa", RESULTS / "resample" / "csqa" / "report.md"),
+], ids=["evaluation", "gsm8k threshold check", "arc re-run", "csqa re-run", "arc resample", "csqa resample"])
 def test_the_published_report_rebuilds_from_the_committed_records(records: Path, page: Path, tmp_path: Path) -> None:
     report, image = build_report(records, tmp_path)
     published = page.read_text(encoding="utf-8")
@@ -112,6 +117,24 @@ def test_the_ceiling_table_rebuilds_from_the_committed_records() -> None:
     header = "| benchmark | n | generator | mentor | default, as run |"
     assert _table_rows(README, header) == _table_rows(rebuilt, header)
     assert len(_table_rows(rebuilt, header)) == 2  # arc_challenge and csqa
+
+
+# The re-measure replays the method each benchmark was re-measured with: the default on ARC-Challenge,
+# the calibrated threshold on CommonsenseQA.
+RESAMPLED = {"arc_challenge": "mentorcollab", "csqa": "mentorcollab (t=0.528708)"}
+
+
+@pytest.mark.parametrize(("name", "method"), RESAMPLED.items())
+def test_the_resample_tables_rebuild_and_the_readme_quotes_them(name: str, method: str, tmp_path: Path) -> None:
+    folder = RESULTS / "resample" / name
+    report, _ = build_report(folder, tmp_path)
+    summary = _table_rows(report.read_text(encoding="utf-8"), "| benchmark | generator | mentor | method |")
+    assert [_cells(row)[3].split(":")[0] for row in summary] == [method]
+    ceiling = _printed(RESULTS / "ceiling.py", "main", folder, method)
+    assert ceiling == (folder / "ceiling.md").read_text(encoding="utf-8")
+    ceiling_rows = _table_rows(ceiling, "| benchmark | n | generator | mentor | default, as run |")
+    assert len(ceiling_rows) == 1
+    assert summary[0] in README and ceiling_rows[0] in README
 
 
 def test_the_tuning_summary_rebuilds_from_the_committed_tuning_records() -> None:
