@@ -11,22 +11,39 @@
 # It needs a CUDA build of torch in ./.venv: install one first (scripts/install.sh keeps a torch that is
 # already there), e.g. `python3 -m venv .venv && .venv/bin/pip install torch` and then scripts/install.sh.
 # The tables and the GPU's description are written to OUT_DIR (default: runs/gpu-check).
+#
+# PYTHON, GENERATOR and MENTOR override the interpreter and the two models (a packaged name or a model
+# folder). PACKED names a folder made by scripts/gpu-pack.sh, for a machine with a CUDA torch but no
+# registry and no room for the weights: its wheels are installed into a temporary folder, and both models
+# are built there with the packaged shapes and random weights (scripts/random_weights.py). The speed
+# figures are the real models'; the answers, and so MentorCollab's probes and adoptions, are noise.
+# DEVICE=cpu runs the same steps on the CPU, to try the script where there is no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT_DIR=${1:-runs/gpu-check}
 shift || true
-PYTHON=.venv/bin/python
-[ -x "$PYTHON" ] || { echo "gpu-check: no .venv here; run scripts/install.sh after installing a CUDA torch" >&2; exit 2; }
-if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+PYTHON=${PYTHON:-.venv/bin/python}
+GENERATOR=${GENERATOR:-smollm2-135m-instruct}
+MENTOR=${MENTOR:-qwen2.5-coder-1.5b-instruct}
+DEVICE=${DEVICE:-cuda}
+command -v "$PYTHON" >/dev/null || { echo "gpu-check: no $PYTHON here; run scripts/install.sh after installing a CUDA torch" >&2; exit 2; }
+if [ "$DEVICE" != cpu ] && ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu-check: torch sees no CUDA device (torch $("$PYTHON" -c 'import torch; print(torch.__version__)'))" >&2
   exit 2
 fi
+if [ -n "${PACKED:-}" ]; then
+  PACKED=$(cd "$PACKED" && pwd) scratch=$(mktemp -d)
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$scratch/site" "$PACKED"/wheels/*.whl
+  export PYTHONPATH="$scratch/site:$PACKED/shapes/site${PYTHONPATH:+:$PYTHONPATH}"
+  PYTHONPATH="$PYTHONPATH:." "$PYTHON" scripts/random_weights.py build "$PACKED/shapes" "$scratch/models" --device "$DEVICE"
+  GENERATOR=$scratch/models/$GENERATOR MENTOR=$scratch/models/$MENTOR
+fi
 mkdir -p "$OUT_DIR"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
-PYTHONUNBUFFERED=1 "$PYTHON" -m mentorcollab_langchain.cli bench --backend transformers --device cuda \
-  --dtype bfloat16 --no-remote "$@" | tee "$OUT_DIR/bench.txt"
-for model in smollm2-135m-instruct qwen2.5-coder-1.5b-instruct; do
-  PYTHONUNBUFFERED=1 PYTHONPATH=. "$PYTHON" scripts/torch_decoding.py --model "$model" --device cuda --dtype bfloat16 \
+[ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
+PYTHONUNBUFFERED=1 "$PYTHON" -m mentorcollab_langchain.cli bench --backend transformers --device "$DEVICE" \
+  --dtype bfloat16 --no-remote --generator "$GENERATOR" --mentor "$MENTOR" "$@" | tee "$OUT_DIR/bench.txt"
+for model in "$GENERATOR" "$MENTOR"; do
+  PYTHONUNBUFFERED=1 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" scripts/torch_decoding.py --model "$model" --device "$DEVICE" --dtype bfloat16 \
     | tee -a "$OUT_DIR/torch_decoding.txt"
 done
