@@ -16,6 +16,8 @@ Which table in ``docs/results`` comes from which committed data, and the test th
 - the README's calibrated table: ``tuning/calibration/*.json`` and the calibrated rows of ``rerun/*/records.jsonl``;
 - ``confidence.md`` and the README's AUC table: ``confidence/*.jsonl`` (collected by ``confidence.py collect``),
   ``tuning/*.jsonl`` and ``rerun/*/records.jsonl`` through ``confidence.py report``;
+- ``hidden_state.md`` and the README's hidden-state table: ``hidden_state/answers.jsonl`` and
+  ``hidden_state/states.safetensors`` (collected by ``hidden_state.py collect``) through ``hidden_state.py report``;
 - ``mlp_verifier.md``: its two tables and its training and validation counts, from the shipped verifier's card.
 
 The issue-5 pages, its sweeps and the verifier order check were retired because their records were never
@@ -109,6 +111,26 @@ def test_the_confidence_tables_rebuild_from_the_committed_records() -> None:
         collected = {json.loads(line)["question_id"]
                      for line in (RESULTS / "confidence" / f"{benchmark}.jsonl").read_text().splitlines()}
         assert collected == {record["question_id"] for record in read_results(RESULTS / "rerun" / benchmark)}
+
+
+@pytest.mark.slow  # fits 36 logistic regressions on 1,791 hidden states: about ten seconds
+def test_the_hidden_state_table_rebuilds_from_the_committed_states() -> None:
+    rebuilt = _printed(RESULTS / "hidden_state.py", "report", RESULTS / "hidden_state")
+    assert rebuilt == (RESULTS / "hidden_state.md").read_text(encoding="utf-8")
+    header = "| held-out questions | n | generator wrong |"
+    assert _table_rows(README, header) == _table_rows(rebuilt, header)
+
+
+def test_the_hidden_state_probe_reads_no_evaluation_question_and_is_tested_on_questions_it_never_saw() -> None:
+    records = [json.loads(line) for line in (RESULTS / "hidden_state" / "answers.jsonl").read_text().splitlines()]
+    evaluated = {(name, question.id) for name, count in PUBLISHED.items()
+                 for question in load_questions(name, None, count)}
+    resampled = {(record["benchmark"], str(record["question_id"]))
+                 for name in ("arc_challenge", "csqa") for record in read_results(RESULTS / "resample" / name)}
+    read = {(record["benchmark"], record["question_id"]) for record in records}
+    assert not read & (evaluated | resampled), "the hidden-state probe read an evaluation question"
+    trained = {(record["benchmark"], record["question_id"]) for record in records if record["role"] == "train"}
+    assert not trained & (read - trained), "the probe is tested on a question it was trained on"
 
 
 def test_the_ceiling_table_rebuilds_from_the_committed_records() -> None:
