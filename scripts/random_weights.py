@@ -2,11 +2,11 @@
 
 Decoding speed depends on a model's shapes (layers, widths, heads, vocabulary) and dtype, not on the
 values of its weights. A lent GPU machine has no package registry and takes at most 64 MiB from here,
-while the packaged weights are 98 MB and 1.1 GB, so ``scripts/gpu-check.sh --random-weights`` measures
-models built from each packaged model's own config and tokenizer with random weights. What they write is
-noise: their tokens/s, bandwidth shares and cost-model ratios are the real models', their answers, and
-MentorCollab's probes and adoptions, are not (a random generator is unsure of every word, so the
-uncertain policy probes at every word, far more often than on the real pair).
+while the packaged weights are 98 MB and 1.1 GB, so ``PACKED=FOLDER scripts/gpu-check.sh`` (FOLDER made
+by ``scripts/gpu-pack.sh``) measures models built from each packaged model's own config and tokenizer
+with random weights. What they write is noise: their tokens/s, bandwidth shares and cost-model ratios
+are the real models', their answers, and MentorCollab's probes and adoptions, are not (a random
+generator is unsure of every word it writes, so the uncertain policy probes each one).
 
     python scripts/random_weights.py export FOLDER   # here: each packaged model's config and tokenizer
     python scripts/random_weights.py build FOLDER OUT [--dtype bfloat16] [--device cuda] [--layers N]
