@@ -4,7 +4,8 @@ The published evaluations take the first ``EVALUATION_LIMIT`` questions of each 
 shuffled order (``mentorcollab eval --limit 100``). Tuning used other splits (ARC-Challenge validation)
 or questions past that range (CommonsenseQA validation from 100 on, GSM8K from 1000 on). This test reads
 the question ids recorded by the tuning runs and the threshold calibrations, and checks them against the
-evaluation samples. The independent re-measure (``docs/results/resample``) must also stay clear of both.
+evaluation samples. The independent re-measure (``docs/results/resample``) must also stay clear of both,
+and the hidden-state probe (``docs/results/hidden_state``) of the evaluation samples and the re-measure.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ def tuning_ids() -> dict[tuple[str, str], set[str]]:
     return ids
 
 
+def evaluated_ids(name: str) -> set[str]:
+    """The questions of ``name``'s evaluation sample."""
+    return {question.id for question in load_questions(name, EVALUATED[name], EVALUATION_LIMIT)}
+
+
+def resampled_ids(name: str) -> set[str]:
+    """The questions of ``name``'s independent re-measure."""
+    return {str(record["question_id"]) for record in read_results(RESULTS / "resample" / name)}
+
+
 def test_tuning_runs_were_recorded() -> None:
     recorded = tuning_ids()
     assert len(recorded[("arc_challenge", "validation")]) >= 50 and len(recorded[("csqa", "validation")]) >= 50
@@ -59,13 +70,25 @@ def test_no_tuning_question_is_in_the_evaluation_sample(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["arc_challenge", "csqa"])
 def test_the_resample_shares_no_question_with_the_evaluation_sample_or_the_tuning_data(name: str) -> None:
-    records = read_results(RESULTS / "resample" / name)
     split = EVALUATED[name]
-    assert {record["split"] for record in records} == {split}
-    resampled = {str(record["question_id"]) for record in records}
+    assert {record["split"] for record in read_results(RESULTS / "resample" / name)} == {split}
+    resampled = resampled_ids(name)
     assert len(resampled) == EVALUATION_LIMIT
-    evaluated = {question.id for question in load_questions(name, split, EVALUATION_LIMIT)}
-    assert not resampled & evaluated, "the resample repeats the evaluation sample"
+    assert not resampled & evaluated_ids(name), "the resample repeats the evaluation sample"
     for (tuned_benchmark, tuned_split), ids in tuning_ids().items():
         if (tuned_benchmark, tuned_split) == (name, split):
             assert not resampled & ids, f"{name}/{split}: the resample holds tuning questions"
+
+
+def test_the_hidden_state_probe_reads_no_evaluation_question_and_is_tested_on_questions_it_never_saw() -> None:
+    lines = (RESULTS / "hidden_state" / "answers.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    for name in ("arc_challenge", "csqa"):
+        read = {record["question_id"] for record in records
+                if (record["benchmark"], record["split"]) == (name, EVALUATED[name])}
+        assert not read & (evaluated_ids(name) | resampled_ids(name)), f"the probe read an evaluated {name} question"
+    assert not {record["benchmark"] for record in records} & {"gsm8k"}
+    trained = {(record["benchmark"], record["question_id"]) for record in records if record["role"] == "train"}
+    tested = {(record["benchmark"], record["question_id"]) for record in records if record["role"] == "test"}
+    assert len(trained) == 1791 and len(tested) == 599
+    assert not trained & tested, "the probe is tested on a question it was trained on"
