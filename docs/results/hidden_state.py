@@ -25,12 +25,14 @@ its GGUF), prompted as ``mentorcollab eval`` prompts it; its answer is its top t
 from __future__ import annotations
 
 import json
+import runpy
 import sys
 from pathlib import Path
 
 import torch
 
 RESULTS = Path(__file__).resolve().parent
+auc = runpy.run_path(str(RESULTS / "confidence.py"))["auc"]  # the AUC confidence.md reports, ties counting half
 # (benchmark, split, offset, limit): what the probe learns from, and what it is tested on.
 TRAIN = (("arc_easy", "validation", 0, None), ("openbookqa", "validation", 0, None), ("csqa", "validation", 500, None))
 TEST = (("arc_challenge", "validation", 0, None), ("csqa", "validation", 100, 300))
@@ -43,6 +45,7 @@ def collect(folder: Path) -> None:
     from safetensors.torch import save_file
 
     from mentorcollab_langchain.backends import TransformersBackend
+    from mentorcollab_langchain.backends.local import confidence_of
     from mentorcollab_langchain.evals.data import load_questions
     from mentorcollab_langchain.evals.extract import extract_choice
     from mentorcollab_langchain.evals.prompts import build_prompt
@@ -59,12 +62,11 @@ def collect(folder: Path) -> None:
             ids = torch.tensor([generator.prompt_ids(built.prompt, built.style)])
             with torch.inference_mode():
                 output = network(input_ids=ids, output_hidden_states=True, logits_to_keep=1)
-            probabilities = output.logits[0, -1].softmax(-1)
-            top = probabilities.topk(2)
-            answer = extract_choice(tokenizer.decode([int(top.indices[0])]))
+            logits = output.logits[0, -1]
+            answer = extract_choice(tokenizer.decode([int(logits.argmax())]))
             records.append({"role": role, "benchmark": benchmark, "split": split, "question_id": question.id,
                             "gold": question.gold, "answer": answer,
-                            "top_share": float(top.values[0] / top.values.sum())})
+                            "top_share": confidence_of(logits.numpy()).top_share})
             states.append(output.hidden_states[-1][0, -1].to(torch.float16))
             if len(records) % 100 == 0:
                 print(f"{len(records)} questions read ({benchmark} {split})", file=sys.stderr, flush=True)
@@ -80,17 +82,9 @@ def _read(folder: Path) -> tuple[list[dict], torch.Tensor]:
     return records, load_file(str(folder / "states.safetensors"))["states"].float()
 
 
-def auc(doubt: torch.Tensor, wrong: torch.Tensor) -> float:
-    """The chance that a wrong answer is doubted more than a right one (ties count half)."""
-    wrong_doubts, right_doubts = doubt[wrong], doubt[~wrong]
-    above = (wrong_doubts[:, None] > right_doubts[None, :]).float().mean()
-    ties = (wrong_doubts[:, None] == right_doubts[None, :]).float().mean()
-    return float(above + ties / 2)
-
-
 def fit(features: torch.Tensor, labels: torch.Tensor, penalty: float) -> torch.Tensor:
     """Logistic regression weights (bias last) under an L2 penalty on the weights, by L-BFGS."""
-    inputs = torch.cat([features, torch.ones(len(features), 1)], dim=1)
+    inputs = _with_bias(features)
     weights = torch.zeros(inputs.shape[1], requires_grad=True)
     optimizer = torch.optim.LBFGS([weights], max_iter=200, line_search_fn="strong_wolfe")
 
@@ -106,7 +100,11 @@ def fit(features: torch.Tensor, labels: torch.Tensor, penalty: float) -> torch.T
 
 
 def score(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return torch.cat([features, torch.ones(len(features), 1)], dim=1) @ weights
+    return _with_bias(features) @ weights
+
+
+def _with_bias(features: torch.Tensor) -> torch.Tensor:
+    return torch.cat([features, torch.ones(len(features), 1)], dim=1)
 
 
 def report(folder: Path) -> None:
@@ -124,7 +122,7 @@ def report(folder: Path) -> None:
         for k in range(FOLDS):
             weights = fit(train_features[fold != k], train_wrong[fold != k], penalty)
             scores[fold == k] = score(train_features[fold == k], weights)
-        validated[penalty] = auc(scores, train_wrong)
+        validated[penalty] = auc(scores.tolist(), train_wrong.tolist())
     penalty = max(validated, key=validated.get)
     weights = fit(train_features, train_wrong, penalty)
     print("# Does the generator's hidden state know when its answer is wrong?\n")
@@ -136,11 +134,12 @@ def report(folder: Path) -> None:
     print("|---|---|---|---|---|")
     for benchmark, split, offset, _ in TEST:
         chosen = torch.tensor([record["role"] == "test" and record["benchmark"] == benchmark for record in records])
-        doubt = -torch.tensor([record["top_share"] for record in records])[chosen]
-        probe = score(features[chosen], weights)
-        last = offset + int(chosen.sum()) - 1
-        print(f"| {benchmark} {split} {offset}–{last} | {int(chosen.sum())} | {int(wrong[chosen].sum())} | "
-              f"{auc(doubt, wrong[chosen]):.2f} | {auc(probe, wrong[chosen]):.2f} |")
+        doubt = [-record["top_share"] for record, taken in zip(records, chosen.tolist(), strict=True) if taken]
+        probe = score(features[chosen], weights).tolist()
+        labels = wrong[chosen].tolist()
+        last = offset + len(labels) - 1
+        print(f"| {benchmark} {split} {offset}–{last} | {len(labels)} | {sum(labels)} | "
+              f"{auc(doubt, labels):.2f} | {auc(probe, labels):.2f} |")
 
 
 if __name__ == "__main__":
