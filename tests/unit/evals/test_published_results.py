@@ -121,6 +121,14 @@ def test_the_hidden_state_table_rebuilds_from_the_committed_states() -> None:
     assert _table_rows(README, header) == _table_rows(rebuilt, header)
 
 
+def test_the_ceiling_table_rebuilds_from_the_committed_records() -> None:
+    rebuilt = _printed(RESULTS / "ceiling.py", "main", RESULTS / "data")
+    assert rebuilt == (RESULTS / "ceiling.md").read_text(encoding="utf-8")
+    header = "| benchmark | n | generator | mentor | default, as run |"
+    assert _table_rows(README, header) == _table_rows(rebuilt, header)
+    assert len(_table_rows(rebuilt, header)) == 2  # arc_challenge and csqa
+
+
 # The re-measure replays the method each benchmark was re-measured with: the default on ARC-Challenge,
 # the calibrated threshold on CommonsenseQA.
 RESAMPLED = {"arc_challenge": "mentorcollab", "csqa": "mentorcollab (t=0.528708)"}
