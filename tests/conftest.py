@@ -13,7 +13,9 @@ not support). Every skip, allowed or not, is listed with its reason at the end o
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -97,29 +99,39 @@ GSM8K_NATALIA = (
 
 
 def _tiny_model_folder(root: Path, packaged_name: str) -> Path:
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    """A tiny random Llama beside a copy of a packaged model's tokenizer files, with its vocabulary and its
+    start and end tokens (copied, not loaded and saved: Gemma 3's 262k-token tokenizer takes seconds)."""
+    from transformers import LlamaForCausalLM
 
+    source = ensure_converted(PACKAGED_MODELS[packaged_name])
+    packaged = json.loads((source / "config.json").read_text())
     folder = root / f"tiny-{packaged_name}"
-    tokenizer = AutoTokenizer.from_pretrained(ensure_converted(PACKAGED_MODELS[packaged_name]))
+    folder.mkdir()
+    _copy_tokenizer(source, folder)
     torch.manual_seed(0)
-    LlamaForCausalLM(_tiny_llama_config(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    config = _tiny_llama_config(packaged["vocab_size"], packaged["bos_token_id"], packaged["eos_token_id"])
+    LlamaForCausalLM(config).save_pretrained(folder)
     return folder
 
 
-def _tiny_llama_config(tokenizer: Any) -> Any:
+def _copy_tokenizer(source: Path, folder: Path) -> None:
+    for tokenizer_file in [*source.glob("tokenizer*"), *source.glob("chat_template*")]:
+        shutil.copy(tokenizer_file, folder)
+
+
+def _tiny_llama_config(vocab_size: int, bos_token_id: int | None, eos_token_id: int | None) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos_token_id,
+        bos_token_id=bos_token_id,
         tie_word_embeddings=True,
     )
 
@@ -129,8 +141,6 @@ def tiny_llama2_style_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny Llama wearing a Llama-2-family tokenizer: SentencePiece BPE with byte fallback whose
     normalizer prepends a dummy "▁" and whose decoder strips the first space. No Llama-2 tokenizer is
     packaged here, so it is built from the ``tokenizers`` library's components on Gemma 3's vocabulary."""
-    import json
-
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -152,7 +162,8 @@ def tiny_llama2_style_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     )
     folder = tmp_path_factory.mktemp("models") / "tiny-llama2-style"
     torch.manual_seed(0)
-    LlamaForCausalLM(_tiny_llama_config(tokenizer)).save_pretrained(folder)
+    config = _tiny_llama_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 
@@ -161,13 +172,16 @@ def tiny_llama2_style_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 def tiny_sliding_window_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny Gemma 3 (its real architecture: one sliding-window layer of 8 tokens, one global layer) with
     Gemma 3's tokenizer, so prompts run past the window and a rollback must crop a full window."""
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
+    source = ensure_converted(PACKAGED_MODELS["gemma3-270m"])
+    packaged = json.loads((source / "config.json").read_text())
     folder = tmp_path_factory.mktemp("models") / "tiny-gemma3-sliding"
-    tokenizer = AutoTokenizer.from_pretrained(ensure_converted(PACKAGED_MODELS["gemma3-270m"]))
+    folder.mkdir()
+    _copy_tokenizer(source, folder)
     torch.manual_seed(0)
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=packaged["vocab_size"],
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
@@ -177,12 +191,11 @@ def tiny_sliding_window_model(tmp_path_factory: pytest.TempPathFactory) -> str:
         max_position_embeddings=256,
         sliding_window=8,
         layer_types=["sliding_attention", "full_attention"],
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=packaged["eos_token_id"],
+        bos_token_id=packaged["bos_token_id"],
+        pad_token_id=packaged["pad_token_id"],
     )
     Gemma3ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
     return str(folder)
 
 

@@ -7,6 +7,7 @@ its behaviour stays predictable. Never the only proof that a feature works: real
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -34,6 +35,10 @@ class ScriptedBackend:
         continuation gets ``word_logprob`` for each of its words that the script would write there, and
         ten times that for each other word."""
         self.words = _WORD.findall(answer)
+        self.answer = "".join(self.words)
+        # How many words end at each length of the answer (every word is non-empty, so one per length).
+        ends = itertools.accumulate((len(word) for word in self.words), initial=0)
+        self.words_ending_at = {end: count for count, end in enumerate(ends)}
         self.confidence = list(confidence)
         self.word_logprob = word_logprob
         self.name = name
@@ -69,12 +74,10 @@ class ScriptedCursor:
 
     def _position(self, text: str) -> int:
         """Index of the next word to write after ``text``."""
-        joined = ""
-        for index, word in enumerate(self.backend.words):
-            if joined == text:
-                return index
-            joined += word
-        return len(self.backend.words) if joined == text else len(_WORD.findall(text))
+        count = self.backend.words_ending_at.get(len(text))
+        if count is not None and self.backend.answer.startswith(text):
+            return count
+        return len(_WORD.findall(text))
 
     def generate(self, text: str, max_tokens: int, stop: Sequence[str] = ()) -> Piece:
         self._call()
