@@ -58,7 +58,7 @@ from typing import Any
 
 from mentorcollab_langchain.backends.base import Confidence, ContinuationScore, Piece, Prompt, PromptStyle
 from mentorcollab_langchain.backends.http_client import CircuitBreaker, OpenAICompatibleClient
-from mentorcollab_langchain.backends.local import common_prefix_length
+from mentorcollab_langchain.backends.local import LoadOnce, common_prefix_length
 from mentorcollab_langchain.backends.prompts import render_chat, render_plain
 from mentorcollab_langchain.backends.sampling import GREEDY, Sampling
 from mentorcollab_langchain.errors import BackendError, ConfigError
@@ -70,6 +70,10 @@ LABEL_CANDIDATES = 20  # top log-probabilities asked for when scoring option lab
 CONFIDENCE_CANDIDATES = 20  # top log-probabilities asked for a word's first token, for its Confidence
 SCORE_RUN_TOKENS = 2  # the first greedy run when scoring; it doubles while the model writes the continuation
 FORCE_BIAS = 100.0  # logit bias that forces a token (the largest bias vLLM accepts)
+
+# Local tokenizers by where they load from, shared by every backend on the same model: loading one takes a
+# second or more (Qwen's 151k-token vocabulary), which a chat model built per request would pay each time.
+_TOKENIZERS: LoadOnce[str, Any] = LoadOnce()
 
 
 class OpenAICompatibleBackend:
@@ -113,7 +117,9 @@ class OpenAICompatibleBackend:
         from transformers import AutoTokenizer
 
         location, local = resolve_model(self.tokenizer_source, self._report)
-        return AutoTokenizer.from_pretrained(location, trust_remote_code=False, local_files_only=local)
+        return _TOKENIZERS.get(
+            location, lambda: AutoTokenizer.from_pretrained(location, trust_remote_code=False, local_files_only=local)
+        )
 
     def render(self, prompt: Prompt, style: PromptStyle = "chat") -> str:
         """The prompt text the server continues: the chat template's rendering, or plain text.

@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from mentorcollab_langchain.backends.openai_compatible import OpenAICompatibleBackend
-from mentorcollab_langchain.models import DEFAULT_MENTOR, PACKAGED_MODELS, ensure_converted
+from mentorcollab_langchain.models import DEFAULT_GENERATOR, DEFAULT_MENTOR, PACKAGED_MODELS, ensure_converted
 
 # A Llama/Gemma-style template: it writes the BOS token's text itself.
 TEMPLATE_WITH_BOS = (
@@ -46,3 +46,12 @@ def test_a_tokenizer_without_bos_keeps_its_rendering() -> None:
     assert backend.render(MESSAGES) == backend.tokenizer.apply_chat_template(
         MESSAGES, tokenize=False, add_generation_prompt=True
     )
+
+
+def test_backends_on_one_model_share_its_tokenizer_and_others_get_their_own() -> None:
+    """Loading Qwen's tokenizer takes a second: a chat model built per request must not pay it each time."""
+    first = OpenAICompatibleBackend("http://127.0.0.1:9", model="mentor", tokenizer=DEFAULT_MENTOR)
+    second = OpenAICompatibleBackend("http://127.0.0.2:9", model="other", tokenizer=DEFAULT_MENTOR)
+    assert first.tokenizer is second.tokenizer
+    other = OpenAICompatibleBackend("http://127.0.0.1:9", model="mentor", tokenizer=DEFAULT_GENERATOR)
+    assert other.tokenizer is not first.tokenizer and len(other.tokenizer) != len(first.tokenizer)
