@@ -4,6 +4,12 @@ The cursor's token-level logic (the cache rule, the decode loop, sampling, score
 shared with the llama.cpp backend; this module loads the model and supplies the torch parts: the
 tokenizer, a forward pass over a ``DynamicCache``, cropping it, hidden states, and the caches finished
 requests leave for later ones (``HeldCaches``).
+
+With ``torch_compile`` a request's cache is a ``StaticCache`` instead, allocated once at its full length,
+and each one-token step runs the network's forward pass compiled by ``torch.compile`` (with CUDA graphs on
+a GPU, where launching a small model's kernels one by one costs more than running them). Every cursor on
+the model shares one compiled graph: the cache is an input to it, not a constant. Prompts, scored
+continuations and hidden states still run eagerly, over the same cache.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ _END_MARKERS = ("<|endoftext|>", "<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<
 
 # How many finished requests' prompt caches a model keeps for later requests to take over.
 HELD_CACHES = 4
+
+# The tokens a static cache holds (``torch_compile``): its keys and values are allocated up front and a
+# step attends over all of them, so this is the context a compiled request has.
+STATIC_CACHE_TOKENS = 4096
 
 
 def pick_device(device: str) -> torch.device:
@@ -62,27 +72,50 @@ class HeldCaches:
     """The prompt caches finished requests left on one model, for later requests to take over.
 
     A closed cursor leaves its cache cropped to its prompt's whole batches (``LocalCursor.reusable_ids``),
-    and a new cursor takes the one sharing the longest prefix with its prompt. A taken cache leaves the pool
-    until its cursor closes, so no two requests ever write one cache. Each holds its prompt's keys and
-    values on the model's device, so at most ``limit`` are kept, the one left longest ago dropped first.
+    and a new cursor takes the one of its own kind (dynamic, or static of its length) sharing the longest
+    prefix with its prompt. A taken cache leaves the pool until its cursor closes, so no two requests ever
+    write one cache. Each holds its prompt's keys and values on the model's device, so at most ``limit``
+    are kept, the one left longest ago dropped first.
+
+    Static caches come back even with nothing to offer, and a request sharing no prompt with any empties
+    one (``emptied``) rather than allocating its own: the buffers of a model's static caches are then
+    allocated once, and its compiled step keeps running over buffers it has seen (CUDA graphs are recorded
+    per buffer address).
     """
 
     def __init__(self, limit: int = HELD_CACHES) -> None:
         self.limit = limit
-        self._held: list[tuple[list[int], Any]] = []  # (the ids a cache holds, the cache), oldest first
+        # (the ids a cache holds, the cache, its static length or None for a dynamic one), oldest first
+        self._held: list[tuple[list[int], Any, int | None]] = []
         self._lock = threading.Lock()
 
-    def take(self, prompt_ids: Sequence[int]) -> tuple[list[int], Any] | None:
-        """The held cache sharing the longest prefix with ``prompt_ids`` and the ids it holds; None if none shares."""
+    def take(self, prompt_ids: Sequence[int], static_length: int | None = None) -> tuple[list[int], Any] | None:
+        """The held cache of ``static_length`` (None: a dynamic one) sharing the longest prefix with
+        ``prompt_ids``, and the ids it holds; None if none shares."""
         with self._lock:
-            shared = [common_prefix_length(ids, prompt_ids) for ids, _ in self._held]
+            shared = [
+                common_prefix_length(ids, prompt_ids) if length == static_length else 0
+                for ids, _, length in self._held
+            ]
             if not shared or max(shared) == 0:
                 return None
-            return self._held.pop(shared.index(max(shared)))
+            ids, cache, _ = self._held.pop(shared.index(max(shared)))
+            return ids, cache
 
-    def give(self, ids: list[int], cache: Any) -> None:
+    def emptied(self, static_length: int) -> Any | None:
+        """The held static cache of ``static_length`` left longest ago, emptied; None if none is held."""
         with self._lock:
-            self._held.append((ids, cache))
+            found = next((index for index, held in enumerate(self._held) if held[2] == static_length), None)
+            if found is None:
+                return None
+            _, cache, _ = self._held.pop(found)
+        with torch.inference_mode():  # its tensors were made in inference mode
+            cache.reset()
+        return cache
+
+    def give(self, ids: list[int], cache: Any, static_length: int | None = None) -> None:
+        with self._lock:
+            self._held.append((ids, cache, static_length))
             del self._held[: -self.limit]
 
     def clear(self) -> None:
@@ -108,10 +141,21 @@ class LoadedModel:
     # For answer text where the tokenizer adds a dummy prefix or strips a first space (``words``).
     response_tokenizer: Any = None
     held_caches: HeldCaches = field(default_factory=HeldCaches)
+    _compiled_forward: Callable | None = None
+    _compile_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def compiled_forward(self) -> Callable:
+        """The network's forward pass under ``torch.compile``, made once per model. Compiling happens at its
+        first call (a minute for the 135M generator on this CPU); CUDA graphs replay each step on a GPU."""
+        with self._compile_lock:
+            if self._compiled_forward is None:
+                mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+                self._compiled_forward = torch.compile(self.network.forward, mode=mode)
+            return self._compiled_forward
 
 
 _LOADED: LoadOnce[tuple[str, str, str], LoadedModel] = LoadOnce()
@@ -165,6 +209,11 @@ class TransformersBackend:
     backend does: only whole prompt batches, so every logit is what a fresh read computes, bit for bit; the
     tokens taken over count in ``tokens_cached``, not ``tokens_read``. Turn it off to measure each request
     as if it ran alone.
+
+    With ``torch_compile`` each request decodes over a static cache of ``static_cache_tokens`` (its context)
+    with a compiled step (module docstring): on a GPU the way past per-kernel launch costs; the first step
+    compiles, for a minute or more. Its logits are the static cache's arithmetic, not the dynamic one's, so
+    a greedy answer may differ from the uncompiled backend's where two tokens nearly tie.
     """
 
     def __init__(
@@ -174,13 +223,19 @@ class TransformersBackend:
         device: str = "auto",
         dtype: str = "auto",
         prefix_cache: bool = True,
+        torch_compile: bool = False,
+        static_cache_tokens: int = STATIC_CACHE_TOKENS,
         report: Callable[[str], None] = lambda message: None,
     ) -> None:
         pick_dtype(dtype, pick_device(device))  # fail now, not at first use, on a bad device or dtype
+        if static_cache_tokens < 1:
+            raise ConfigError(f"static_cache_tokens must be at least 1, not {static_cache_tokens}")
         self.model = model
         self.device = device
         self.dtype = dtype
         self.prefix_cache = prefix_cache
+        self.torch_compile = torch_compile
+        self.static_cache_tokens = static_cache_tokens
         self._report = report
 
     @property
@@ -204,16 +259,21 @@ class TransformersBackend:
     ) -> TransformersCursor:
         """A cursor after the rendered prompt; with ``grammar`` it writes only text the grammar accepts."""
         prompt_ids = self.prompt_ids(prompt, style)
-        if len(prompt_ids) >= self.loaded.context_length:
+        static_length = self.static_cache_tokens if self.torch_compile else None
+        context = min(self.loaded.context_length, static_length or self.loaded.context_length)
+        if len(prompt_ids) >= context:
             raise ContextTooLongError(
-                f"the prompt is {len(prompt_ids)} tokens for {self.model}, whose context holds "
-                f"{self.loaded.context_length}"
+                f"the prompt is {len(prompt_ids)} tokens for {self.model}, whose context holds {context}"
+                + (" (raise static_cache_tokens)" if context == static_length else "")
             )
-        return TransformersCursor(self.loaded, prompt_ids, sampling, grammar, prefix_cache=self.prefix_cache)
+        return TransformersCursor(
+            self.loaded, prompt_ids, sampling, grammar, prefix_cache=self.prefix_cache, static_length=static_length
+        )
 
 
 class TransformersCursor(LocalCursor[LoadedModel]):
-    """One request's ``DynamicCache`` on one model, moved by text (see ``backends.local``)."""
+    """One request's KV cache on one model, moved by text (see ``backends.local``): a ``DynamicCache``, or
+    with ``static_length`` a ``StaticCache`` of that many tokens whose one-token steps run compiled."""
 
     def __init__(
         self,
@@ -223,27 +283,39 @@ class TransformersCursor(LocalCursor[LoadedModel]):
         grammar: str | None = None,
         *,
         prefix_cache: bool = True,
+        static_length: int | None = None,
     ) -> None:
-        from transformers import DynamicCache
+        from transformers import DynamicCache, StaticCache
 
         super().__init__(
             loaded,
             prompt_ids,
             end_ids=loaded.eos_ids,
-            context_length=loaded.context_length,
+            context_length=min(loaded.context_length, static_length or loaded.context_length),
             sampling=sampling,
             grammar=grammar,
         )
-        self._new_cache = lambda: DynamicCache(config=loaded.network.config)
+        config = loaded.network.config
+        if static_length is None:
+            self._new_cache = lambda: DynamicCache(config=config)
+            self._step = loaded.network
+        else:
+            self._new_cache = lambda: StaticCache(config=config, max_cache_len=static_length)
+            self._step = loaded.compiled_forward()
+        self.static_length = static_length
+        if static_length is not None and static_length < loaded.context_length:
+            self.context_advice = " (raise static_cache_tokens)"
         self._cache = self._new_cache()
         self._hidden: torch.Tensor | None = None  # the last fed position's hidden state, where it was asked for
         self.forward_calls = 0
         self.prefix_cache = prefix_cache
-        taken = loaded.held_caches.take(prompt_ids) if prefix_cache else None
+        taken = loaded.held_caches.take(prompt_ids, static_length) if prefix_cache else None
         if taken is not None:
             held_ids, self._cache = taken
             self.cached_ids = held_ids  # what the cache holds, so that cropping it removes the right count
             self.adopt_cache(common_prefix_length(held_ids, prompt_ids))
+        elif static_length is not None and (emptied := loaded.held_caches.emptied(static_length)) is not None:
+            self._cache = emptied
 
     def _encode(self, text: str) -> list[int]:
         if self._model.response_tokenizer is not None:
@@ -266,8 +338,9 @@ class TransformersCursor(LocalCursor[LoadedModel]):
         return int(self._model.network.get_output_embeddings().weight.shape[0])
 
     def _forward(self, ids: list[int], outputs: int, hidden: bool) -> np.ndarray:
+        one_step = len(ids) == 1 and outputs == 1 and not hidden  # the shape a compiled step is made for
         with torch.inference_mode():
-            output = self._model.network(
+            output = (self._step if one_step else self._model.network)(
                 input_ids=torch.tensor([ids], device=self._model.device),
                 cache=self._cache,
                 use_cache=True,
@@ -280,13 +353,18 @@ class TransformersCursor(LocalCursor[LoadedModel]):
 
     def _crop_cache(self, keep: int) -> int:
         try:
-            self._cache.crop(-(len(self.cached_ids) - keep))  # a negative count removes that many tokens
-            return keep
-        except (RuntimeError, ValueError):
-            # Layers past their window cannot roll back (a sliding-window layer raises ValueError, other
-            # cache layers RuntimeError): start over from the text.
+            if self._cache.is_croppable:  # a static sliding-window layer past its window would crop wrongly
+                self._cache.crop(-(len(self.cached_ids) - keep))  # a negative count removes that many tokens
+                return keep
+        except (RuntimeError, ValueError):  # a dynamic one raises ValueError there, other layers RuntimeError
+            pass
+        # Layers past their window cannot roll back: start over from the text.
+        if self.static_length is None:
             self._cache = self._new_cache()
-            return 0
+        else:
+            with torch.inference_mode():  # in place: its buffers stay where the compiled step has seen them
+                self._cache.reset()
+        return 0
 
     def next_token_logits(self, text: str) -> torch.Tensor:
         """Next-token logits after ``text`` as a tensor (used by tests to compare with a full recompute)."""
@@ -298,9 +376,12 @@ class TransformersCursor(LocalCursor[LoadedModel]):
         return self._hidden.tolist()
 
     def close(self) -> None:
-        """Leave the prompt's whole batches for a later request (``prefix_cache``), or free the cache."""
+        """Leave the prompt's whole batches for a later request (``prefix_cache``), or free the cache (a static
+        one goes back with nothing to offer, for a later request to empty and reuse)."""
         reusable = self.reusable_ids() if self.prefix_cache else []
         if reusable and self._crop_cache(len(reusable)) == len(reusable):
-            self._model.held_caches.give(reusable, self._cache)
+            self._model.held_caches.give(reusable, self._cache, self.static_length)
+        elif self.static_length is not None:
+            self._model.held_caches.give([], self._cache, self.static_length)
         self._cache = self._new_cache()
         super().close()

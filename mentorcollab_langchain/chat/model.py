@@ -123,6 +123,7 @@ class ChatMentorCollab(RemoteMentorSettings):
         verifier: who decides at a divergence: a name in ``NAMED_VERIFIERS`` or a verifier object.
         backend: ``auto``, ``llama.cpp`` or ``transformers``, for models named by a string.
         device, dtype: where and in which precision transformers models run.
+        torch_compile: transformers models decode over a static cache with a compiled step.
 
     Key init args — a mentor behind an OpenAI-compatible server (vLLM, SGLang, llama.cpp server):
         mentor_base_url (alias ``base_url``): the server's URL; unset, the mentor runs in process.
@@ -179,6 +180,11 @@ class ChatMentorCollab(RemoteMentorSettings):
         description="the transformers weights' dtype: auto (bfloat16, float32 on MPS), float32, bfloat16 or float16; "
         "llama.cpp runs its GGUF weights as they are",
     )
+    torch_compile: bool = Field(
+        default=False,
+        description="transformers models decode over a static cache of 4096 tokens with a torch.compile'd step "
+        "(CUDA graphs on a GPU); the first step compiles, for a minute or more. auto then takes transformers",
+    )
     streaming: bool = Field(
         default=False, description="LangChain's switch: invoke streams its chunks to callbacks as they come"
     )
@@ -226,7 +232,9 @@ class ChatMentorCollab(RemoteMentorSettings):
                 self._backends[role] = (
                     self.remote_mentor(spec)
                     if role == "mentor" and self.mentor_base_url is not None
-                    else make_backend(spec, self.backend, device=self.device, dtype=self.dtype)
+                    else make_backend(
+                        spec, self.backend, device=self.device, dtype=self.dtype, torch_compile=self.torch_compile
+                    )
                 )
             return self._backends[role]
 

@@ -46,6 +46,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="the transformers rows' device: cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, help="llama.cpp threads per model (default: the cores)")
     parser.add_argument("--dtype", default="auto", help="transformers dtype: auto (bfloat16), float32 or bfloat16")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="the transformers rows decode over a static cache with a compiled step (each model "
+                             "compiles in its warm-up, which is not timed)")
     parser.add_argument("--questions", type=int, default=4, help="GSM8K questions per case (default: 4)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests run at once (default: 8)")
     parser.add_argument("--skip-torch", action="store_true",
@@ -109,7 +112,8 @@ class _Parts:
                  report: Report) -> None:
         self.args, self.config, self.prompts, self.report = args, config, prompts, report
         self.generator, self.mentor = self.load(args.generator), self.load(args.mentor)
-        self.where = f"torch {args.dtype}, {args.device}" if args.backend == "transformers" else "llama.cpp"
+        compiled = ", compiled" if args.torch_compile else ""
+        self.where = f"torch {args.dtype}, {args.device}{compiled}" if args.backend == "transformers" else "llama.cpp"
 
     def load(self, name: str, prefix_cache: bool = False) -> Backend:
         """``name`` on the bench's backend; without ``prefix_cache`` each request reads its whole prompt."""
@@ -126,7 +130,8 @@ class _Parts:
         from mentorcollab_langchain.backends import TransformersBackend
 
         return TransformersBackend(name, device=device or self.args.device, dtype=self.args.dtype,
-                                   prefix_cache=prefix_cache, report=self.report)
+                                   prefix_cache=prefix_cache, torch_compile=self.args.torch_compile,
+                                   report=self.report)
 
     def weight_bytes(self, backend: Backend) -> int:
         """The bytes of weights each written token reads: the GGUF file's, or the torch parameters'."""
@@ -169,7 +174,9 @@ class _Parts:
         for name in (self.args.generator, self.args.mentor):
             backend = self.transformers(name, device="cpu")
             dtype = str(backend.loaded.network.dtype).removeprefix("torch.")
-            rows.append(self.alone(f"{name} alone, torch {dtype}", backend, self.weight_bytes(backend), questions=1))
+            compiled = ", compiled" if self.args.torch_compile else ""
+            rows.append(self.alone(f"{name} alone, torch {dtype}{compiled}", backend, self.weight_bytes(backend),
+                                   questions=1))
         return rows
 
     def served(self, generator_alone: AloneRow) -> tuple[AloneRow, tuple[CollabRow, AloneRow, AloneRow]]:

@@ -25,8 +25,9 @@ Report = Callable[[str], None]
 def add_model_arguments(
     parser: argparse.ArgumentParser, *, any_backend: bool = True, remote_mentor: bool = True
 ) -> None:
-    """``--generator``, ``--mentor``, ``--device``, ``--dtype``, and where the command allows them the local
-    backend's choice (``--backend``, ``--threads``) and a mentor behind a server (``--mentor-url`` ...).
+    """``--generator``, ``--mentor``, ``--device``, ``--dtype``, ``--torch-compile``, and where the command
+    allows them the local backend's choice (``--backend``, ``--threads``) and a mentor behind a server
+    (``--mentor-url`` ...).
 
     A command that needs transformers (hidden states, or a torch-only measurement) passes
     ``any_backend=False``; one without a remote mentor passes ``remote_mentor=False``. Their values are
@@ -47,6 +48,9 @@ def add_model_arguments(
         parser.set_defaults(backend="transformers", threads=None)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on CPU and CUDA), float32 or bfloat16")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="transformers: decode over a static cache with a compiled step (CUDA graphs on a GPU); "
+                             "the first step compiles, for a minute or more")
     if remote_mentor:
         parser.add_argument("--mentor-url",
                             help="an OpenAI-compatible server (vLLM, SGLang, llama.cpp) serving the mentor")
@@ -81,7 +85,7 @@ def _load(args: argparse.Namespace, needs_mentor: bool, prefix_cache: bool, repo
 
     def local(model: str) -> Backend:
         backend = make_backend(model, args.backend, device=args.device, dtype=args.dtype, threads=args.threads,
-                               prefix_cache=prefix_cache, report=report)
+                               prefix_cache=prefix_cache, torch_compile=args.torch_compile, report=report)
         _ = backend.loaded  # load now, under the progress indicator
         return backend
 
@@ -119,13 +123,16 @@ def model_info(model: str, backend: Backend) -> ModelInfo:
 
 
 def backend_label(backend: object) -> str:
-    """What ran a model, for records: ``llama.cpp GGUF``, or ``transformers`` with its device and dtype."""
+    """What ran a model, for records: ``llama.cpp GGUF``, or ``transformers`` with its dtype (and compiling)."""
     from mentorcollab_langchain.backends import LlamaCppBackend, TransformersBackend
 
     if isinstance(backend, LlamaCppBackend):
         return "llama.cpp GGUF (in process)"
     if isinstance(backend, TransformersBackend):
-        return f"transformers {backend.loaded.network.dtype}".replace("torch.", "")
+        label = f"transformers {backend.loaded.network.dtype}".replace("torch.", "")
+        if backend.torch_compile:  # other arithmetic: records of the two must not mix
+            label += f", compiled over a static cache of {backend.static_cache_tokens} tokens"
+        return label
     return type(backend).__name__
 
 

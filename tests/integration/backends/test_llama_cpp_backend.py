@@ -407,6 +407,10 @@ def test_make_backend_picks_llama_cpp_for_packaged_models_on_cpu() -> None:
     assert isinstance(make_backend(GENERATOR, "llama.cpp"), LlamaCppBackend)
     with pytest.raises(ConfigError, match="backend='transformers'"):
         make_backend(GENERATOR, "llama.cpp", dtype="bfloat16")
+    compiled = make_backend(GENERATOR, device="cpu", torch_compile=True)  # only torch compiles
+    assert isinstance(compiled, TransformersBackend) and compiled.torch_compile
+    with pytest.raises(ConfigError, match=r"torch_compile compiles .* needs backend='transformers'"):
+        make_backend(GENERATOR, "llama.cpp", torch_compile=True)
     with pytest.raises(ConfigError, match="unknown backend"):
         make_backend(GENERATOR, "vllm")
 
