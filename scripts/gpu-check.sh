@@ -3,10 +3,15 @@
 # It prints the GPU, its measured memory bandwidth, each model alone (tokens/s and their share of that
 # bandwidth), MentorCollab at the defaults against the cost model, requests at once against one at a
 # time, and the first probe with and without read-ahead. Then each model's decoding three ways
-# (scripts/torch_decoding.py): what the backend does, a static cache, and compiled with CUDA graphs, to
-# decide whether the torch path should compile on a GPU. A short, prepared run: a few minutes on a GPU.
+# (scripts/torch_decoding.py): what the backend does, a static cache, and compiled with CUDA graphs; and
+# the bench again with `--torch-compile` (the backend's static cache and compiled step; each model
+# compiles in its untimed warm-up), to decide whether the torch path should compile on a GPU by default.
+# A short, prepared run: a few minutes on a GPU.
 #
 #   bash scripts/gpu-check.sh [OUT_DIR] [extra bench flags...]
+#
+# STEPS picks the parts, in order (default "bench decoding compiled"), so the check can be split across
+# calls on a machine lent for a few minutes at a time.
 #
 # It needs a CUDA build of torch in ./.venv: install one first (scripts/install.sh keeps a torch that is
 # already there), e.g. `python3 -m venv .venv && .venv/bin/pip install torch` and then scripts/install.sh.
@@ -41,9 +46,19 @@ if [ -n "${PACKED:-}" ]; then
 fi
 mkdir -p "$OUT_DIR"
 [ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/gpu.txt"
-PYTHONUNBUFFERED=1 "$PYTHON" -m mentorcollab_langchain.cli bench --backend transformers --device "$DEVICE" \
-  --dtype bfloat16 --no-remote --generator "$GENERATOR" --mentor "$MENTOR" "$@" | tee "$OUT_DIR/bench.txt"
-for model in "$GENERATOR" "$MENTOR"; do
-  PYTHONUNBUFFERED=1 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" scripts/torch_decoding.py --model "$model" --device "$DEVICE" --dtype bfloat16 \
-    | tee -a "$OUT_DIR/torch_decoding.txt"
+bench() {
+  PYTHONUNBUFFERED=1 "$PYTHON" -m mentorcollab_langchain.cli bench --backend transformers --device "$DEVICE" \
+    --dtype bfloat16 --no-remote --generator "$GENERATOR" --mentor "$MENTOR" "$@"
+}
+for step in ${STEPS:-bench decoding compiled}; do
+  case "$step" in
+    bench) bench "$@" | tee "$OUT_DIR/bench.txt" ;;
+    compiled) bench --torch-compile --skip-first-probe "$@" | tee "$OUT_DIR/bench-compiled.txt" ;;
+    decoding)
+      for model in "$GENERATOR" "$MENTOR"; do
+        PYTHONUNBUFFERED=1 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" scripts/torch_decoding.py --model "$model" \
+          --device "$DEVICE" --dtype bfloat16 | tee -a "$OUT_DIR/torch_decoding.txt"
+      done ;;
+    *) echo "gpu-check: unknown step $step (bench, compiled, decoding)" >&2; exit 2 ;;
+  esac
 done
