@@ -103,20 +103,21 @@ def _tiny_model_folder(root: Path, packaged_name: str) -> Path:
     start and end tokens (copied, not loaded and saved: Gemma 3's 262k-token tokenizer takes seconds)."""
     from transformers import LlamaForCausalLM
 
-    source = ensure_converted(PACKAGED_MODELS[packaged_name])
-    packaged = json.loads((source / "config.json").read_text())
     folder = root / f"tiny-{packaged_name}"
-    folder.mkdir()
-    _copy_tokenizer(source, folder)
+    packaged = _with_packaged_tokenizer(folder, packaged_name)
     torch.manual_seed(0)
     config = _tiny_llama_config(packaged["vocab_size"], packaged["bos_token_id"], packaged["eos_token_id"])
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
 
 
-def _copy_tokenizer(source: Path, folder: Path) -> None:
+def _with_packaged_tokenizer(folder: Path, packaged_name: str) -> dict[str, Any]:
+    """Make ``folder`` with a copy of a packaged model's tokenizer files; that model's config."""
+    source = ensure_converted(PACKAGED_MODELS[packaged_name])
+    folder.mkdir()
     for tokenizer_file in [*source.glob("tokenizer*"), *source.glob("chat_template*")]:
         shutil.copy(tokenizer_file, folder)
+    return json.loads((source / "config.json").read_text())
 
 
 def _tiny_llama_config(vocab_size: int, bos_token_id: int | None, eos_token_id: int | None) -> Any:
@@ -174,11 +175,8 @@ def tiny_sliding_window_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     Gemma 3's tokenizer, so prompts run past the window and a rollback must crop a full window."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    source = ensure_converted(PACKAGED_MODELS["gemma3-270m"])
-    packaged = json.loads((source / "config.json").read_text())
     folder = tmp_path_factory.mktemp("models") / "tiny-gemma3-sliding"
-    folder.mkdir()
-    _copy_tokenizer(source, folder)
+    packaged = _with_packaged_tokenizer(folder, "gemma3-270m")
     torch.manual_seed(0)
     config = Gemma3TextConfig(
         vocab_size=packaged["vocab_size"],

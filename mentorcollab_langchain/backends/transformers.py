@@ -260,15 +260,21 @@ class TransformersBackend:
         """A cursor after the rendered prompt; with ``grammar`` it writes only text the grammar accepts."""
         prompt_ids = self.prompt_ids(prompt, style)
         static_length = self.static_cache_tokens if self.torch_compile else None
-        context = min(self.loaded.context_length, static_length or self.loaded.context_length)
+        context, advice = request_context(self.loaded, static_length)
         if len(prompt_ids) >= context:
             raise ContextTooLongError(
-                f"the prompt is {len(prompt_ids)} tokens for {self.model}, whose context holds {context}"
-                + (" (raise static_cache_tokens)" if context == static_length else "")
+                f"the prompt is {len(prompt_ids)} tokens for {self.model}, whose context holds {context}{advice}"
             )
         return TransformersCursor(
             self.loaded, prompt_ids, sampling, grammar, prefix_cache=self.prefix_cache, static_length=static_length
         )
+
+
+def request_context(loaded: LoadedModel, static_length: int | None) -> tuple[int, str]:
+    """The tokens a request's cache holds, and how to get more where a static cache is what limits it."""
+    if static_length is None or static_length >= loaded.context_length:
+        return loaded.context_length, ""
+    return static_length, " (raise static_cache_tokens)"
 
 
 class TransformersCursor(LocalCursor[LoadedModel]):
@@ -287,11 +293,12 @@ class TransformersCursor(LocalCursor[LoadedModel]):
     ) -> None:
         from transformers import DynamicCache, StaticCache
 
+        context_length, self.context_advice = request_context(loaded, static_length)
         super().__init__(
             loaded,
             prompt_ids,
             end_ids=loaded.eos_ids,
-            context_length=min(loaded.context_length, static_length or loaded.context_length),
+            context_length=context_length,
             sampling=sampling,
             grammar=grammar,
         )
@@ -303,8 +310,6 @@ class TransformersCursor(LocalCursor[LoadedModel]):
             self._new_cache = lambda: StaticCache(config=config, max_cache_len=static_length)
             self._step = loaded.compiled_forward()
         self.static_length = static_length
-        if static_length is not None and static_length < loaded.context_length:
-            self.context_advice = " (raise static_cache_tokens)"
         self._cache = self._new_cache()
         self._hidden: torch.Tensor | None = None  # the last fed position's hidden state, where it was asked for
         self.forward_calls = 0

@@ -112,8 +112,9 @@ class _Parts:
                  report: Report) -> None:
         self.args, self.config, self.prompts, self.report = args, config, prompts, report
         self.generator, self.mentor = self.load(args.generator), self.load(args.mentor)
-        compiled = ", compiled" if args.torch_compile else ""
-        self.where = f"torch {args.dtype}, {args.device}{compiled}" if args.backend == "transformers" else "llama.cpp"
+        self.compiled = ", compiled" if args.torch_compile else ""
+        on_torch = args.backend == "transformers"
+        self.where = f"torch {args.dtype}, {args.device}{self.compiled}" if on_torch else "llama.cpp"
 
     def load(self, name: str, prefix_cache: bool = False) -> Backend:
         """``name`` on the bench's backend; without ``prefix_cache`` each request reads its whole prompt."""
@@ -174,9 +175,8 @@ class _Parts:
         for name in (self.args.generator, self.args.mentor):
             backend = self.transformers(name, device="cpu")
             dtype = str(backend.loaded.network.dtype).removeprefix("torch.")
-            compiled = ", compiled" if self.args.torch_compile else ""
-            rows.append(self.alone(f"{name} alone, torch {dtype}{compiled}", backend, self.weight_bytes(backend),
-                                   questions=1))
+            rows.append(self.alone(f"{name} alone, torch {dtype}{self.compiled}", backend,
+                                   self.weight_bytes(backend), questions=1))
         return rows
 
     def served(self, generator_alone: AloneRow) -> tuple[AloneRow, tuple[CollabRow, AloneRow, AloneRow]]:
