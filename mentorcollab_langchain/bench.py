@@ -337,6 +337,7 @@ class BenchResult:
     concurrency: ConcurrencyRow | None = None
     # the prompt's tokens, then each case's label and probe; the first case (without read-ahead) is the reference
     first_probe: tuple[int, Sequence[tuple[str, FirstProbe | None]]] | None = None
+    failed: Sequence[tuple[str, str]] = ()  # each part that raised, and its error
 
 
 LEGEND = (
@@ -384,6 +385,7 @@ def format_table(result: BenchResult) -> str:
                 compared.append(f"mentor found {probe.mentor_cached} tokens cached")
             rows.append((f"first probe, {tokens}-token prompt, {label}", "",
                          "no probe" if probe is None else f"{probe.latency:.2f}", "", "", "", "", "; ".join(compared)))
+    rows += [(part, "", "failed", "", "", "", "", error) for part, error in result.failed]
     header = ("setup", "tokens", "seconds", "tok/s", "read", "write", "of bandwidth", "compared")
     widths = [max(len(row[index]) for row in [header, *rows]) for index in range(len(header) - 1)]
     lines = [f"mentorcollab bench, {result.machine}"]

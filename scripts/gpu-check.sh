@@ -11,7 +11,8 @@
 #   bash scripts/gpu-check.sh [OUT_DIR] [extra bench flags...]
 #
 # STEPS picks the parts, in order (default "bench decoding compiled"), so the check can be split across
-# calls on a machine lent for a few minutes at a time.
+# calls on a machine lent for a few minutes at a time. A step that fails does not stop the ones after it
+# (the script exits 1 at the end), and the bench prints each figure on stderr as it measures it.
 #
 # It needs a CUDA build of torch in ./.venv: install one first (scripts/install.sh keeps a torch that is
 # already there), e.g. `python3 -m venv .venv && .venv/bin/pip install torch` and then scripts/install.sh.
@@ -50,15 +51,23 @@ bench() {
   PYTHONUNBUFFERED=1 "$PYTHON" -m mentorcollab_langchain.cli bench --backend transformers --device "$DEVICE" \
     --dtype bfloat16 --no-remote --generator "$GENERATOR" --mentor "$MENTOR" "$@"
 }
-for step in ${STEPS:-bench decoding compiled}; do
+STEPS=${STEPS:-bench decoding compiled}
+for step in $STEPS; do
   case "$step" in
-    bench) bench "$@" | tee "$OUT_DIR/bench.txt" ;;
-    compiled) bench --torch-compile --skip-first-probe "$@" | tee "$OUT_DIR/bench-compiled.txt" ;;
-    decoding)
-      for model in "$GENERATOR" "$MENTOR"; do
-        PYTHONUNBUFFERED=1 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" scripts/torch_decoding.py --model "$model" \
-          --device "$DEVICE" --dtype bfloat16 | tee -a "$OUT_DIR/torch_decoding.txt"
-      done ;;
+    bench|compiled|decoding) ;;
     *) echo "gpu-check: unknown step $step (bench, compiled, decoding)" >&2; exit 2 ;;
   esac
 done
+status=0
+for step in $STEPS; do
+  case "$step" in
+    bench) bench "$@" | tee "$OUT_DIR/bench.txt" || status=1 ;;
+    compiled) bench --torch-compile --skip-first-probe "$@" | tee "$OUT_DIR/bench-compiled.txt" || status=1 ;;
+    decoding)
+      for model in "$GENERATOR" "$MENTOR"; do
+        PYTHONUNBUFFERED=1 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" scripts/torch_decoding.py --model "$model" \
+          --device "$DEVICE" --dtype bfloat16 | tee -a "$OUT_DIR/torch_decoding.txt" || status=1
+      done ;;
+  esac
+done
+exit "$status"

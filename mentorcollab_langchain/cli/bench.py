@@ -11,13 +11,19 @@ prompt, as if it ran alone. The prompts are GSM8K
 questions in chat form (``--questions``). The default run takes some minutes on a 2-core CPU;
 ``--questions 1 --concurrency 2 --max-new-tokens 8 --skip-torch --no-remote --skip-first-probe`` is a
 quick check that every part works.
+
+Each figure also goes to stderr as it is measured, so a run stopped by a time limit keeps what it had. A
+part after MentorCollab that fails (the torch rows, the served mentor, the requests at once, the first
+probe) is named in the table with its error, and the command exits 1; the other parts still run.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from mentorcollab_langchain.cli.loading import progress, quiet_transformers
 from mentorcollab_langchain.cli.settings import add_config_arguments, config_overrides
@@ -28,6 +34,8 @@ if TYPE_CHECKING:
     from mentorcollab_langchain.cli.loading import Report
     from mentorcollab_langchain.engine import CollabConfig
     from mentorcollab_langchain.evals.prompts import BuiltPrompt
+
+T = TypeVar("T")
 
 BENCH_DEFAULTS = {"max_new_tokens": 96}
 """GSM8K answers are longer; everything else stays at the engine's defaults, which is what is measured."""
@@ -94,15 +102,15 @@ def command(args: argparse.Namespace) -> int:
         parts = _Parts(args, config, prompts, report)
         rows, collabs = parts.in_process()
         if not args.skip_torch and args.backend == "llama.cpp":
-            rows += parts.torch()
-        if not args.no_remote:
-            served_alone, served_collab = parts.served(rows[0])
-            rows.append(served_alone)
-            collabs.append(served_collab)
-        concurrency = None if args.skip_concurrency else parts.concurrency()
-        first_probe = None if args.skip_first_probe else parts.first_probe()
-    print(bench.format_table(bench.BenchResult(machine, bandwidth, rows, collabs, concurrency, first_probe)))
-    return 0
+            rows += parts.attempt("the models alone on torch", parts.torch) or []
+        if not args.no_remote and (served := parts.attempt("the served mentor", lambda: parts.served(rows[0]))):
+            rows.append(served[0])
+            collabs.append(served[1])
+        concurrency = None if args.skip_concurrency else parts.attempt("requests at once", parts.concurrency)
+        first_probe = None if args.skip_first_probe else parts.attempt("the first probe", parts.first_probe)
+    result = bench.BenchResult(machine, bandwidth, rows, collabs, concurrency, first_probe, parts.failed)
+    print(bench.format_table(result))
+    return 1 if parts.failed else 0
 
 
 class _Parts:
@@ -113,8 +121,20 @@ class _Parts:
         self.args, self.config, self.prompts, self.report = args, config, prompts, report
         self.generator, self.mentor = self.load(args.generator), self.load(args.mentor)
         self.compiled = ", compiled" if args.torch_compile else ""
+        self.failed: list[tuple[str, str]] = []
         on_torch = args.backend == "transformers"
         self.where = f"torch {args.dtype}, {args.device}{self.compiled}" if on_torch else "llama.cpp"
+
+    def attempt(self, part: str, measure: Callable[[], T]) -> T | None:
+        """A part after the models alone and MentorCollab, which every run needs. Where one fails, its traceback
+        goes to stderr, the table names it and the command exits 1, but the other parts still run: a GPU check
+        lent for minutes keeps what it measured."""
+        try:
+            return measure()
+        except Exception as error:  # noqa: BLE001 - reported in the table and the exit status, never dropped
+            traceback.print_exc(file=sys.stderr)
+            self.failed.append((f"{part}: failed", f"{type(error).__name__}: {error}"))
+            return None
 
     def load(self, name: str, prefix_cache: bool = False) -> Backend:
         """``name`` on the bench's backend; without ``prefix_cache`` each request reads its whole prompt."""
@@ -152,13 +172,17 @@ class _Parts:
         self.report(f"measuring {label}")
         warm_up = BuiltPrompt([{"role": "user", "content": "Say hello."}], "chat", ())
         measure_alone(label, backend, [warm_up], self.config.model_copy(update={"max_new_tokens": 4}), None)
-        return measure_alone(label, backend, self.prompts[:questions], self.config, weight_bytes)
+        row = measure_alone(label, backend, self.prompts[:questions], self.config, weight_bytes)
+        self.report(f"{label}: {row.written_tokens} tokens in {row.seconds:.1f} s, {row.tokens_per_second:.1f} tok/s")
+        return row
 
     def collab(self, label: str, mentor: Backend) -> CollabRow:
         from mentorcollab_langchain.bench import measure_collab
 
         self.report(f"measuring {label}")
-        return measure_collab(label, self.generator, mentor, self.prompts[: self.args.questions], self.config)
+        row = measure_collab(label, self.generator, mentor, self.prompts[: self.args.questions], self.config)
+        self.report(f"{label}: {row.tokens} tokens in {row.seconds:.1f} s, {row.probes} probes")
+        return row
 
     def in_process(self) -> tuple[list[AloneRow], list[tuple[CollabRow, AloneRow, AloneRow]]]:
         """Both models alone on llama.cpp in process, and MentorCollab there."""
@@ -200,7 +224,10 @@ class _Parts:
         from mentorcollab_langchain.bench import measure_concurrency
 
         self.report(f"measuring {self.args.concurrency} requests one at a time, then at once")
-        return measure_concurrency(self.generator, self.mentor, self.prompts[: self.args.concurrency], self.config)
+        row = measure_concurrency(self.generator, self.mentor, self.prompts[: self.args.concurrency], self.config)
+        self.report(f"{row.requests} requests: {row.sequential_seconds:.1f} s one at a time, "
+                    f"{row.concurrent_seconds:.1f} s at once")
+        return row
 
     def first_probe(self) -> tuple[int, list[tuple[str, FirstProbe | None]]]:
         """The first probe's latency on the long few-shot prompt: without read-ahead, with it, and with it
@@ -218,6 +245,7 @@ class _Parts:
             settings = self.config.model_copy(update={"read_ahead": read_ahead})
             probe = measure_first_probe(self.generator, self.mentor, prompt, settings)
             cases.append((f"{'with' if read_ahead else 'without'} read-ahead", probe))
+            self.report(f"first probe, {cases[-1][0]}: {'no probe' if probe is None else f'{probe.latency:.2f} s'}")
         self.report(f"measuring the first probe on a {tokens}-token prompt, its examples cached")
         settings = self.config.model_copy(update={"read_ahead": True})
         generator, mentor = self.load(self.args.generator, True), self.load(self.args.mentor, True)

@@ -163,6 +163,35 @@ def test_bench_on_transformers_runs_the_gpu_checks_path_on_the_cpu(capsys: pytes
     assert all(row.split()[-1].endswith("%") for row in rows[:2])  # a share of the measured bandwidth
 
 
+def test_a_failing_bench_part_is_named_in_the_table_and_the_parts_after_it_still_run(
+    tiny_byte_level_model: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A GPU check lent for minutes must keep what it measured: the requests at once raise here (as CUDA graphs
+    on threads might), and the first probe after them is still measured (on a prompt the tiny model's 256-token
+    context holds), and every figure is also on stderr."""
+    from mentorcollab_langchain import bench
+    from mentorcollab_langchain.cli import bench as bench_command
+    from mentorcollab_langchain.evals.prompts import BuiltPrompt
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("graphs recorded on another thread")
+
+    monkeypatch.setattr(bench, "measure_concurrency", broken)
+    monkeypatch.setattr(bench_command, "long_fewshot_prompt",
+                        lambda question=0: BuiltPrompt(f"Example {question}: 2 + 2 = 4.\nQuestion: 3 + 3 =", "raw", ()))
+    assert main(["bench", *tiny_models(tiny_byte_level_model), "--backend", "transformers", "--questions", "1",
+                 "--concurrency", "2", "--max-new-tokens", "3", "--no-remote"]) == 1
+    captured = capsys.readouterr()
+    rows = table_rows(captured.out)
+    assert [row.split("  ")[0] for row in rows[:3]] == [
+        f"{tiny_byte_level_model} alone, torch float32, cpu", f"{tiny_byte_level_model} alone, torch float32, cpu",
+        "MentorCollab, torch float32, cpu"]
+    assert [row.split(",")[0] for row in rows[3:6]] == ["first probe"] * 3  # measured after the failure
+    assert rows[6].split() == ["requests", "at", "once:", "failed", "failed", "RuntimeError:", "graphs", "recorded",
+                               "on", "another", "thread"]
+    assert "Traceback" in captured.err and "MentorCollab, torch float32, cpu: 3 tokens in" in captured.err
+
+
 @pytest.mark.slow
 def test_bench_measures_the_served_mentor_too(
     tokenizer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
