@@ -67,7 +67,9 @@ def response_tokenizer(tokenizer: Any) -> Any:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
-    spec = json.loads(backend.to_str())
+    # Only these three small parts are read; the whole tokenizer, whose vocabulary may hold 262k tokens (seconds
+    # to serialize and parse), is serialized only where one of them changes.
+    spec = {name: _component(getattr(backend, name)) for name in ("normalizer", "pre_tokenizer", "decoder")}
     changed = False
 
     def without(component: dict | None, kind: str, key: str) -> dict | None:
@@ -92,7 +94,12 @@ def response_tokenizer(tokenizer: Any) -> Any:
         return None
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_str(json.dumps(spec))
+    return Tokenizer.from_str(json.dumps(json.loads(backend.to_str()) | spec))
+
+
+def _component(component: Any) -> dict | None:
+    """A tokenizer part (normalizer, pre-tokenizer, decoder) as the JSON that ``Tokenizer.to_str`` writes for it."""
+    return None if component is None else json.loads(component.__getstate__())
 
 
 def _metaspaces(component: dict | None) -> list[dict]:
