@@ -47,9 +47,11 @@ class ModelServer:
 
 
 def server_command(gguf: Path, port: int, n_ctx: int = 4096, threads: int = 2, host: str = "127.0.0.1") -> list[str]:
+    """llama-cpp-python's server on ``gguf``. ``threads`` both decode and read prompts, as in process (the
+    server's own default reads prompts on every core, so a served model's reading would not be comparable)."""
     return [
         sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", host,
-        "--port", str(port), "--n_threads", str(threads), "--n_ctx", str(n_ctx),
+        "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(n_ctx),
     ]
 
 

@@ -16,7 +16,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = commands.add_parser("serve", help="serve a packaged model with llama.cpp on 127.0.0.1")
     parser.add_argument("model", nargs="?", default=DEFAULT_MENTOR)
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads, for decoding and reading prompts")
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.set_defaults(handler=command)
     return parser

@@ -73,6 +73,8 @@ def test_serve_replaces_itself_with_llama_cpps_server_on_the_verified_gguf(
     expected = server_command(gguf, 18123, 512, 1)
     assert executed == [(expected[0], expected)]
     assert expected[1:3] == ["-m", "llama_cpp.server"] and "127.0.0.1" in expected  # loopback only
+    threads = {flag: expected[expected.index(flag) + 1] for flag in ("--n_threads", "--n_threads_batch")}
+    assert threads == {"--n_threads": "1", "--n_threads_batch": "1"}  # prompts read on as many threads as in process
     assert f"serving {SMALLEST_PACKAGED} at http://127.0.0.1:18123/v1" in capsys.readouterr().err
 
 
