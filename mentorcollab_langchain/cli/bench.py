@@ -126,9 +126,9 @@ class _Parts:
         self.where = f"torch {args.dtype}, {args.device}{self.compiled}" if on_torch else "llama.cpp"
 
     def attempt(self, part: str, measure: Callable[[], T]) -> T | None:
-        """A part after the models alone and MentorCollab, which every run needs. Where one fails, its traceback
-        goes to stderr, the table names it and the command exits 1, but the other parts still run: a GPU check
-        lent for minutes keeps what it measured."""
+        """``measure()``, a part after the models alone and MentorCollab (which every run needs). Where it fails,
+        its traceback goes to stderr, the table names it and the command exits 1, but the other parts still
+        run: a GPU check lent for minutes keeps what it measured."""
         try:
             return measure()
         except Exception as error:  # noqa: BLE001 - reported in the table and the exit status, never dropped
@@ -239,13 +239,17 @@ class _Parts:
 
         prompt = long_fewshot_prompt()
         tokens = len(self.mentor.prompt_ids(prompt.prompt, prompt.style))
-        cases = []
+        cases: list[tuple[str, FirstProbe | None]] = []
+
+        def measured(label: str, probe: FirstProbe | None) -> None:
+            cases.append((label, probe))
+            self.report(f"first probe, {label}: {'no probe' if probe is None else f'{probe.latency:.2f} s'}")
+
         for read_ahead in (False, True):
             self.report(f"measuring the first probe on a {tokens}-token prompt, read_ahead={read_ahead}")
             settings = self.config.model_copy(update={"read_ahead": read_ahead})
-            probe = measure_first_probe(self.generator, self.mentor, prompt, settings)
-            cases.append((f"{'with' if read_ahead else 'without'} read-ahead", probe))
-            self.report(f"first probe, {cases[-1][0]}: {'no probe' if probe is None else f'{probe.latency:.2f} s'}")
+            measured(f"{'with' if read_ahead else 'without'} read-ahead",
+                     measure_first_probe(self.generator, self.mentor, prompt, settings))
         self.report(f"measuring the first probe on a {tokens}-token prompt, its examples cached")
         settings = self.config.model_copy(update={"read_ahead": True})
         generator, mentor = self.load(self.args.generator, True), self.load(self.args.mentor, True)
@@ -254,7 +258,7 @@ class _Parts:
             cursor = backend.open(earlier.prompt, earlier.style)
             cursor.read_prompt(threading.Event())
             cursor.close()
-        cases.append(("read-ahead, examples cached", measure_first_probe(generator, mentor, prompt, settings)))
+        measured("read-ahead, examples cached", measure_first_probe(generator, mentor, prompt, settings))
         return tokens, cases
 
 

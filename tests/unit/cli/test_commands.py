@@ -192,6 +192,7 @@ def test_a_failing_bench_part_is_named_in_the_table_and_the_parts_after_it_still
     assert rows[6].split() == ["requests", "at", "once:", "failed", "failed", "RuntimeError:", "graphs", "recorded",
                                "on", "another", "thread"]
     assert "Traceback" in captured.err and "MentorCollab, torch float32, cpu: 3 tokens in" in captured.err
+    assert "first probe, read-ahead, examples cached: " in captured.err
 
 
 @pytest.mark.slow
